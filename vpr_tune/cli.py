@@ -7,11 +7,11 @@ A :class:`~vpr_tune.errors.UserError` anywhere becomes one line on stderr and ex
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -78,7 +78,9 @@ def data_check(
 def train(
     config: Annotated[Path, typer.Argument(help="YAML with fixed values (search-space schema).")],
     data: Annotated[str | None, typer.Option(help="Data root (default: street-world).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder (default results/train/<name>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default results/train/<name>).")
+    ] = None,
 ) -> None:
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
     raise UserError("train is not implemented yet")
@@ -102,7 +104,9 @@ def evaluate(
 @app.command("run")
 def run(
     space: Annotated[Path, typer.Argument(help="Search-space YAML (see search_spaces/).")],
-    name: Annotated[str | None, typer.Option(help="Experiment name (default: <file>-<time>).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Experiment name (default: <file>-<time>).")
+    ] = None,
     data: Annotated[str | None, typer.Option(help="Data root (default: street-world).")] = None,
     num_samples: Annotated[int | None, typer.Option(help="Override search.num_samples.")] = None,
     max_concurrent: Annotated[
@@ -147,7 +151,9 @@ def report(
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="loader | cache | eval | asha | search | memory | all")],
+    name: Annotated[
+        str, typer.Argument(help="loader | cache | eval | asha | search | memory | all")
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,
 ) -> None:
@@ -156,6 +162,18 @@ def bench(
 
 
 # ------------------------------------------------------------------------------- entry
+def _click_usage_errors() -> tuple[type[Exception], ...]:
+    """Click's UsageError: typer >= 0.20 vendors click as ``typer._click``."""
+    errors: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        with contextlib.suppress(ImportError):
+            errors.append(__import__(module, fromlist=["UsageError"]).UsageError)
+    return tuple(errors)
+
+
+_CLICK_ERRORS = _click_usage_errors()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: user errors -> one line and exit 2 (``--debug`` for traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -168,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
-    except click.UsageError as exc:
+    except _CLICK_ERRORS as exc:  # bad command line: unknown command/option, bad value
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True
+        )
         return 2
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         return 130
     return rc if isinstance(rc, int) else 0
