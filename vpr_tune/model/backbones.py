@@ -1,0 +1,101 @@
+"""ResNet backbones from torchvision, cut after layer3 or layer4, first stages frozen.
+
+``pretrained`` is ``none`` (random init), ``imagenet`` (torchvision's weights; downloaded on
+a user's machine) or a path to a local ``.pth`` file holding a ResNet state_dict.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from vpr_tune.errors import UserError
+
+BACKBONES = {
+    "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", {"layer3": 256, "layer4": 512}),
+    "resnet50": (
+        torchvision.models.resnet50,
+        "ResNet50_Weights",
+        {"layer3": 1024, "layer4": 2048},
+    ),
+}
+CUTS = ("layer3", "layer4")
+# Stages in order; ``freeze_stages: N`` freezes the first N of them.
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _load_local(net: nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise UserError(f"model.pretrained: {path} is not a file (use none, imagenet or a .pth)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise UserError(f"model.pretrained: cannot read {path} as torch weights: {exc}") from exc
+    for key in ("state_dict", "model"):  # common wrappers around a state_dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"model.pretrained: {path} does not hold a state_dict")
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise UserError(
+            f"model.pretrained: {path} is not a {name} state_dict "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+def _resnet(name: str, pretrained: str | None) -> nn.Module:
+    factory, weights_enum, _ = BACKBONES[name]
+    choice = str(pretrained or "none")
+    if choice.lower() == "none":
+        return factory(weights=None)
+    if choice.lower() == "imagenet":
+        weights = getattr(torchvision.models, weights_enum).IMAGENET1K_V1
+        try:
+            return factory(weights=weights)
+        except Exception as exc:  # no network, proxy, corrupt download ...
+            raise UserError(
+                f"model.pretrained: imagenet: could not get torchvision's {name} weights "
+                f"({type(exc).__name__}: {exc}). Download {weights.url} elsewhere and set "
+                f"`pretrained: /path/to/{name}.pth`, or use `pretrained: none`."
+            ) from exc
+    net = factory(weights=None)
+    _load_local(net, Path(choice).expanduser(), name)
+    return net
+
+
+def build_backbone(
+    name: str = "resnet18", pretrained: str | None = "none", cut: str = "layer4",
+    freeze_stages: int = 0,
+) -> tuple[nn.Sequential, int, int]:
+    """Return ``(backbone, out_channels, stride)``; frozen stages have ``requires_grad=False``."""
+    if name not in BACKBONES:
+        raise UserError(f"model.backbone: {name!r} is not one of {', '.join(BACKBONES)}")
+    if cut not in CUTS:
+        raise UserError(f"model.cut: {cut!r} is not one of {', '.join(CUTS)}")
+    n_stages = STAGES.index(cut) + 1
+    if not isinstance(freeze_stages, int) or not 0 <= freeze_stages <= n_stages:
+        raise UserError(f"model.freeze_stages: {freeze_stages!r} must be an int in 0..{n_stages}")
+    net = _resnet(name, pretrained)
+    stages = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)]
+    stages += [getattr(net, s) for s in STAGES[1:n_stages]]
+    for stage in stages[:freeze_stages]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+    backbone = nn.Sequential(*stages)
+    return backbone, BACKBONES[name][2][cut], 2 ** (n_stages)
+
+
+def feature_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Spatial size of the backbone output: every stride-2 layer rounds up."""
+    h, w = image_size
+    for _ in range(int(math.log2(stride))):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return h, w
