@@ -1,0 +1,220 @@
+"""Re-evaluate the best trials of a search on the test sets (``vpr-tune best --retest``).
+
+For each of the top K finished trials, load its best checkpoint and measure Recall@N on every
+split of the config's ``data.test`` (SF-XS test and Tokyo-XS test by default). Writes
+``results/<name>/retest.csv`` and ``retest.md`` atomically; results are cached in
+``.retest_cache.json`` keyed by trial id + checkpoint path + mtime + data, so a second run
+reuses them unless ``force``::
+
+    from vpr_tune.analysis import load_experiment
+    from vpr_tune.tune.retest import retest
+
+    table = retest(load_experiment("demo"), top=5)      # DataFrame, also written to disk
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vpr_tune.analysis import (
+    SYNTHETIC_LABEL,
+    Experiment,
+    data_root_of,
+    markdown_table,
+    ranked,
+)
+from vpr_tune.config import DEFAULTS
+from vpr_tune.errors import UserError
+
+CACHE_FILE = ".retest_cache.json"
+RETEST_NS = (1, 5, 10)
+SYNTHETIC_NOTE = (
+    "> Numbers are **synthetic** (street-world data): they show the pipeline works and that "
+    "hyperparameters matter, not how a model does on real photos."
+)
+
+# (checkpoint path, data root, {set name: rel split}) -> {set name: metrics}; injectable in tests.
+EvaluateFn = Callable[[Path, Path, dict[str, str]], dict[str, dict[str, Any]]]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file + ``os.replace`` (never half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_of(exp: Experiment, row: pd.Series) -> Path:
+    """The trial's best checkpoint; re-rooted under the experiment folder if it was moved.
+
+    Raises :class:`UserError` naming the trial and path when it does not exist.
+    """
+    raw = row.get("checkpoint")
+    if not isinstance(raw, str) or not raw.strip():
+        raise UserError(
+            f"{exp.path / 'trials.csv'}: trial {row['trial_id']} has no checkpoint recorded"
+        )
+    path = Path(raw)
+    if path.exists():
+        return path
+    parts = path.parts
+    if exp.name in parts:  # the experiment folder was copied or moved elsewhere
+        moved = exp.path.joinpath(*parts[len(parts) - parts[::-1].index(exp.name):])
+        if moved.exists():
+            return moved
+    raise UserError(
+        f"trial {row['trial_id']}: checkpoint {path} does not exist "
+        f"(listed in {exp.path / 'trials.csv'}; was the experiment moved or cleaned?)"
+    )
+
+
+def _test_splits(cfg: dict[str, Any] | None) -> dict[str, str]:
+    tests = ((cfg or {}).get("data") or {}).get("test") or DEFAULTS["data"]["test"]
+    if not isinstance(tests, dict) or not tests:
+        raise UserError(f"data.test must map a set name to a split path, got {tests!r}")
+    return {str(k): str(v) for k, v in tests.items()}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
+    """The real evaluator: load the checkpoint's model, Recall@N on each test split."""
+    splits: dict[Path, Any] = {}  # each test split is read once for all trials
+
+    def run(checkpoint: Path, root: Path, tests: dict[str, str]) -> dict[str, dict[str, Any]]:
+        import torch
+
+        from vpr_tune.data.datasets import find_split, load_eval_split
+        from vpr_tune.evaluate import evaluate
+        from vpr_tune.train import load_model_from_checkpoint
+
+        torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
+        model, cfg = load_model_from_checkpoint(checkpoint)
+        device = _device()
+        model = model.to(device).eval()
+        data = cfg.get("data", {})
+        out = {}
+        for set_name, rel in tests.items():
+            path = find_split(root, rel)
+            if path not in splits:
+                splits[path] = load_eval_split(path, skip_bad_files=data.get("skip_bad_files",
+                                                                             False))
+            with torch.no_grad():
+                out[set_name] = evaluate(
+                    model, splits[path], tuple(data.get("image_size", (224, 224))),
+                    int(cfg.get("budget", {}).get("eval_batch_size", 64)), device,
+                )
+            log(f"  {set_name}: R@1 {out[set_name]['R@1']:.2f}  R@5 {out[set_name]['R@5']:.2f}")
+        return out
+
+    return run
+
+
+def _load_cache(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # no cache or a damaged one: recompute
+
+
+def resolve_root(exp: Experiment, data: str | None, log: Callable[[str], None]) -> Path:
+    """The data root for retesting: ``--data``, else the experiment's (space.yaml / env /
+    street-world of the experiment's ``data.synth_size``)."""
+    from vpr_tune.data.datasets import resolve_data_root
+
+    size = (exp.space.get("data") or {}).get("synth_size", DEFAULTS["data"]["synth_size"])
+    return Path(resolve_data_root(data or data_root_of(exp.space), size=size, log=log))
+
+
+def retest(
+    exp: Experiment,
+    top: int = 5,
+    metric: str = "val/R@1",
+    data: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    evaluate_fn: EvaluateFn | None = None,
+) -> pd.DataFrame:
+    """Retest the top ``top`` trials on the test sets; returns and writes the retest table.
+
+    Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``,
+    then ``<set>_R@1/5/10`` for each set of ``data.test`` (``sf_test``, ``tokyo``).
+    """
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
+    best = ranked(exp, metric).head(top)
+    if best.empty:
+        raise UserError(f"experiment {exp.name}: no finished trial to retest ({exp.path})")
+    checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
+    tests = _test_splits(exp.space)
+    cache_path = exp.path / CACHE_FILE
+    cache = {} if force else _load_cache(cache_path)
+    root: Path | None = None
+    evaluate_fn = evaluate_fn or make_evaluator(log)
+    results: list[dict[str, dict[str, Any]]] = []
+    for (_, row), ckpt in zip(best.iterrows(), checkpoints, strict=True):
+        if root is None:
+            root = resolve_root(exp, data, log)
+        key = json.dumps(
+            [row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns, str(root), tests]
+        )
+        if key not in cache:
+            log(f"retest #{row['rank']} {row['trial_id']} ({ckpt.name})")
+            cache[key] = evaluate_fn(ckpt, root, tests)
+        else:
+            log(f"retest #{row['rank']} {row['trial_id']}: reused (use --force to recompute)")
+        results.append(cache[key])
+    atomic_write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
+
+    table = best[["rank", "trial_id", *exp.varying]].copy()
+    table["val_R@1"] = best["best_val/R@1"].astype(float)
+    table["val_R@5"] = best.get("best_val/R@5", pd.Series(float("nan"), index=best.index))
+    for set_name in tests:
+        for n in RETEST_NS:
+            table[f"{set_name}_R@{n}"] = [float(r[set_name][f"R@{n}"]) for r in results]
+    synthetic = _root_is_synthetic(root)
+    write_retest(exp.path, table, synthetic)
+    exp.retest = table
+    return table
+
+
+def _root_is_synthetic(root: Path | None) -> bool:
+    if root is None:
+        return False
+    from vpr_tune.data.datasets import is_synthetic
+
+    return bool(is_synthetic(root))
+
+
+def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Path, Path]:
+    """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
+    csv_path, md_path = folder / "retest.csv", folder / "retest.md"
+    atomic_write_text(csv_path, table.to_csv(index=False))
+    lines = [f"# Retest of {folder.name}" + (f" — {SYNTHETIC_LABEL}" if synthetic else ""), ""]
+    if synthetic:
+        lines += [SYNTHETIC_NOTE, ""]
+    lines += [
+        "Best checkpoint of each top trial (ranked by val R@1), Recall@N in percent "
+        "(25 m rule).",
+        "",
+        markdown_table(table),
+        "",
+    ]
+    atomic_write_text(md_path, "\n".join(lines))
+    return csv_path, md_path
