@@ -272,6 +272,30 @@ def ranked(
     return frame.reset_index(drop=True)
 
 
+def top_table(exp: Experiment, top: int = 5, metric: str = "val/R@1") -> pd.DataFrame:
+    """The ``vpr-tune best`` table: ``rank, trial_id``, varying hyperparameters,
+    ``val_R@1, val_R@5, epochs`` of the ``top`` best finished trials.
+
+    Raises :class:`UserError` when no trial finished.
+    """
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
+    frame = ranked(exp, metric)
+    if frame.empty:
+        counts = exp.trials["status"].astype(str).value_counts().to_dict()
+        raise UserError(
+            f"experiment {exp.name}: no finished trial to rank "
+            f"(statuses: {counts or 'no trials'}; {exp.path / 'trials.csv'})"
+        )
+    frame = frame.head(top)
+    table = frame[["rank", "trial_id", *exp.varying]].copy()
+    for n in (1, 5):
+        col = f"best_val/R@{n}"
+        table[f"val_R@{n}"] = frame[col].astype(float) if col in frame else math.nan
+    table["epochs"] = frame.get("epochs", math.nan)
+    return table.reset_index(drop=True)
+
+
 # ------------------------------------------------------------------------------ helpers
 def best_so_far(
     curves: pd.DataFrame, metric: str = "val/R@1", exclude: Iterable[str] = ()

@@ -137,7 +137,57 @@ def best(
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
 ) -> None:
     """The top trials of a search; --retest re-evaluates them on the test sets."""
-    raise UserError("best is not implemented yet")
+    import json
+
+    from vpr_tune import analysis
+
+    exp = analysis.load_experiment(name, storage)
+    table = analysis.top_table(exp, top, metric)
+    retested = None
+    if retest:
+        from vpr_tune.tune.retest import retest as run_retest
+
+        log_console = err_console if json_out else console  # keep --json stdout pure JSON
+        retested = run_retest(exp, top, metric, data, force, log=log_console.print)
+    if json_out:
+        out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
+               "metric": metric, "varying": exp.varying, "trials": _records(table)}
+        if retested is not None:
+            out["retest"] = _records(retested)
+        print(json.dumps(out, indent=1))
+        return
+    failed = len(exp.trials) - len(analysis.ranked(exp, metric))
+    caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+    console.print(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
+    if retested is not None:
+        console.print(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m)",
+                                  f"written to {exp.path / 'retest.csv'} and retest.md"))
+
+
+def _records(frame) -> list[dict]:
+    """DataFrame rows as JSON-ready dicts (NaN -> null)."""
+    import json
+
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _rich_table(frame, title: str, caption: str):
+    """A rich Table of a DataFrame; floats shown with 3 significant digits (R@N: 2 decimals)."""
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for col in frame.columns:  # "optimizer.lr" -> two header lines so narrow terminals fit
+        table.add_column(str(col).replace(".", ".\n"), justify="left" if col == "trial_id"
+                         else "right", no_wrap=col == "trial_id", overflow="fold")
+    for row in frame.itertuples(index=False):
+        cells = []
+        for col, v in zip(frame.columns, row, strict=True):
+            if isinstance(v, float):
+                cells.append("" if v != v else f"{v:.2f}" if "R@" in col else f"{v:.3g}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    return table
 
 
 @app.command("report")

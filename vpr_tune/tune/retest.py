@@ -29,6 +29,7 @@ from vpr_tune.analysis import (
     data_root_of,
     markdown_table,
     ranked,
+    top_table,
 )
 from vpr_tune.config import DEFAULTS
 from vpr_tune.errors import UserError
@@ -105,9 +106,8 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         from vpr_tune.train import load_model_from_checkpoint
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
-        model, cfg = load_model_from_checkpoint(checkpoint)
         device = _device()
-        model = model.to(device).eval()
+        model, cfg = load_model_from_checkpoint(checkpoint, device=device)
         data = cfg.get("data", {})
         out = {}
         for set_name, rel in tests.items():
@@ -156,11 +156,8 @@ def retest(
     Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``,
     then ``<set>_R@1/5/10`` for each set of ``data.test`` (``sf_test``, ``tokyo``).
     """
-    if top < 1:
-        raise UserError(f"--top must be at least 1, got {top}")
+    table = top_table(exp, top, metric)  # raises when no trial finished
     best = ranked(exp, metric).head(top)
-    if best.empty:
-        raise UserError(f"experiment {exp.name}: no finished trial to retest ({exp.path})")
     checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
     tests = _test_splits(exp.space)
     cache_path = exp.path / CACHE_FILE
@@ -182,9 +179,7 @@ def retest(
         results.append(cache[key])
     atomic_write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
 
-    table = best[["rank", "trial_id", *exp.varying]].copy()
-    table["val_R@1"] = best["best_val/R@1"].astype(float)
-    table["val_R@5"] = best.get("best_val/R@5", pd.Series(float("nan"), index=best.index))
+    table = table.drop(columns="epochs")
     for set_name in tests:
         for n in RETEST_NS:
             table[f"{set_name}_R@{n}"] = [float(r[set_name][f"R@{n}"]) for r in results]
