@@ -74,7 +74,7 @@ def describe(
     from vpr_tune.data.datasets import eval_batches
 
     size = (int(image_size[0]), int(image_size[1]))
-    batches = eval_batches(list(paths), size, batch_size, cache=cache, device="cpu")
+    batches = eval_batches(list(paths), size, batch_size, cache=cache, device=str(device))
     return describe_batches(model, batches, len(paths), device)
 
 
