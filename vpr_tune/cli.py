@@ -158,10 +158,20 @@ def best(
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
     caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
-    console.print(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
+    _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
     if retested is not None:
-        console.print(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m)",
-                                  f"written to {exp.path / 'retest.csv'} and retest.md"))
+        _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m)",
+                                f"written to {exp.path / 'retest.csv'} and retest.md"))
+
+
+def _print_wide(renderable) -> None:
+    """Print a table at its natural width when stdout is a file or pipe (no 80-column cut)."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    wide = console.options.update(max_width=1000)
+    width = max(console.width, console.measure(renderable, options=wide).maximum)
+    Console(width=width).print(renderable)
 
 
 def _records(frame) -> list[dict]:
@@ -173,12 +183,18 @@ def _records(frame) -> list[dict]:
 
 def _rich_table(frame, title: str, caption: str):
     """A rich Table of a DataFrame; floats shown with 3 significant digits (R@N: 2 decimals)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, caption=caption)
-    for col in frame.columns:  # "optimizer.lr" -> two header lines so narrow terminals fit
-        table.add_column(str(col).replace(".", ".\n"), justify="left" if col == "trial_id"
-                         else "right", no_wrap=col == "trial_id", overflow="fold")
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
+    leaves = [str(c).split(".")[-1] for c in frame.columns]
+    for col, leaf in zip(frame.columns, leaves, strict=True):
+        # short headers so 80 columns fit: optimizer.name -> optimizer, optimizer.lr -> lr
+        head = str(col)
+        if "." in head:
+            head = head.split(".")[-2] if leaf == "name" or leaves.count(leaf) > 1 else leaf
+        table.add_column(head.replace("_R@", " R@"), justify="left" if col == "trial_id"
+                         else "right", no_wrap=col == "trial_id", min_width=len(head))
     for row in frame.itertuples(index=False):
         cells = []
         for col, v in zip(frame.columns, row, strict=True):
