@@ -58,7 +58,13 @@ def data_synth(
     ] = False,
 ) -> None:
     """Write the street-world synthetic dataset in the real GSV-XS/SF-XS/Tokyo-XS format."""
-    raise UserError("data synth is not implemented yet")
+    from vpr_tune.data.street_world import make_preview, synthesize
+
+    root = synthesize(out, size=size, seed=seed, log=console.print)
+    console.print(f"street-world ({size}, seed {seed}) is SYNTHETIC data, written to {root}")
+    if preview:
+        png = make_preview(root, root / "preview.png")
+        console.print(f"preview (queries beside their nearest database positives): {png}")
 
 
 @data_app.command("check")
@@ -70,7 +76,27 @@ def data_check(
     ] = False,
 ) -> None:
     """Scan a data root or split: images/places (train), database/queries/positives (eval)."""
-    raise UserError("data check is not implemented yet")
+    import json
+
+    from rich.table import Table
+
+    from vpr_tune.data.datasets import check_data
+
+    info = check_data(path, skip_bad_files=skip_bad_files)
+    if json_out:
+        print(json.dumps(info, indent=1))
+        return
+    synthetic = any(v.get("synthetic") for v in info.values())
+    table = Table(title=f"{path}" + (" (synthetic street-world)" if synthetic else ""))
+    for col in ("split", "images", "places", "database", "queries", "no positive"):
+        table.add_column(col, justify="left" if col == "split" else "right", no_wrap=True)
+    for rel, v in info.items():
+        row = [v.get(k, "") for k in ("images", "places", "database", "queries")]
+        row.append(v.get("queries_without_positive", ""))
+        table.add_row(rel, *(str(x) for x in row))
+    console.print(table)
+    for rel, v in info.items():
+        console.print(f"{rel}: {v['path']}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- train / eval
@@ -81,9 +107,58 @@ def train(
     out: Annotated[
         Path | None, typer.Option(help="Run folder (default results/train/<name>).")
     ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start over in an existing run folder.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
+    ] = None,
 ) -> None:
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
-    raise UserError("train is not implemented yet")
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.train import load_train_config, train_run
+
+    cfg = load_train_config(config)
+    if data is not None:
+        cfg["data"]["root"] = data
+    cfg["name"] = cfg.get("name") or config.stem
+    run_dir = out or Path("results") / "train" / cfg["name"]
+    if (run_dir / "last.pt").exists() and not (resume or overwrite):
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                        "--overwrite to start over, or --out for another folder")
+    root = resolve_data_root(cfg["data"]["root"], cfg["data"].get("synth_size", "demo"),
+                             log=console.print)
+    synthetic = " (street-world synthetic data)" if is_synthetic(root) else ""
+    console.print(f"data: {root}{synthetic}", highlight=False)
+    console.print(f"run folder: {run_dir}", highlight=False)
+    budget = cfg["budget"]
+    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total} batches"),
+                        TextColumn("loss {task.fields[loss]}"),
+                        TimeRemainingColumn(), console=console, transient=True)
+    task = progress.add_task("train", total=int(budget["batches_per_epoch"]), epoch=1, loss="-")
+
+    def on_batch(batch: int, loss: float) -> None:
+        progress.update(task, completed=batch + 1, loss=f"{loss:.4f}")
+
+    def on_epoch(row: dict) -> None:
+        loss = row["train/loss"]
+        loss = f"{float(loss):.4f}" if loss not in ("", None) else "-"
+        progress.console.print(
+            f"epoch {int(row['epoch']):>3}  loss {loss:>7}  lr {float(row['lr']):.2e}  "
+            + "  ".join(f"R@{n} {float(row[f'val/R@{n}']):5.1f}" for n in (1, 5, 10, 25))
+            + f"  ({float(row['time_s']):.1f}s)", highlight=False)
+        progress.reset(task, total=int(budget["batches_per_epoch"]),
+                       epoch=int(row["epoch"]) + 1, loss="-")
+
+    with progress:
+        rows = train_run(cfg, root, run_dir, resume=resume, num_threads=threads,
+                         log=progress.console.print, on_epoch=on_epoch, on_batch=on_batch)
+    best = max(rows, key=lambda r: float(r["val/R@1"]))
+    console.print(f"best val R@1 {float(best['val/R@1']):.1f} at epoch {best['epoch']}; "
+                  f"wrote {run_dir}/ (metrics.csv, best.pt, last.pt, TensorBoard events)",
+                  highlight=False)
 
 
 @app.command("eval")
@@ -95,9 +170,57 @@ def evaluate(
         int, typer.Option(help="Write predictions.csv with the top N and pictures.")
     ] = 0,
     only_wrong: Annotated[bool, typer.Option(help="Pictures only for wrong queries.")] = False,
+    split: Annotated[
+        str, typer.Option(help="Split under a data root: sf_xs/val, sf_xs/test, tokyo_xs/test.")
+    ] = "sf_xs/val",
+    preds_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where predictions.csv goes (default: next to the checkpoint)."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
 ) -> None:
     """Recall@1/5/10/25 of a checkpoint on an eval split (25 m rule)."""
-    raise UserError("eval is not implemented yet")
+    import json
+
+    import torch
+    from rich.table import Table
+
+    from vpr_tune.data.datasets import is_synthetic, load_eval_split
+    from vpr_tune.evaluate import evaluate_split, save_predictions
+    from vpr_tune.train import load_model_from_checkpoint
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, cfg = load_model_from_checkpoint(checkpoint, device)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UserError(f"--data {path} does not exist")
+    eval_split = load_eval_split(path, rel=split)
+    image_size = cfg["data"]["image_size"]
+    metrics, preds = evaluate_split(
+        model, eval_split, image_size, int(batch_size or cfg["budget"]["eval_batch_size"]),
+        device, cache=bool(cfg["data"].get("cache", True)))
+    metrics["synthetic"] = is_synthetic(eval_split.root)
+    if save_preds > 0:
+        slug = f"{eval_split.root.parent.name}-{eval_split.root.name}".lower()
+        where = preds_dir or checkpoint.parent / f"eval-{slug}"
+        metrics["predictions"] = str(save_predictions(eval_split, preds, where, save_preds,
+                                                      only_wrong=only_wrong))
+    if json_out:
+        print(json.dumps(metrics))
+        return
+    table = Table(title=f"{eval_split.root}" + (" (synthetic)" if metrics["synthetic"] else ""))
+    for n in (1, 5, 10, 25):
+        table.add_column(f"R@{n}", justify="right")
+    table.add_column("queries", justify="right")
+    table.add_column("database", justify="right")
+    table.add_column("no positive", justify="right")
+    table.add_row(*[f"{metrics[f'R@{n}']:.1f}" for n in (1, 5, 10, 25)],
+                  str(metrics["queries"]), str(metrics["database"]),
+                  str(metrics["queries_without_positive"]))
+    console.print(table)
+    if "predictions" in metrics:
+        console.print(f"predictions: {metrics['predictions']} (pictures in preds/)",
+                      highlight=False)
 
 
 # ------------------------------------------------------------------------------ search

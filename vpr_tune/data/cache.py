@@ -1,0 +1,123 @@
+"""Decode-once image cache: every image decoded and resized once per (file list, size).
+
+JPEG decoding and resizing dominate the input pipeline, so the first user of a
+(file list, image size) pair decodes everything into one uint8 ``.npy`` file of shape
+(N, H, W, 3); every later epoch, trial and process on the node memory-maps it
+(``np.load(mmap_mode="r")``) and shares the page cache.
+
+- Key: a hash of the paths, their mtimes and sizes, and the image size, so a changed or
+  replaced file gives a new cache file (the old one is simply not used again).
+- Concurrency: the builder holds an ``fcntl`` lock on ``<key>.lock`` and writes
+  ``<key>.npy.tmp-<pid>`` before an atomic rename, so a second builder waits and then
+  reuses the file; a reader never sees a half-written array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vpr_tune.errors import UserError
+
+
+def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``224`` or ``[224, 224]`` -> ``(H, W)``."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = (int(v) for v in image_size)
+    return h, w
+
+
+def load_image(path: str | Path, image_size: int | Sequence[int]) -> np.ndarray:
+    """Decode one image to RGB and resize it (bilinear) to ``(H, W, 3)`` uint8.
+
+    Raises :class:`UserError` naming the file when it cannot be decoded. The cache and the
+    PIL fallback both use this function, so they give identical arrays.
+    """
+    h, w = as_hw(image_size)
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"{path}: cannot decode image ({exc}); expected a valid JPEG") from exc
+
+
+def default_cache_dir() -> Path:
+    """``$VPR_TUNE_CACHE/images`` or ``~/.cache/vpr-tune/images``."""
+    base = os.environ.get("VPR_TUNE_CACHE") or Path.home() / ".cache" / "vpr-tune"
+    return Path(base) / "images"
+
+
+def cache_key(paths: Sequence[str | Path], image_size: int | Sequence[int]) -> str:
+    """Hash of (path, mtime, size) of every file plus the image size."""
+    h, w = as_hw(image_size)
+    digest = hashlib.sha1(f"v1 {h}x{w} {len(paths)}\n".encode())
+    for p in paths:
+        st = os.stat(p)
+        digest.update(f"{os.path.abspath(p)}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _fill(
+    out: np.ndarray, paths: Sequence[str | Path], hw: tuple[int, int], skip_bad_files: bool
+) -> None:
+    def one(i: int) -> None:
+        try:
+            out[i] = load_image(paths[i], hw)
+        except UserError as exc:
+            if not skip_bad_files:
+                raise
+            warnings.warn(f"skipping bad image (black in the cache): {exc}", stacklevel=2)
+            out[i] = 0
+
+    # PIL releases the GIL while decoding and resizing, so threads scale.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(one, range(len(paths))):
+            pass
+
+
+def cached_images(
+    paths: Sequence[str | Path],
+    image_size: int | Sequence[int],
+    cache_dir: str | Path | None = None,
+    skip_bad_files: bool = False,
+) -> np.ndarray:
+    """All ``paths`` decoded and resized, as a read-only memory-mapped (N, H, W, 3) uint8 array.
+
+    Built on first use (decode-once), reused while no file changes, safe when several
+    processes ask at once.
+    """
+    hw = as_hw(image_size)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{cache_key(paths, hw)}-{hw[0]}x{hw[1]}.npy"
+    if not final.exists():
+        with open(folder / (final.stem + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent builder waits here
+            if not final.exists():
+                tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+                try:
+                    arr = np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *hw, 3)
+                    )
+                    _fill(arr, paths, hw, skip_bad_files)
+                    arr.flush()
+                    del arr
+                    os.replace(tmp, final)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+    return np.load(final, mmap_mode="r")
