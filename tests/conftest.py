@@ -79,3 +79,25 @@ def hand_experiment(tmp_path, monkeypatch):
     """``results/hand`` under a tmp storage (also the cwd's results/), street-world data."""
     monkeypatch.delenv("VPR_TUNE_DATA", raising=False)
     return write_hand_experiment(tmp_path / "results" / "hand")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """(street-world tiny root, [3 real checkpoints]) made with ``Trainer.save_checkpoint``:
+    untrained ResNet-18 + GeM at 32 px with seeds 0..2, so their Recall@N differ."""
+    from vpr_tune.config import defaults
+    from vpr_tune.data.street_world import synthesize
+    from vpr_tune.train import Trainer
+
+    base = tmp_path_factory.mktemp("retest")
+    root = synthesize(base / "street-world", size="tiny", seed=0, log=lambda _m: None)
+    paths = []
+    for seed in range(3):
+        cfg = defaults()
+        cfg["seed"] = seed
+        cfg["data"].update(image_size=[32, 32], augment=False)
+        cfg["budget"].update(max_epochs=1, batches_per_epoch=1, places_per_batch=4,
+                             images_per_place=2, eval_batch_size=32)
+        trainer = Trainer(cfg, root, device="cpu", log=lambda _m: None)
+        paths.append(trainer.save_checkpoint(base / f"seed{seed}.pt"))
+    return root, paths
