@@ -134,3 +134,38 @@ def test_retest_figure(exp) -> None:
 def test_markdown_table() -> None:
     text = va.markdown_table(pd.DataFrame({"a": [1, 2], "b": [0.5, float("nan")]}))
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.50 |", "| 2 |  |"]
+
+
+def test_finished_curves_drop_failed_trials(exp) -> None:
+    assert set(exp.finished_curves["trial_id"]) == {"t0", "t1", "t4", "t5"}
+
+
+def test_report_writes_markdown_and_pngs(hand_experiment, capsys) -> None:
+    from vpr_tune.cli import main
+
+    rc = main(["report", "hand", "--storage", str(hand_experiment.parent)])
+    assert rc == 0, capsys.readouterr().err
+    out = hand_experiment / "report"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(f"{s}.png" for s in (
+        "curves", "best_so_far", "parallel", "by_category", "lr_wd", "importance"))
+    assert all((out / p).stat().st_size > 10_000 for p in pngs)  # real pictures, not blanks
+    md = (out / "report.md").read_text()
+    assert "synthetic" in md.lower()
+    assert "Trial `t0`" in md and "| 1 | t0 | sgd |" in md
+    assert "![Learning curves](curves.png)" in md
+    assert "Retest on the test sets" not in md
+
+
+def test_report_includes_retest_when_present(hand_experiment) -> None:
+    from vpr_tune.report import write_report
+    from vpr_tune.tune.retest import write_retest
+
+    table = pd.DataFrame({"rank": [1], "trial_id": ["t0"], "val_R@1": [60.0], "val_R@5": [75.0],
+                          "sf_test_R@1": [31.5], "sf_test_R@5": [40.0], "sf_test_R@10": [50.0],
+                          "tokyo_R@1": [20.0], "tokyo_R@5": [30.0], "tokyo_R@10": [40.0]})
+    write_retest(hand_experiment, table, synthetic=True)
+    path = write_report(va.load_experiment(hand_experiment))
+    md = path.read_text()
+    assert "Retest on the test sets" in md and "31.50" in md
+    assert (path.parent / "retest.png").exists()

@@ -102,6 +102,11 @@ class Experiment:
         return rungs
 
     @property
+    def finished_curves(self) -> pd.DataFrame:
+        """``curves`` without ERROR / DIVERGED trials (what rung statistics should use)."""
+        return self.curves[~self.curves["trial_id"].isin(failed_trials(self))]
+
+    @property
     def label(self) -> str:
         """Experiment name, with the synthetic-data label when it applies."""
         return f"{self.name} — {SYNTHETIC_LABEL}" if self.synthetic else self.name

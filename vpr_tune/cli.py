@@ -145,10 +145,11 @@ def train(
     def on_epoch(row: dict) -> None:
         loss = row["train/loss"]
         loss = f"{float(loss):.4f}" if loss not in ("", None) else "-"
+        recalls = " ".join(f"{float(row[f'val/R@{n}']):5.1f}" for n in (1, 5, 10, 25))
         progress.console.print(
-            f"epoch {int(row['epoch']):>3}  loss {loss:>7}  lr {float(row['lr']):.2e}  "
-            + "  ".join(f"R@{n} {float(row[f'val/R@{n}']):5.1f}" for n in (1, 5, 10, 25))
-            + f"  ({float(row['time_s']):.1f}s)", highlight=False)
+            f"epoch {int(row['epoch']):>3}  loss {loss:>7}  lr {float(row['lr']):.1e}  "
+            f"val R@1/5/10/25 {recalls}  {float(row['time_s']):.0f}s",
+            highlight=False, soft_wrap=True)
         progress.reset(task, total=int(budget["batches_per_epoch"]),
                        epoch=int(row["epoch"]) + 1, loss="-")
 
@@ -333,9 +334,17 @@ def _rich_table(frame, title: str, caption: str):
 def report(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
+    top: Annotated[int, typer.Option(help="Trials in the top table.")] = 5,
+    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "val/R@1",
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
-    raise UserError("report is not implemented yet")
+    from vpr_tune import analysis
+    from vpr_tune.report import write_report
+
+    exp = analysis.load_experiment(name, storage)
+    path = write_report(exp, top=top, metric=metric)
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    console.print(f"wrote {path} and {len(pngs)} figures: {', '.join(pngs)}")
 
 
 @app.command("bench")

@@ -1,0 +1,108 @@
+"""``vpr-tune report``: the analysis figures as PNGs plus ``report.md``, for users who never
+open Jupyter::
+
+    from vpr_tune.analysis import load_experiment
+    from vpr_tune.report import write_report
+
+    path = write_report(load_experiment("demo"))   # results/demo/report/report.md
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from vpr_tune import analysis as va
+from vpr_tune.tune.retest import SYNTHETIC_NOTE, atomic_write_text
+
+# file stem -> (section title, what to look for)
+FIGURES = {
+    "curves": ("Learning curves", "val R@1 per epoch of every trial; x marks where ASHA "
+               "stopped a trial, dashed lines are the rungs."),
+    "best_so_far": ("Best so far", "the best val R@1 found against the trial-epochs spent."),
+    "parallel": ("Parallel coordinates", "each line is a finished trial, coloured by R@1."),
+    "by_category": ("R@1 by categorical hyperparameter", "one box per choice, every trial "
+                    "drawn on top."),
+    "lr_wd": ("Learning rate × weight decay", "each finished trial, coloured by R@1."),
+    "importance": ("Hyperparameter importance", "Optuna fANOVA on the trials table (sums to "
+                   "1); with few trials it is a hint, not a finding."),
+    "retest": ("Val vs test", "does the val ranking transfer to SF-XS test and Tokyo-XS?"),
+}
+
+
+def _save_png(fig, path: Path) -> None:
+    """Save a figure atomically (tmp file + os.replace) and close it."""
+    import matplotlib.pyplot as plt
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def write_report(
+    exp: va.Experiment, out_dir: Path | None = None, top: int = 5, metric: str = "val/R@1"
+) -> Path:
+    """Write ``report.md`` and one PNG per figure into ``out_dir`` (default
+    ``<experiment>/report/``); returns the path of ``report.md``."""
+    table = va.top_table(exp, top, metric)  # raises UserError when no trial finished
+    out = Path(out_dir) if out_dir else exp.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    figs = va.figures(exp, metric)
+    for stem, fig in figs.items():
+        _save_png(fig, out / f"{stem}.png")
+
+    best = va.ranked(exp, metric).iloc[0]
+    status = exp.trials["status"].astype(str).value_counts()
+    lines = [f"# Search report: {exp.name}", ""]
+    if exp.synthetic:
+        lines += [SYNTHETIC_NOTE, ""]
+    lines += [
+        f"- experiment: `{exp.path}`",
+        f"- trials: {len(exp.trials)} ("
+        + ", ".join(f"{n} {s}" for s, n in status.items()) + f"); ranked by best {metric}",
+        f"- trial-epochs spent: {len(exp.curves)}",
+        f"- hyperparameters that vary: {', '.join(f'`{c}`' for c in exp.varying) or 'none'}",
+        "",
+        "## Best configuration",
+        "",
+        f"Trial `{best['trial_id']}`: val R@1 {_fmt(best.get('best_val/R@1'))}, "
+        f"val R@5 {_fmt(best.get('best_val/R@5'))} after {_fmt(best.get('epochs'))} epochs.",
+        "",
+    ]
+    lines += [f"- `{c}`: {_fmt(best[c])}" for c in exp.hyperparameters if pd.notna(best[c])]
+    if isinstance(best.get("checkpoint"), str):
+        lines += ["", f"Checkpoint: `{best['checkpoint']}`"]
+    lines += ["", f"## Top {len(table)} trials", "", va.markdown_table(table), ""]
+    if exp.retest is not None and not exp.retest.empty:
+        lines += ["## Retest on the test sets (R@N %, 25 m rule)", "",
+                  va.markdown_table(exp.retest), ""]
+    else:
+        lines += ["No retest yet: `vpr-tune best --retest` adds SF-XS test and Tokyo-XS.", ""]
+    rungs = va.rung_spearman_table(exp.finished_curves).dropna()
+    if not rungs.empty:
+        lines += ["## Do early epochs predict the final ranking?", "",
+                  "Spearman correlation between the ranking at an epoch and the final one "
+                  "(trials that trained past that epoch).", "",
+                  va.markdown_table(rungs), ""]
+    lines += ["## Figures", ""]
+    for stem in figs:
+        title, about = FIGURES[stem]
+        lines += [f"### {title}", "", about, "", f"![{title}]({stem}.png)", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
