@@ -72,3 +72,36 @@ def test_describe_batches_in_order() -> None:
     data = torch.randn(10, 3, 2, 2)
     out = describe_batches(Flat(), iter(data.split(3)), 10, "cpu")
     assert np.allclose(out, torch.nn.functional.normalize(data.flatten(1)[:, :4], dim=1))
+
+
+def test_cli_eval_json_and_predictions(tmp_path, monkeypatch, capsys) -> None:
+    import csv
+    import json
+
+    from test_train import make_tiny_root, tiny_cfg
+
+    from vpr_tune.cli import main
+    from vpr_tune.train import Trainer
+
+    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path / "cache"))
+    root = make_tiny_root(tmp_path / "data")
+    trainer = Trainer(tiny_cfg(), root, device="cpu", log=lambda *_: None)
+    val = trainer.validate()
+    ckpt = trainer.save_checkpoint(tmp_path / "best.pt")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(root), "--json",
+                 "--save-preds", "3", "--preds-dir", str(tmp_path / "p")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["R@1"] == pytest.approx(val["val/R@1"])  # same model, same split
+    assert (out["queries"], out["database"], out["queries_without_positive"]) == (8, 8, 0)
+    assert out["synthetic"] is False
+    rows = list(csv.DictReader((tmp_path / "p" / "predictions.csv").open()))
+    assert len(rows) == 8 * 3 and rows[0]["rank"] == "1"
+    assert rows[0]["query"].startswith("queries/") and rows[0]["database"].startswith("database/")
+    r1 = 100 * sum(r["correct"] == "1" for r in rows if r["rank"] == "1") / 8
+    assert r1 == pytest.approx(out["R@1"])
+    assert len(list((tmp_path / "p" / "preds").glob("*.png"))) == 8
+    # a file that is not a checkpoint: one clear line, exit 2
+    (tmp_path / "junk.pt").write_text("x")
+    assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--data", str(root)]) == 2
+    assert "not a vpr-tune checkpoint" in capsys.readouterr().err

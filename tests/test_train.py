@@ -140,3 +140,161 @@ def test_warmup_per_batch_and_epoch() -> None:
     assert seen == [1.0, 1.0, 0.5]
     seen = _lrs({"name": "multistep", "milestones": [2], "gamma": 0.1}, epochs=4, batches=1)
     assert seen == [1.0, 1.0, 0.1, 0.1]
+
+
+# ----------------------------------------------------------------------- Trainer on disk
+def make_tiny_root(root, places: int = 8, views: int = 4, size: int = 40, seed: int = 0):
+    """A tiny data root in the real on-disk format (GSV-XS train + SF-XS val): each place
+    is a random colour pattern, its images noisy shifted copies; val queries look like
+    their place and lie within 25 m of its database image."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    patterns = rng.integers(0, 256, size=(places, 5, 5, 3)).astype(np.float32)
+
+    def view(i: int) -> Image.Image:
+        img = np.kron(patterns[i], np.ones((size // 5 + 2, size // 5 + 2, 1)))
+        dy, dx = rng.integers(0, 4, size=2)
+        img = img[dy : dy + size, dx : dx + size] + rng.normal(0, 20, (size, size, 3))
+        return Image.fromarray(img.clip(0, 255).astype(np.uint8))
+
+    def name(i: int, j: int, note: str = "") -> str:
+        east, north = 500000 + 200 * i + j, 4180000.0 + j
+        return f"@{east:.2f}@{north:.2f}@10@S@37.7@-122.5@pano{i}x{j}@@@@@@201904@{note}@.jpg"
+
+    for i in range(places):
+        city = root / "gsv_xs" / "train" / "town"
+        city.mkdir(parents=True, exist_ok=True)
+        for j in range(views):
+            view(i).save(city / name(i, j, f"{i}_Town"))
+        for sub, j in (("database", 0), ("queries", 5)):
+            folder = root / "sf_xs" / "val" / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            view(i).save(folder / name(i, j))
+    return root
+
+
+@pytest.fixture
+def tiny_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path / "cache"))
+    return make_tiny_root(tmp_path / "data")
+
+
+def tiny_cfg(**over):
+    from vpr_tune.config import defaults
+
+    cfg = defaults()
+    cfg["data"].update(image_size=[32, 32])
+    cfg["model"].update(freeze_stages=0)
+    cfg["optimizer"] = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0}
+    cfg["budget"].update(max_epochs=3, batches_per_epoch=2, places_per_batch=4,
+                         images_per_place=2, eval_batch_size=8)
+    for section, values in over.items():
+        cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def _curve(cfg, root, epochs):
+    from vpr_tune.train import Trainer
+
+    t = Trainer(cfg, root, device="cpu", num_threads=1, log=lambda *_: None)
+    return [t.run_epoch() for _ in range(epochs)], t
+
+
+def test_same_seed_same_curve(tiny_root) -> None:
+    cfg = tiny_cfg(scheduler={"name": "cosine"})
+    a, ta = _curve(cfg, tiny_root, 2)
+    b, tb = _curve(cfg, tiny_root, 2)
+    assert a == b
+    assert all(torch.equal(x, y) for x, y in zip(ta.model.state_dict().values(),
+                                                 tb.model.state_dict().values(), strict=True))
+    c, _ = _curve({**cfg, "seed": 1}, tiny_root, 1)
+    assert c[0]["train/loss"] != a[0]["train/loss"]
+    assert set(a[0]) == {"epoch", "train/loss", "lr", "val/R@1", "val/R@5", "val/R@10",
+                         "val/R@25"}
+
+
+@pytest.mark.parametrize("extra", [
+    {"scheduler": {"name": "plateau", "patience": 0}},
+    {"loss": {"name": "cosface", "lr": 0.1}, "optimizer": {"name": "adam", "lr": 1e-3}},
+    {"model": {"aggregator": {"name": "netvlad", "clusters": 4}}},
+])
+def test_resume_equals_uninterrupted(tiny_root, tmp_path, extra) -> None:
+    from vpr_tune.train import Trainer
+
+    cfg = tiny_cfg(**extra)
+    full, t_full = _curve(cfg, tiny_root, 3)
+    part, t_part = _curve(cfg, tiny_root, 2)
+    t_part.save_checkpoint(tmp_path / "ck" / "last.pt")
+    assert not list((tmp_path / "ck").glob(".*tmp*"))  # atomic write leaves no tmp file
+    resumed = Trainer(cfg, tiny_root, device="cpu", num_threads=1, log=lambda *_: None)
+    resumed.load_checkpoint(tmp_path / "ck" / "last.pt")
+    assert resumed.epoch == 2 and resumed.history == part
+    assert resumed.run_epoch() == full[2]
+    for x, y in zip(resumed.model.state_dict().values(), t_full.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(x, y)
+
+
+def test_diverged_on_absurd_lr(tiny_root) -> None:
+    from vpr_tune.errors import DivergedError
+    from vpr_tune.train import Trainer
+
+    cfg = tiny_cfg(optimizer={"name": "sgd", "lr": 1e12, "momentum": 0.9},
+                   loss={"name": "multisimilarity"},
+                   budget={"batches_per_epoch": 8})
+    t = Trainer(cfg, tiny_root, device="cpu", num_threads=1, log=lambda *_: None)
+    with pytest.raises(DivergedError, match="loss is"):
+        for _ in range(3):
+            t.run_epoch()
+
+
+def test_not_our_checkpoint(tmp_path) -> None:
+    from vpr_tune.train import load_model_from_checkpoint
+
+    (tmp_path / "x.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a vpr-tune checkpoint"):
+        load_model_from_checkpoint(tmp_path / "x.pt")
+    torch.save({"state_dict": {}}, tmp_path / "y.pt")
+    with pytest.raises(UserError, match="not a vpr-tune checkpoint"):
+        load_model_from_checkpoint(tmp_path / "y.pt")
+
+
+def test_cli_train_writes_run_folder(tiny_root, tmp_path, capsys) -> None:
+    import csv
+
+    import yaml
+
+    from vpr_tune.cli import main
+
+    cfg_path = tmp_path / "t.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "data": {"image_size": [32, 32]}, "model": {"freeze_stages": 0},
+        "miner": {"name": "multisimilarity"},
+        "budget": {"max_epochs": 2, "batches_per_epoch": 2, "places_per_batch": 4,
+                   "images_per_place": 2, "eval_batch_size": 8},
+    }))
+    out = tmp_path / "run"
+    args = ["train", str(cfg_path), "--data", str(tiny_root), "--out", str(out)]
+    assert main(args) == 0
+    for name in ("metrics.csv", "config.yaml", "last.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("events.out.tfevents*"))
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert rows[0]["train/loss"] == "" and float(rows[1]["train/loss"]) > 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["budget"]["max_epochs"] == 2
+    assert main(args) == 2  # refuses to clobber a run without --resume / --overwrite
+    assert "--resume" in capsys.readouterr().err
+    # --resume on a finished run trains nothing more and keeps the rows
+    assert main([*args, "--resume"]) == 0
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 3
+
+
+def test_cli_train_bad_key(tmp_path, capsys) -> None:
+    from vpr_tune.cli import main
+
+    (tmp_path / "t.yaml").write_text("optimiser: {name: sgd}\n")
+    assert main(["train", str(tmp_path / "t.yaml")]) == 2
+    assert "optimiser" in capsys.readouterr().err

@@ -481,3 +481,111 @@ class Trainer:
         self.best = state.get("best")
         self.history = list(state.get("history") or [])
         _set_rng_state(state["rng"])
+
+
+# ------------------------------------------------------------------------- train command
+METRIC_COLUMNS = ["epoch", "train/loss", "lr", *[f"val/R@{n}" for n in NS], "time_s"]
+
+
+_FREE_SECTIONS = ("aggregator", "loss", "miner", "optimizer", "scheduler", "test")
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Overlay ``over`` on ``base``; unknown keys are errors except inside sections whose
+    keys depend on the chosen name (loss params, aggregator params, ...)."""
+    for key, value in over.items():
+        if key not in base:
+            raise UserError(f"{where}{key}: unknown key (allowed: {', '.join(sorted(base))})")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            if key in _FREE_SECTIONS:
+                base[key] = {**base[key], **value}
+            else:
+                _deep_merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def load_train_config(path: Path | str) -> dict[str, Any]:
+    """The resolved config of a train YAML (search-space schema, every value fixed)."""
+    from vpr_tune import config as config_mod
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config {path} does not exist")
+    if hasattr(config_mod, "load_space"):
+        space = config_mod.load_space(path)
+        if space.params:
+            raise UserError(f"{path}: train needs fixed values; these vary: "
+                            f"{', '.join(sorted(space.params))} (use `vpr-tune run` to search)")
+        return copy.deepcopy(space.base)
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of config sections at the top")
+    return _deep_merge(config_mod.defaults(), raw, f"{path}: ")
+
+
+def train_run(
+    cfg: dict[str, Any], data_root: Path, out_dir: Path, resume: bool = False,
+    device: str | None = None, num_threads: int | None = None,
+    log: Callable[[str], Any] = print,
+    on_epoch: Callable[[dict[str, Any]], Any] | None = None,
+    on_batch: Callable[[int, float], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``cfg`` into ``out_dir``: config.yaml, metrics.csv (epoch 0 = untrained val
+    recall), TensorBoard events, last.pt and best.pt. Returns the metric rows."""
+    import csv
+
+    import yaml
+    from torch.utils.tensorboard import SummaryWriter
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    trainer = Trainer(cfg, data_root, device=device, num_threads=num_threads, log=log)
+    metrics_path = out_dir / "metrics.csv"
+    rows: list[dict[str, Any]] = []
+    if resume and (out_dir / "last.pt").is_file():
+        trainer.load_checkpoint(out_dir / "last.pt")
+        if metrics_path.is_file():
+            with metrics_path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= trainer.epoch]
+        log(f"resumed from {out_dir / 'last.pt'} after epoch {trainer.epoch}")
+    writer = SummaryWriter(log_dir=str(out_dir))
+
+    def record(row: dict[str, Any]) -> None:
+        rows.append(row)
+        with metrics_path.open("w", newline="") as f:  # rewritten whole: always consistent
+            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        for key, value in row.items():
+            if key != "epoch" and value not in ("", None):
+                writer.add_scalar(key, float(value), int(row["epoch"]))
+        writer.flush()
+        if on_epoch is not None:
+            on_epoch(row)
+
+    try:
+        if trainer.epoch == 0:
+            start = time.perf_counter()
+            row = {"epoch": 0, "train/loss": "", "lr": trainer.lr, **trainer.validate(),
+                   "time_s": round(time.perf_counter() - start, 2)}
+            trainer.save_checkpoint(out_dir / "best.pt")  # the untrained model is the best so far
+            record(row)
+        while trainer.epoch < trainer.max_epochs:
+            start = time.perf_counter()
+            row = trainer.run_epoch(on_batch)
+            row["time_s"] = round(time.perf_counter() - start, 2)
+            if trainer.is_best:
+                trainer.save_checkpoint(out_dir / "best.pt")
+            trainer.save_checkpoint(out_dir / "last.pt")
+            record(row)
+    finally:
+        writer.close()
+    return rows
