@@ -110,7 +110,7 @@ def test_importance_finds_the_parameter_that_matters() -> None:
 def test_figures_are_not_empty(exp) -> None:
     figs = va.figures(exp)
     assert set(figs) == {"curves", "best_so_far", "parallel", "by_category", "lr_wd",
-                         "importance"}
+                         "importance", "rung_spearman"}
     curves_ax = figs["curves"].axes[0]
     # one line per trial (plus the ASHA/failed markers and rung lines)
     assert len(curves_ax.lines) >= len(exp.trials)
@@ -129,6 +129,15 @@ def test_retest_figure(exp) -> None:
     assert va.retest_columns(exp.retest) == ["sf_test_R@1", "tokyo_R@1"]
     fig = va.plot_retest(exp)
     assert len(fig.axes[0].patches) == 2 * 3
+    assert va.plot_val_vs_test(exp).axes[0].has_data()
+    transfer = va.rank_transfer(exp.retest)
+    assert list(transfer["test_set"]) == ["sf_test", "tokyo"]
+    assert transfer["spearman"].isna().all()  # 2 configs: too few to correlate
+    three = pd.concat([exp.retest, exp.retest.iloc[[0]].assign(rank=3, trial_id="t5", **{
+        "val_R@1": 30.0, "sf_test_R@1": 10.0, "tokyo_R@1": 25.0})])
+    rho = va.rank_transfer(three).set_index("test_set")["spearman"]
+    # val order t0 > t4 > t5; sf: t4 > t0 > t5 -> 0.5; tokyo: t5 > t4 > t0 -> -1
+    assert rho["sf_test"] == pytest.approx(0.5) and rho["tokyo"] == pytest.approx(-1.0)
 
 
 def test_markdown_table() -> None:
@@ -148,7 +157,8 @@ def test_report_writes_markdown_and_pngs(hand_experiment, capsys) -> None:
     out = hand_experiment / "report"
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(f"{s}.png" for s in (
-        "curves", "best_so_far", "parallel", "by_category", "lr_wd", "importance"))
+        "curves", "best_so_far", "parallel", "by_category", "lr_wd", "importance",
+        "rung_spearman"))
     assert all((out / p).stat().st_size > 10_000 for p in pngs)  # real pictures, not blanks
     md = (out / "report.md").read_text()
     assert "synthetic" in md.lower()
@@ -168,4 +178,4 @@ def test_report_includes_retest_when_present(hand_experiment) -> None:
     path = write_report(va.load_experiment(hand_experiment))
     md = path.read_text()
     assert "Retest on the test sets" in md and "31.50" in md
-    assert (path.parent / "retest.png").exists()
+    assert (path.parent / "retest.png").exists() and (path.parent / "val_vs_test.png").exists()

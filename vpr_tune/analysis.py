@@ -451,10 +451,8 @@ def importance(
 
 # ------------------------------------------------------------------------------ figures
 def _plt():
-    import matplotlib
-
-    if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")  # headless: never try to open a window
+    # No matplotlib.use() here: a notebook's inline backend must stay; headless scripts get
+    # matplotlib's own fallback (Agg), and `vpr-tune report` selects Agg itself.
     import matplotlib.pyplot as plt
 
     return plt
@@ -698,6 +696,70 @@ def plot_retest(exp: Experiment, n: int = 1) -> Figure:
     return fig
 
 
+def rank_transfer(retest: pd.DataFrame, n: int = 1) -> pd.DataFrame:
+    """Spearman correlation between val R@n and each test set's R@n across the retested
+    configs: does the val ranking transfer? One row per test set (NaN with < 3 configs)."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    for col in retest_columns(retest, n):
+        val, test = retest[f"val_R@{n}"].astype(float), retest[col].astype(float)
+        ok = len(retest) >= 3 and val.nunique() > 1 and test.nunique() > 1
+        rho = float(spearmanr(val, test).statistic) if ok else math.nan
+        rows.append({"test_set": col.removesuffix(f"_R@{n}"), "configs": len(retest),
+                     "spearman": rho})
+    return pd.DataFrame(rows, columns=["test_set", "configs", "spearman"])
+
+
+def plot_val_vs_test(exp: Experiment, n: int = 1) -> Figure:
+    """Scatter of val R@n (x) against each test set's R@n (y), one colour per test set,
+    with the Spearman correlation in the legend."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.8), layout="constrained")
+    retest = exp.retest
+    if retest is None or retest.empty:
+        _message(ax, "no retest.csv yet: run `vpr-tune best --retest`")
+        return fig
+    rho = rank_transfer(retest, n).set_index("test_set")["spearman"]
+    for col in retest_columns(retest, n):
+        name = col.removesuffix(f"_R@{n}")
+        ax.scatter(retest[f"val_R@{n}"], retest[col], s=50,
+                   label=f"{name} (Spearman {rho[name]:.2f})")
+        for _, row in retest.iterrows():
+            ax.annotate(f"#{row['rank']}", (row[f"val_R@{n}"], row[col]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"val R@{n} (%)")
+    ax.set_ylabel(f"test R@{n} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _title(fig, exp, f"Does the val ranking transfer? (R@{n})")
+    return fig
+
+
+def plot_rung_spearman(exp: Experiment, metric: str = "val/R@1") -> Figure:
+    """Spearman correlation of the ranking at each epoch with the final ranking (finished
+    trials that trained past that epoch); high values mean early stopping is safe."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    table = rung_spearman_table(exp.finished_curves, metric)
+    if table["spearman"].notna().sum() == 0:
+        _message(ax, "too few trials trained past an early epoch (need 3)")
+        return fig
+    ax.plot(table["rung_epoch"], table["spearman"], marker="o")
+    for _, row in table.dropna().iterrows():
+        ax.annotate(f"n={row['n_trials']}", (row["rung_epoch"], row["spearman"]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for rung in exp.rungs:
+        ax.axvline(rung, color="grey", ls="--", lw=0.8, alpha=0.7)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("epoch (dashed: ASHA rungs)")
+    ax.set_ylabel("Spearman vs final ranking")
+    ax.grid(alpha=0.3)
+    _title(fig, exp, "Does an early epoch predict the final ranking?")
+    return fig
+
+
 def figures(exp: Experiment, metric: str = "val/R@1") -> dict[str, Figure]:
     """Every figure of the report, by file stem (what ``vpr-tune report`` saves as PNGs)."""
     out = {
@@ -707,9 +769,11 @@ def figures(exp: Experiment, metric: str = "val/R@1") -> dict[str, Figure]:
         "by_category": plot_by_category(exp, metric),
         "lr_wd": plot_lr_wd(exp, metric),
         "importance": plot_importance(exp, metric),
+        "rung_spearman": plot_rung_spearman(exp, metric),
     }
     if exp.retest is not None:
         out["retest"] = plot_retest(exp)
+        out["val_vs_test"] = plot_val_vs_test(exp)
     return out
 
 

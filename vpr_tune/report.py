@@ -30,7 +30,10 @@ FIGURES = {
     "lr_wd": ("Learning rate × weight decay", "each finished trial, coloured by R@1."),
     "importance": ("Hyperparameter importance", "Optuna fANOVA on the trials table (sums to "
                    "1); with few trials it is a hint, not a finding."),
+    "rung_spearman": ("Early epochs vs final ranking", "Spearman correlation of the ranking "
+                      "at each epoch with the final one; high means early stopping is safe."),
     "retest": ("Val vs test", "does the val ranking transfer to SF-XS test and Tokyo-XS?"),
+    "val_vs_test": ("Val vs test, per config", "each retested config; Spearman in the legend."),
 }
 
 
@@ -60,6 +63,9 @@ def write_report(
     """Write ``report.md`` and one PNG per figure into ``out_dir`` (default
     ``<experiment>/report/``); returns the path of ``report.md``."""
     table = va.top_table(exp, top, metric)  # raises UserError when no trial finished
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window
     out = Path(out_dir) if out_dir else exp.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     figs = va.figures(exp, metric)
@@ -90,7 +96,10 @@ def write_report(
     lines += ["", f"## Top {len(table)} trials", "", va.markdown_table(table), ""]
     if exp.retest is not None and not exp.retest.empty:
         lines += ["## Retest on the test sets (R@N %, 25 m rule)", "",
-                  va.markdown_table(exp.retest), ""]
+                  va.markdown_table(exp.retest), "",
+                  "Spearman correlation of val R@1 with each test set's R@1 across these "
+                  "configs (does the val ranking transfer?):", "",
+                  va.markdown_table(va.rank_transfer(exp.retest)), ""]
     else:
         lines += ["No retest yet: `vpr-tune best --retest` adds SF-XS test and Tokyo-XS.", ""]
     rungs = va.rung_spearman_table(exp.finished_curves).dropna()
