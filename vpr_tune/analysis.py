@@ -747,11 +747,14 @@ def plot_rung_spearman(exp: Experiment, metric: str = "val/R@1") -> Figure:
         return fig
     ax.plot(table["rung_epoch"], table["spearman"], marker="o")
     for _, row in table.dropna().iterrows():
-        ax.annotate(f"n={row['n_trials']}", (row["rung_epoch"], row["spearman"]),
+        ax.annotate(f"n={int(row['n_trials'])}", (row["rung_epoch"], row["spearman"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=8)
     for rung in exp.rungs:
         ax.axvline(rung, color="grey", ls="--", lw=0.8, alpha=0.7)
     ax.axhline(0, color="black", lw=0.6)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("epoch (dashed: ASHA rungs)")
     ax.set_ylabel("Spearman vs final ranking")
