@@ -43,8 +43,8 @@ def retested_experiment(tmp_path_factory, tiny_checkpoints):
 
     import pandas as pd
     import yaml
-
     from conftest import write_hand_experiment
+
     from vpr_tune.analysis import load_experiment
     from vpr_tune.tune.retest import retest
 
