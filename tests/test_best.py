@@ -70,6 +70,7 @@ def test_unknown_experiment_is_one_clear_error(hand_experiment, capsys) -> None:
     rc, out, err = _best(capsys, "nosuch", *_storage(hand_experiment))
     assert rc == 2
     assert "nosuch" in err and "Traceback" not in err + out
+    assert "experiments there: hand" in err
 
 
 def test_no_finished_trial_is_one_clear_error(hand_experiment, capsys) -> None:

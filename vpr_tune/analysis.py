@@ -10,7 +10,7 @@ Typical use (in a notebook or a script)::
     exp.varying                               # e.g. ["optimizer.name", "optimizer.lr"]
     va.ranked(exp).head()                     # finished trials, best first
     va.best_so_far(exp.curves)                # best val R@1 vs trial-epochs spent
-    va.rung_spearman(exp.curves, rung_epoch=1)
+    va.rung_spearman(exp.finished_curves, rung_epoch=1)
     va.importance(exp.trials, "val/R@1", space=exp.space)
     fig = va.plot_curves(exp)                 # every plot_* returns a matplotlib Figure
 
@@ -127,7 +127,11 @@ def resolve_experiment(name: str | os.PathLike[str] | None, storage: str | None 
 
     path = Path(newest_experiment(storage) if name is None else experiment_dir(str(name), storage))
     if not path.is_dir():
-        raise UserError(f"unknown experiment {name!r}: no folder {path}")
+        known = sorted(p.parent.name for p in path.parent.glob("*/trials.csv"))
+        raise UserError(
+            f"unknown experiment {name!r}: no folder {path} "
+            f"(experiments there: {', '.join(known) or 'none'})"
+        )
     return path
 
 
