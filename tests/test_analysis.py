@@ -179,3 +179,9 @@ def test_report_includes_retest_when_present(hand_experiment) -> None:
     md = path.read_text()
     assert "Retest on the test sets" in md and "31.50" in md
     assert (path.parent / "retest.png").exists() and (path.parent / "val_vs_test.png").exists()
+
+
+def test_importance_of_a_constant_metric_is_empty(exp) -> None:
+    trials = exp.trials.assign(**{"best_val/R@1": 50.0})
+    assert va.importance(trials).empty
+    assert va.importance(exp.trials[exp.trials["trial_id"] == "t0"]).empty  # one trial

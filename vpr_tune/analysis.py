@@ -422,15 +422,15 @@ def importance(
     trials, then calls ``optuna.importance.get_param_importances``. ``params`` defaults to
     the varying columns present in every finished trial (conditional ones are left out).
     Returns a Series (parameter -> importance, summing to 1), largest first; empty when
-    fewer than 2 finished trials or no varying parameter.
+    fewer than 2 finished trials, no varying parameter, or a constant metric.
     """
     import optuna
 
     frame = ranked(trials, metric)
     column = summary_column(metric)
     names = params or [c for c in varying_columns(frame) if frame[c].notna().all()]
-    if len(frame) < 2 or not names:
-        return pd.Series(dtype=float, name="importance")
+    if len(frame) < 2 or not names or frame[column].nunique() < 2:
+        return pd.Series(dtype=float, name="importance")  # nothing to attribute
     dists = {n: _distribution(frame[n], _space_leaf(space or {}, n)) for n in names}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per call
     study = optuna.create_study(direction="maximize")
@@ -659,7 +659,7 @@ def plot_importance(exp: Experiment, metric: str = "val/R@1") -> Figure:
     scores = importance(exp.trials, metric, space=exp.space)
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.5 * len(scores) + 1.5)), layout="constrained")
     if scores.empty:
-        _message(ax, "too few finished trials or no varying hyperparameter")
+        _message(ax, "too few finished trials, no varying hyperparameter, or equal R@1")
         return fig
     order = scores.sort_values()
     ax.barh(order.index, order.to_numpy(), color="C0")
