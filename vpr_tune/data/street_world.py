@@ -53,9 +53,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "train_cities": 6,
         "places_per_city": 80,
         "images_per_place": (4, 6),
-        "val": {"length": 600, "db_step": 8, "queries": 150},
-        "test": {"length": 1200, "db_step": 8, "queries": 100},
-        "tokyo": {"length": 400, "db_step": 8, "query_positions": 20},
+        "val": {"length": 1200, "db_step": 16, "queries": 150},
+        "test": {"length": 2400, "db_step": 16, "queries": 100},
+        "tokyo": {"length": 800, "db_step": 16, "query_positions": 20},
         "train_wh": (128, 96),
         "db_wh": (128, 128),
         "q_wh": (144, 108),
@@ -120,18 +120,18 @@ def random_style(rng: np.random.Generator) -> Style:
         width=(float(rng.uniform(5, 9)), float(rng.uniform(12, 25))),
         floors=(lo_f, lo_f + int(rng.integers(2, 9))),
         floor_h=(3.0, float(rng.uniform(3.3, 4.2))),
-        wall=float(rng.uniform(8, 14)),
-        road=float(rng.uniform(3.5, 6)),
+        wall=float(rng.uniform(7, 11)),
+        road=float(rng.uniform(3.0, 5.0)),
         sign_p=float(rng.uniform(0.1, 0.7)),
         tree_step=float(rng.choice([0.0, 12.0, 20.0, 35.0])),
     )
 
 
 SF_STYLE = Style(
-    0.08, 0.45, (0.1, 0.45), (0.6, 0.95), (6, 11), (2, 4), (3.2, 3.8), 11.0, 5.0, 0.3, 25.0
+    0.08, 0.45, (0.1, 0.55), (0.55, 0.95), (6, 14), (1, 5), (3.2, 3.8), 8.5, 4.0, 0.35, 25.0
 )
 TOKYO_STYLE = Style(
-    0.6, 0.5, (0.0, 0.25), (0.45, 0.9), (5, 10), (3, 10), (3.0, 3.4), 7.0, 3.5, 0.8, 0.0
+    0.6, 0.5, (0.0, 0.3), (0.4, 0.9), (5, 11), (2, 10), (3.0, 3.4), 6.5, 3.2, 0.8, 0.0
 )
 
 
@@ -160,6 +160,8 @@ class Side:
     sign_change_year: np.ndarray
     sign_colour2: np.ndarray
     uid: np.ndarray  # int hash seed per building (lit windows)
+    kind: np.ndarray  # 0 plain grid, 1 balcony bands, 2 glass curtain, 3 pilasters
+    gable: np.ndarray  # height of a gabled roof (0: flat)
 
 
 def make_side(rng: np.random.Generator, st: Style, s0: float, s1: float) -> Side:
@@ -195,6 +197,8 @@ def make_side(rng: np.random.Generator, st: Style, s0: float, s1: float) -> Side
         sign_change_year=rng.uniform(2004, 2050, size=n),
         sign_colour2=_hsv(rng.random(n), rng.uniform(0.6, 1, n), rng.uniform(0.7, 1, n)),
         uid=rng.integers(0, 2**30, size=n),
+        kind=rng.integers(0, 4, size=n),
+        gable=np.where(rng.random(n) < 0.3, rng.uniform(1.5, 4.0, size=n), 0.0),
     )
 
 
@@ -272,12 +276,12 @@ def make_condition(
     return Condition(
         year=int(rng.integers(years[0], years[1] + 1)),
         month=int(rng.integers(1, 13)),
-        light=float(rng.uniform(0.65, 1.2) * (0.85 if overcast else 1.0)),
-        cast=np.clip(1 + rng.normal(0, 0.07, 3), 0.8, 1.2),
+        light=float(rng.uniform(0.75, 1.15) * (0.9 if overcast else 1.0)),
+        cast=np.clip(1 + rng.normal(0, 0.05, 3), 0.85, 1.15),
         sky_top=sky_top,
         sky_horizon=horizon,
-        haze=float(rng.uniform(120, 600)),
-        sun_left=float(1.0 if overcast else rng.choice([0.65, 1.35])),
+        haze=float(rng.uniform(200, 900)),
+        sun_left=float(1.0 if overcast else rng.choice([0.8, 1.2])),
         night=night,
     )
 
@@ -290,9 +294,12 @@ def _facade(
     k = np.clip(np.searchsorted(side.edges, s, side="right") - 1, 0, len(side.colour) - 1)
     a = s - side.edges[k]
     w = side.edges[k + 1] - side.edges[k]
-    wall = z < side.height[k]
+    kind = side.kind[k]
+    roof = side.gable[k] * (1 - np.abs(2 * a / w - 1))
+    wall = z < side.height[k] + roof
     repainted = cond.year >= side.repaint_year[k]
     col = np.where(repainted[:, None], side.colour2[k], side.colour[k])
+    col = np.where((z > side.height[k])[:, None], side.trim[k] * 0.55, col)  # roof
     emis = np.zeros_like(col)
     # Upper floors: a window grid centred on the facade.
     fh, gh = side.floor_h[k], side.ground_h[k]
@@ -305,10 +312,13 @@ def _facade(
         & (z < side.height[k] - 0.8)
         & (a > 0.5)
         & (a < w - 0.5)
-        & (np.abs((zz % 1) - 0.5) < side.win_h[k] / 2)
-        & (np.abs((ca % 1) - 0.5) < side.win_w[k] / 2)
+        & (np.abs((zz % 1) - 0.5) < np.where(kind == 2, 0.42, side.win_h[k] / 2))
+        & (np.abs((ca % 1) - 0.5) < np.where(kind == 2, 0.46, side.win_w[k] / 2))
     )
     col = np.where(in_win[:, None], side.glass[k], col)
+    upper = (z > gh) & (z < side.height[k])
+    band = upper & (((kind == 1) & ((zz % 1) < 0.14)) | ((kind == 3) & ((ca % 1) < 0.12)))
+    col = np.where(band[:, None], side.trim[k], col)
     if cond.night > 0:  # a random, year-dependent subset of windows is lit at night
         wid = (
             side.uid[k] * 7919
@@ -531,7 +541,7 @@ def _item(
     """Screen box of a camera-facing billboard of ``size`` (width, height) metres at ``base``."""
     pts = np.array([[base[0], base[1], base[2]], [base[0], base[1], base[2] + size[1]]])
     col, row, fwd = _project(pts, cam, w, h)
-    if fwd[0] < 1.0 or fwd[0] > 120:
+    if fwd[0] < (6.0 if depth_x else 1.0) or fwd[0] > 120:  # no car right on the lens
         return None
     half = size[0] / 2 / (fwd[0] * cam["tx"]) * w / 2
     if depth_x:  # cars seen from an angle look longer
