@@ -101,3 +101,16 @@ def tiny_checkpoints(tmp_path_factory):
         trainer = Trainer(cfg, root, device="cpu", log=lambda _m: None)
         paths.append(trainer.save_checkpoint(base / f"seed{seed}.pt"))
     return root, paths
+
+
+# ---------------------------------------------------------------- issue 4 (data)
+@pytest.fixture(scope="session")
+def street_world_tiny(tmp_path_factory):
+    """Root of a street-world ``tiny`` dataset (seed 0), generated once per test session.
+
+    Read-only for tests: copy it (``shutil.copytree``) before changing anything.
+    """
+    from vpr_tune.data.street_world import synthesize
+
+    base = tmp_path_factory.mktemp("street_world")
+    return synthesize(base / "tiny", size="tiny", seed=0, log=lambda _m: None)
