@@ -49,7 +49,7 @@ def load_image(path: str | Path, image_size: int | Sequence[int]) -> np.ndarray:
             img = img.convert("RGB")
             if img.size != (w, h):
                 img = img.resize((w, h), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return np.array(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as exc:
         raise UserError(f"{path}: cannot decode image ({exc}); expected a valid JPEG") from exc
 
