@@ -82,15 +82,14 @@ def hand_experiment(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory):
+def tiny_checkpoints(tmp_path_factory, street_world_tiny):
     """(street-world tiny root, [3 real checkpoints]) made with ``Trainer.save_checkpoint``:
     untrained ResNet-18 + GeM at 32 px with seeds 0..2, so their Recall@N differ."""
     from vpr_tune.config import defaults
-    from vpr_tune.data.street_world import synthesize
     from vpr_tune.train import Trainer
 
     base = tmp_path_factory.mktemp("retest")
-    root = synthesize(base / "street-world", size="tiny", seed=0, log=lambda _m: None)
+    root = street_world_tiny
     paths = []
     for seed in range(3):
         cfg = defaults()
