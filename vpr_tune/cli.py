@@ -282,10 +282,11 @@ def best(
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
     caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
-    _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
-    if retested is not None:
-        _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m)",
-                                f"written to {exp.path / 'retest.csv'} and retest.md"))
+    if retested is None:
+        _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
+    else:  # the retest table holds every column of the best table but epochs
+        _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
+                                f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
 
 
 def _print_wide(renderable) -> None:

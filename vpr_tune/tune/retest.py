@@ -172,7 +172,8 @@ def retest(
             [row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns, str(root), tests]
         )
         if key not in cache:
-            log(f"retest #{row['rank']} {row['trial_id']} ({ckpt.name})")
+            shown = ckpt.relative_to(exp.path) if ckpt.is_relative_to(exp.path) else ckpt
+            log(f"retest #{row['rank']} {row['trial_id']} ({shown})")
             cache[key] = evaluate_fn(ckpt, root, tests)
         else:
             log(f"retest #{row['rank']} {row['trial_id']}: reused (use --force to recompute)")
