@@ -7,7 +7,9 @@ import pytest
 from vpr_tune.data.formats import format_name, parse_name, utm_to_latlon
 from vpr_tune.errors import UserError
 
-SF_DB = "@0543054.81@4180505.57@10@S@037.77087@-122.51113@91v00dfETJ4DjDI7udN8xg@@90@@@@201904@@.jpg"
+SF_DB = (
+    "@0543054.81@4180505.57@10@S@037.77087@-122.51113@91v00dfETJ4DjDI7udN8xg@@90@@@@201904@@.jpg"
+)
 SF_TEST_Q = "@0543263.69@4179336.01@10@S@037.76031@-122.50882@51321055860@@@@@@20210718@@.jpg"
 TOKYO_Q = "@0381523.71@3946790.15@54@S@035.65786@0139.69112@00685.jpg@@@@@@@@.jpg"
 TOKYO_DB = "@0381422.85@3946520.47@54@S@035.65541@0139.69005@jT6GeuhOPrPM6Khj-vMA6g@05@@@@@@@.jpg"

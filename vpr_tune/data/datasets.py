@@ -118,7 +118,10 @@ def _is_eval_split(folder: Path) -> bool:
 
 def _is_train_split(folder: Path) -> bool:
     return folder.is_dir() and any(
-        sub.is_dir() and any(is_image_file(f) for f in sub.iterdir()) for sub in folder.iterdir()
+        sub.is_dir()
+        and sub.name.lower() not in ("database", "queries")
+        and any(is_image_file(f) for f in sub.iterdir())
+        for sub in folder.iterdir()
     )
 
 
@@ -158,8 +161,8 @@ def find_splits(root: str | Path) -> dict[str, Path]:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data path {root} does not exist or is not a folder")
-    if _is_eval_split(root):
-        return {f"{root.parent.name}/{root.name}": root}
+    if _child(root, "database") is not None or _child(root, "queries") is not None:
+        return {f"{root.parent.name}/{root.name}": root}  # an eval split (maybe incomplete)
     found: dict[str, Path] = {}
     for rel in (TRAIN_SPLIT, *EVAL_SPLITS):
         ok = _is_train_split if rel == TRAIN_SPLIT else _is_eval_split
@@ -343,7 +346,8 @@ def load_eval_split(
 ) -> EvalSplit:
     """Read ``path/database`` and ``path/queries`` (``path`` may also be a root: ``rel``)."""
     path = Path(path)
-    split = path if _is_eval_split(path) else find_split(path, rel)
+    has_sub = _child(path, "database") is not None or _child(path, "queries") is not None
+    split = path if has_sub else find_split(path, rel)
     lists = []
     for sub in ("database", "queries"):
         folder = _child(split, sub)

@@ -821,7 +821,7 @@ def make_preview(
     from vpr_tune.data.datasets import find_splits, load_eval_split
 
     rows: list[Image.Image] = []
-    n_pos = 3
+    n_pos = 4  # the database has 4 headings per spot: one of them faces like the query
     for rel, folder in find_splits(root).items():
         if rel.endswith("train"):
             continue
