@@ -355,9 +355,22 @@ def bench(
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for NAME.json.")] = Path("results/bench"),
 ) -> None:
     """Benchmarks that print ratios against their bars; writes results/bench/NAME.json."""
-    raise UserError("bench is not implemented yet")
+    import json
+
+    from vpr_tune.bench import resolve_names, results_table, run_benchmarks
+
+    names = resolve_names(name)
+    log = err_console.print if json_out else console.print  # keep --json stdout pure JSON
+    results = run_benchmarks(names, quick=quick, out_dir=out, log=log)
+    if json_out:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+        return
+    _print_wide(results_table(results))
+    console.print(f"wrote {', '.join(str(out / (r['name'] + '.json')) for r in results)}",
+                  highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------- entry
