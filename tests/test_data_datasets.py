@@ -274,3 +274,19 @@ def test_check_data_counts(street_world_tiny: Path) -> None:
         else:
             assert info[rel]["database"] == counts["database"]
             assert info[rel]["queries"] == counts["queries"]
+
+
+def test_gpu_stage_matches_cpu_stage() -> None:
+    """The CUDA finishing code (run here on CPU tensors) equals the CPU LUT path."""
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (5, 20, 26, 3), dtype=np.uint8)
+    aug = ds.draw_augmentation(rng, 5, (24, 30))
+    aug.crop_hw = (20, 26)
+    cpu = ds._finish_cpu(crops, (24, 30), aug)
+    gpu_code = ds._finish_cuda(torch.from_numpy(crops), (24, 30), aug)
+    assert cpu.shape == gpu_code.shape == (5, 3, 24, 30)
+    # only the uint8 rounding of the CPU resize differs (<= 1 grey level)
+    assert (cpu - gpu_code).abs().max() < 1.01 / 255 / min(ds.IMAGENET_STD) * 1.3
+    plain = rng.integers(0, 256, (3, 24, 26, 3), dtype=np.uint8)  # no augmentation
+    got = ds._finish_cpu(plain, (24, 26), ds._identity(3, (24, 26)))
+    assert torch.allclose(got, ds.normalize(torch.from_numpy(plain)), atol=1e-5)

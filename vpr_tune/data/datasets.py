@@ -435,76 +435,102 @@ class PKSampler:
 
 
 # ------------------------------------------------------------------------------ tensors
+# The input pipeline keeps per-batch CPU work small: images stay uint8 until the last step,
+# the random crop is taken while copying out of the memmap, the resize is one batched uint8
+# interpolate, and colour jitter + ImageNet normalisation + uint8->float32 + NHWC->NCHW are
+# one lookup table per (image, channel). On CUDA the uint8 crop is copied to the GPU
+# (4x fewer bytes) and resize/colour run there. Augmentation parameters come from a numpy
+# generator seeded by (seed, epoch, batch), so batches do not depend on thread timing.
+
 def _torch() -> Any:
-    import torch
+    import torch  # imported lazily: `vpr-tune data check` and --help stay fast
 
     return torch
 
 
-def normalize(x: Any) -> Any:
-    """uint8 NHWC tensor -> float32 NCHW in [0, 1], ImageNet-normalised."""
-    torch = _torch()
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
+_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+_STD = np.asarray(IMAGENET_STD, dtype=np.float32)
 
 
-def augment(x: Any, generator: Any) -> Any:
-    """Mild VPR-safe augmentation of a float NCHW batch in [0, 1], batched (no loops).
+@dataclass
+class _Aug:
+    """Per-batch augmentation: one crop size, per-image offsets and colour affine."""
 
-    Random crop of 80-100 % of the side (small aspect change) resized back, and
-    brightness/contrast/saturation jitter. No flips: a mirrored street is another place.
-    """
+    crop_hw: tuple[int, int]
+    offsets: np.ndarray  # (B, 2) top-left y, x
+    gain: np.ndarray  # (B, 3): value = clip(pixel * gain + bias, 0, 1) before normalising
+    bias: np.ndarray  # (B, 3)
+
+
+def _identity(b: int, hw: tuple[int, int]) -> _Aug:
+    return _Aug(
+        hw,
+        np.zeros((b, 2), np.int64),
+        np.full((b, 3), 1 / 255, np.float32),
+        np.zeros((b, 3), np.float32),
+    )
+
+
+def draw_augmentation(rng: np.random.Generator, b: int, hw: tuple[int, int]) -> _Aug:
+    """Mild VPR-safe augmentation: a crop of 80-100 % of the side (aspect +-5 %) resized
+    back, brightness/contrast and a small white-balance shift. No flips: a mirrored street
+    is another place."""
+    h, w = hw
+    scale = rng.uniform(0.8, 1.0)
+    ch = max(1, round(h * scale))
+    cw = max(1, min(w, round(w * scale * rng.uniform(0.95, 1.05))))
+    offsets = np.stack([rng.integers(0, h - ch + 1, b), rng.integers(0, w - cw + 1, b)], 1)
+    bright = rng.uniform(0.75, 1.25, (b, 1))
+    contrast = rng.uniform(0.75, 1.25, (b, 1))
+    gain = bright * rng.uniform(0.93, 1.07, (b, 3)) * contrast / 255.0
+    bias = np.repeat(0.5 * (1 - contrast), 3, axis=1)  # contrast pivots on mid-grey
+    return _Aug((ch, cw), offsets, gain.astype(np.float32), bias.astype(np.float32))
+
+
+def _crops(get: Callable[[int], np.ndarray], idx: np.ndarray, aug: _Aug) -> np.ndarray:
+    """(B, ch, cw, 3) uint8: image ``idx[j]`` cropped at ``aug.offsets[j]`` (one copy)."""
+    ch, cw = aug.crop_hw
+    out = np.empty((len(idx), ch, cw, 3), dtype=np.uint8)
+    for j, i in enumerate(idx):  # B slice copies; cheap next to any per-pixel work
+        y, x = aug.offsets[j]
+        out[j] = get(int(i))[y : y + ch, x : x + cw]
+    return out
+
+
+def _finish_cpu(crops: np.ndarray, hw: tuple[int, int], aug: _Aug) -> Any:
+    """uint8 crops -> normalised float32 NCHW on the CPU (resize + one LUT pass)."""
     torch = _torch()
     import torch.nn.functional as F  # noqa: N812
 
-    b = x.shape[0]
-
-    def rand(lo: float, hi: float) -> Any:
-        return (torch.rand(b, generator=generator) * (hi - lo) + lo).to(x.device)
-
-    scale = rand(0.8, 1.0)
-    sx, sy = scale * rand(0.95, 1.05), scale
-    sx = sx.clamp(max=1.0)
-    tx, ty = (1 - sx) * rand(-1, 1), (1 - sy) * rand(-1, 1)
-    theta = torch.zeros(b, 2, 3, device=x.device)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, tx, sy, ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    bright = rand(0.75, 1.25).view(b, 1, 1, 1)
-    contrast = rand(0.75, 1.25).view(b, 1, 1, 1)
-    sat = rand(0.75, 1.25).view(b, 1, 1, 1)
-    x = x * bright
-    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    x = grey + (x - grey) * sat
-    mean = grey.mean(dim=(2, 3), keepdim=True)
-    x = (x - mean) * contrast + mean
-    return x.clamp_(0.0, 1.0)
+    t = torch.from_numpy(crops).permute(0, 3, 1, 2)  # channels_last view, no copy
+    if tuple(t.shape[2:]) != hw:
+        t = F.interpolate(t, size=hw, mode="bilinear", align_corners=False)
+    nhwc = t.permute(0, 2, 3, 1).contiguous().numpy()
+    levels = np.arange(256, dtype=np.float32)
+    lut = (levels[None, None, :] * aug.gain[:, :, None] + aug.bias[:, :, None]).clip(0, 1)
+    lut = ((lut - _MEAN[None, :, None]) / _STD[None, :, None]).astype(np.float32)
+    out = np.empty((len(nhwc), 3, *hw), dtype=np.float32)
+    for b in range(len(nhwc)):
+        for c in range(3):
+            np.take(lut[b, c], nhwc[b, :, :, c], out=out[b, c])
+    return torch.from_numpy(out)
 
 
-def _to_device(batch: np.ndarray, device: str) -> Any:
+def _finish_cuda(crops_dev: Any, hw: tuple[int, int], aug: _Aug) -> Any:
+    """The same on the GPU: uint8 NHWC crops on device -> normalised channels_last float."""
     torch = _torch()
-    if not batch.flags.writeable or not batch.flags.c_contiguous:  # a memmap slice: copy once
-        batch = np.array(batch, order="C")
-    t = torch.from_numpy(batch)
-    if str(device).startswith("cuda"):
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
+    import torch.nn.functional as F  # noqa: N812
 
-
-def _finish(x_uint8: Any, gen: Any | None) -> Any:
-    """uint8 NHWC on device -> normalised float NCHW (augmented when ``gen``)."""
-    torch = _torch()
-    x = x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    if gen is not None:
-        x = augment(x, gen)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    if x.is_cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    dev = crops_dev.device
+    x = crops_dev.permute(0, 3, 1, 2).float()
+    if tuple(x.shape[2:]) != hw:
+        x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+    gain = torch.from_numpy(aug.gain).to(dev).view(-1, 3, 1, 1)
+    bias = torch.from_numpy(aug.bias).to(dev).view(-1, 3, 1, 1)
+    mean = torch.from_numpy(_MEAN).to(dev).view(1, 3, 1, 1)
+    std = torch.from_numpy(_STD).to(dev).view(1, 3, 1, 1)
+    x = x.mul_(gain).add_(bias).clamp_(0, 1).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _prefetched(make: Callable[[int], Any], n: int) -> Iterator[Any]:
@@ -531,10 +557,36 @@ class _Source:
             cached_images(self.paths, self.hw, skip_bad_files=skip_bad_files) if cache else None
         )
 
-    def get(self, idx: np.ndarray) -> np.ndarray:
+    def get(self, i: int) -> np.ndarray:
         if self.array is not None:
-            return self.array[idx]
-        return np.stack([load_image(self.paths[i], self.hw) for i in idx])
+            return self.array[i]
+        return load_image(self.paths[i], self.hw)
+
+
+class _Pipeline:
+    """Host stage (background thread) + device stage shared by train and eval batches."""
+
+    def __init__(self, source: _Source, device: str) -> None:
+        self.source, self.device = source, str(device)
+        self.cuda = self.device.startswith("cuda")
+
+    def host(self, idx: np.ndarray, aug: _Aug) -> Any:
+        crops = _crops(self.source.get, idx, aug)
+        if not self.cuda:
+            return _finish_cpu(crops, self.source.hw, aug)
+        return _torch().from_numpy(crops).pin_memory().to(self.device, non_blocking=True)
+
+    def device_stage(self, x: Any, aug: _Aug) -> Any:
+        return _finish_cuda(x, self.source.hw, aug) if self.cuda else x
+
+
+def normalize(x: Any) -> Any:
+    """uint8 NHWC tensor -> float32 NCHW, ImageNet-normalised (no augmentation)."""
+    torch = _torch()
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
 
 
 class TrainLoader:
@@ -542,7 +594,7 @@ class TrainLoader:
 
     ``images`` float32 NCHW normalised with ImageNet mean/std on ``device`` (channels_last on
     CUDA), ``labels`` int64. Deterministic for (seed, epoch). With ``cache=True`` images come
-    from the decode-once memmap; the next batch is gathered in a background thread.
+    from the decode-once memmap; the next batch is prepared in a background thread.
     """
 
     def __init__(
@@ -563,7 +615,7 @@ class TrainLoader:
         self.sampler = PKSampler(
             split.labels, places_per_batch, images_per_place, seed, batches_per_epoch
         )
-        self.source = _Source(split.paths, self.hw, cache, skip_bad_files)
+        self.pipe = _Pipeline(_Source(split.paths, self.hw, cache, skip_bad_files), device)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -571,17 +623,21 @@ class TrainLoader:
     def epoch(self, epoch: int) -> Iterator[tuple[Any, Any]]:
         torch = _torch()
         batches = list(self.sampler.batches(epoch))
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(epoch))
         labels_all = torch.from_numpy(self.split.labels)
 
-        def host(i: int) -> tuple[Any, Any]:
+        def host(i: int) -> tuple[Any, Any, _Aug]:
             idx = batches[i]
-            x = _to_device(self.source.get(idx), self.device)
+            if self.augment:
+                rng = np.random.default_rng([self.seed, int(epoch), i, 104729])
+                aug = draw_augmentation(rng, len(idx), self.hw)
+            else:
+                aug = _identity(len(idx), self.hw)
+            x = self.pipe.host(idx, aug)
             y = labels_all[torch.from_numpy(idx)].to(self.device, non_blocking=True)
-            return x, y
+            return x, y, aug
 
-        for x, y in _prefetched(host, len(batches)):
-            yield _finish(x, gen if self.augment else None), y
+        for x, y, aug in _prefetched(host, len(batches)):
+            yield self.pipe.device_stage(x, aug), y
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self.epoch(self.sampler.epoch)
@@ -597,14 +653,14 @@ def eval_batches(
 ) -> Iterator[Any]:
     """Float32 NCHW normalised tensors of ``paths`` in order, ``batch_size`` at a time."""
     source = _Source([Path(p) for p in paths], image_size, cache, skip_bad_files)
+    pipe = _Pipeline(source, device)
     n = len(source.paths)
     starts = list(range(0, n, batch_size))
 
-    def host(i: int) -> Any:
+    def host(i: int) -> tuple[Any, _Aug]:
         idx = np.arange(starts[i], min(n, starts[i] + batch_size))
-        if source.array is not None:
-            return _to_device(source.array[idx[0] : idx[-1] + 1], device)
-        return _to_device(source.get(idx), device)
+        aug = _identity(len(idx), source.hw)
+        return pipe.host(idx, aug), aug
 
-    for x in _prefetched(host, len(starts)):
-        yield _finish(x, None)
+    for x, aug in _prefetched(host, len(starts)):
+        yield pipe.device_stage(x, aug)
