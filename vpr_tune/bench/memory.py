@@ -87,11 +87,12 @@ def bench_memory(quick: bool = False, log: Any = print) -> dict[str, Any]:
         growth = [u4 - u1 for u1, u4 in zip(uss[1], uss[4], strict=True)]
         file_growth = nbytes[4] - nbytes[1]
         ratio = median_ratio(growth, [file_growth] * reps)
-        copy_uss = {m: _uss_of_trials(splits[m], size, cache_dir, True)
+        # The control costs two more process pairs; --quick skips it.
+        copy_uss = {m: (0 if quick else _uss_of_trials(splits[m], size, cache_dir, True))
                     for m in (1, 4)}
-    copy_ratio = (copy_uss[4] - copy_uss[1]) / file_growth
+    copy_ratio = None if quick else round((copy_uss[4] - copy_uss[1]) / file_growth, 4)
     return record("memory", "per-trial USS growth / cache file growth (1x -> 4x)", ratio,
                   MEMORY_BAR, quick, uss_1x=uss[1], uss_4x=uss[4], cache_bytes_1x=nbytes[1],
                   cache_bytes_4x=nbytes[4], image_size=size, concurrent_trials=2,
-                  copy_control_ratio=round(copy_ratio, 4),
+                  copy_control_ratio=copy_ratio,
                   copy_control_uss=[copy_uss[1], copy_uss[4]])
