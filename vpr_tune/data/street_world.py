@@ -597,54 +597,53 @@ def _city_streets(
     return streets
 
 
-def _train(root: Path, cfg: dict[str, Any], seed: int, log: Callable[[str], Any]) -> int:
+def _train_city(root: Path, cfg: dict[str, Any], seed: int, ci: int) -> int:
+    """All places of train city ``ci``; returns the number of images written."""
     count = 0
-    for ci in range(cfg["train_cities"]):
-        city = TRAIN_CITIES[ci % len(TRAIN_CITIES)]
-        name = city[0] if ci < len(TRAIN_CITIES) else f"{city[0]}{ci // len(TRAIN_CITIES)}"
-        crng = np.random.default_rng([seed, 1, ci])
-        style = random_style(crng)
-        spacing = 45.0
-        streets = _city_streets(crng, city, style, cfg["places_per_city"] * spacing + 50)
-        folder = root / "gsv_xs" / "train" / (name.lower() if ci % 2 == 0 else name)
-        folder.mkdir(parents=True)
-        per = math.ceil(cfg["places_per_city"] / len(streets))
-        for pi in range(cfg["places_per_city"]):
-            street = streets[pi // per]
-            prng = np.random.default_rng([seed, 2, ci, pi])
-            s_place = 25.0 + (pi % per) * spacing + prng.uniform(-8, 8)
-            base_yaw = prng.choice(CANONICAL) + prng.uniform(-0.5, 0.5)
-            for ii in range(
-                int(prng.integers(cfg["images_per_place"][0], cfg["images_per_place"][1] + 1))
-            ):
-                irng = np.random.default_rng([seed, 3, ci, pi, ii])
-                s = s_place + irng.uniform(-4, 4)
-                y = irng.uniform(-2.5, 2.5)
-                yaw = base_yaw + irng.uniform(-0.3, 0.3)
-                cond = make_condition(irng, (2007, 2021))
-                img = render(
-                    street,
-                    s,
-                    y,
-                    yaw,
-                    cond,
-                    irng,
-                    cfg["train_wh"],
-                    fov=irng.uniform(80, 100),
-                    pitch=irng.uniform(-0.05, 0.08),
-                )
-                fname = _name(
-                    street,
-                    s,
-                    y,
-                    pano_id=_pano(irng),
-                    heading=_compass(street, yaw),
-                    timestamp=f"{cond.year}{cond.month:02d}",
-                    note=f"{pi}_{name}",
-                )
-                _save(img, folder / fname)
-                count += 1
-    log(f"  gsv_xs/train: {count} images")
+    city = TRAIN_CITIES[ci % len(TRAIN_CITIES)]
+    name = city[0] if ci < len(TRAIN_CITIES) else f"{city[0]}{ci // len(TRAIN_CITIES)}"
+    crng = np.random.default_rng([seed, 1, ci])
+    style = random_style(crng)
+    spacing = 45.0
+    streets = _city_streets(crng, city, style, cfg["places_per_city"] * spacing + 50)
+    folder = root / "gsv_xs" / "train" / (name.lower() if ci % 2 == 0 else name)
+    folder.mkdir(parents=True)
+    per = math.ceil(cfg["places_per_city"] / len(streets))
+    for pi in range(cfg["places_per_city"]):
+        street = streets[pi // per]
+        prng = np.random.default_rng([seed, 2, ci, pi])
+        s_place = 25.0 + (pi % per) * spacing + prng.uniform(-8, 8)
+        base_yaw = prng.choice(CANONICAL) + prng.uniform(-0.5, 0.5)
+        for ii in range(
+            int(prng.integers(cfg["images_per_place"][0], cfg["images_per_place"][1] + 1))
+        ):
+            irng = np.random.default_rng([seed, 3, ci, pi, ii])
+            s = s_place + irng.uniform(-4, 4)
+            y = irng.uniform(-2.5, 2.5)
+            yaw = base_yaw + irng.uniform(-0.3, 0.3)
+            cond = make_condition(irng, (2007, 2021))
+            img = render(
+                street,
+                s,
+                y,
+                yaw,
+                cond,
+                irng,
+                cfg["train_wh"],
+                fov=irng.uniform(80, 100),
+                pitch=irng.uniform(-0.05, 0.08),
+            )
+            fname = _name(
+                street,
+                s,
+                y,
+                pano_id=_pano(irng),
+                heading=_compass(street, yaw),
+                timestamp=f"{cond.year}{cond.month:02d}",
+                note=f"{pi}_{name}",
+            )
+            _save(img, folder / fname)
+            count += 1
     return count
 
 
@@ -737,23 +736,49 @@ def _eval(
     return n_db, n_q
 
 
-def _generate(root: Path, size: str, seed: int, log: Callable[[str], Any]) -> dict[str, Any]:
+def _job(args: tuple) -> Any:
+    kind, payload = args[0], args[1:]
+    return _train_city(*payload) if kind == "train" else _eval(*payload)
+
+
+def _generate(
+    root: Path, size: str, seed: int, log: Callable[[str], Any], workers: int = 1
+) -> dict[str, Any]:
+    """Every train city and eval split is an independent job with its own seeded generators,
+    so the bytes do not depend on ``workers``."""
     cfg = SIZES[size]
-    counts: dict[str, Any] = {"gsv_xs/train": _train(root, cfg, seed, log)}
-    for rel, city, style, code, kind in (
+    evals = (
         ("sf_xs/val", SF, SF_STYLE, 1, "gsv"),
         ("sf_xs/test", SF, SF_STYLE, 2, "flickr"),
         ("tokyo_xs/test", TOKYO, TOKYO_STYLE, 3, "tokyo"),
-    ):
+    )
+    jobs: list[tuple] = [("train", root, cfg, seed, ci) for ci in range(cfg["train_cities"])]
+    for rel, city, style, code, kind in evals:
         scfg = cfg[rel.split("/")[1] if rel.startswith("sf") else "tokyo"]
-        n_db, n_q = _eval(root, rel, city, style, scfg, cfg, seed, code, kind)
+        jobs.append(("eval", root, rel, city, style, scfg, cfg, seed, code, kind))
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_job, jobs))
+    else:
+        results = [_job(j) for j in jobs]
+    n_train = sum(results[: cfg["train_cities"]])
+    log(f"  gsv_xs/train: {n_train} images")
+    counts: dict[str, Any] = {"gsv_xs/train": n_train}
+    for (rel, *_), (n_db, n_q) in zip(evals, results[cfg["train_cities"] :], strict=True):
         counts[rel] = {"database": n_db, "queries": n_q}
         log(f"  {rel}: {n_db} database, {n_q} queries")
     return counts
 
 
 def synthesize(
-    out_dir: str | Path, size: str = "demo", seed: int = 0, log: Callable[[str], Any] = print
+    out_dir: str | Path,
+    size: str = "demo",
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+    workers: int | None = None,
 ) -> Path:
     """Write street-world into ``out_dir`` and return it.
 
@@ -776,7 +801,9 @@ def synthesize(
     try:
         t0 = time.perf_counter()
         log(f"generating street-world ({size}, seed {seed}) into {out} ...")
-        counts = _generate(tmp, size, seed, log)
+        if workers is None:  # processes pay off only for the big size
+            workers = min(os.cpu_count() or 1, 8) if size == "full" else 1
+        counts = _generate(tmp, size, seed, log, workers)
         marker = {
             "synthetic": True,
             "generator": "street-world",
