@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,18 +14,26 @@ import pytest
 from vpr_tune.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Image cache and scan verdicts go to a temp folder, not the user's ~/.cache."""
+    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+
 def test_synth_then_check_json_subprocess(tmp_path: Path) -> None:
     out = tmp_path / "sw"
+    env = {**os.environ, "VPR_TUNE_CACHE": str(tmp_path / "cache")}
     synth = subprocess.run(
         [sys.executable, "-m", "vpr_tune.cli", "data", "synth", str(out), "--size", "tiny",
          "--preview"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     assert synth.returncode == 0, synth.stderr
     assert "SYNTHETIC" in synth.stdout and (out / "preview.png").exists()
     check = subprocess.run(
         [sys.executable, "-m", "vpr_tune.cli", "data", "check", str(out), "--json"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     assert check.returncode == 0, check.stderr
     info = json.loads(check.stdout)

@@ -16,6 +16,13 @@ from vpr_tune.data.formats import format_name
 from vpr_tune.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Image cache and scan verdicts go to a temp folder, not the user's ~/.cache."""
+    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+
 def _jpeg(path: Path, seed: int = 0, size: tuple[int, int] = (40, 30)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
@@ -290,3 +297,15 @@ def test_gpu_stage_matches_cpu_stage() -> None:
     plain = rng.integers(0, 256, (3, 24, 26, 3), dtype=np.uint8)  # no augmentation
     got = ds._finish_cpu(plain, (24, 26), ds._identity(3, (24, 26)))
     assert torch.allclose(got, ds.normalize(torch.from_numpy(plain)), atol=1e-5)
+
+
+def test_scan_verdicts_are_remembered_until_a_file_changes(tmp_path: Path, monkeypatch) -> None:
+    split = _eval_tree(tmp_path / "sf_xs" / "val", n_db=4)
+    ds.load_eval_split(split)  # scans and remembers
+    with monkeypatch.context() as m:
+        m.setattr(ds, "_bad_reason", lambda _p: pytest.fail("rescanned unchanged files"))
+        assert len(ds.load_eval_split(split).db_paths) == 4
+    victim = sorted((split / "database").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    with pytest.raises(UserError, match="truncated"):
+        ds.load_eval_split(split)

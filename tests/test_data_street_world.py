@@ -19,6 +19,13 @@ from vpr_tune.data.formats import parse_name
 from vpr_tune.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Image cache and scan verdicts go to a temp folder, not the user's ~/.cache."""
+    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+
 def _digest(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.jpg")):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vpr_tune.data.cache import as_hw, cached_images, load_image
+from vpr_tune.data.cache import as_hw, cache_key, cached_images, load_image
 from vpr_tune.data.formats import is_image_file, parse_name
 from vpr_tune.errors import UserError
 
@@ -228,9 +229,22 @@ def _bad_reason(path: Path) -> str | None:
 
 
 def scan_images(paths: Sequence[Path], skip_bad_files: bool = False) -> list[Path]:
-    """The usable ``paths``; a corrupt/truncated one raises :class:`UserError` or is skipped."""
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        reasons = list(pool.map(_bad_reason, paths))
+    """The usable ``paths``; a corrupt/truncated one raises :class:`UserError` or is skipped.
+
+    The verdicts are remembered in ``default_cache_root()/scans/`` under the same
+    (path, mtime, size) key as the image cache, so every later trial skips the file reads.
+    """
+    memo = default_cache_root() / "scans" / f"{cache_key(paths, 0)}.json"
+    try:
+        reasons = json.loads(memo.read_text())["reasons"]
+    except (OSError, ValueError, KeyError):
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+            reasons = list(pool.map(_bad_reason, paths))
+        with contextlib.suppress(OSError):  # a read-only cache only costs the rescan
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps({"reasons": reasons}))
+            os.replace(tmp, memo)
     good: list[Path] = []
     for path, reason in zip(paths, reasons, strict=True):
         if reason is None:
