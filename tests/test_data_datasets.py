@@ -13,6 +13,7 @@ from PIL import Image
 from vpr_tune.data import datasets as ds
 from vpr_tune.data.cache import load_image
 from vpr_tune.data.formats import format_name
+from vpr_tune.data.street_world import VERSION
 from vpr_tune.errors import UserError
 
 
@@ -111,7 +112,7 @@ def test_resolve_data_root_generates_street_world_once(tmp_path: Path, monkeypat
     monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path / "cache"))
     logs: list[str] = []
     root = ds.resolve_data_root(None, size="tiny", log=logs.append)
-    assert root == tmp_path / "cache" / "street-world-tiny-seed0"
+    assert root == tmp_path / "cache" / f"street-world-tiny-seed0-v{VERSION}"
     assert any("synthetic street-world" in m and str(root) in m for m in logs)
     assert ds.is_synthetic(root) and ds.is_synthetic(root / "sf_xs" / "val" / "queries")
     mtime = (root / ds.MARKER).stat().st_mtime_ns

@@ -47,7 +47,8 @@ def resolve_data_root(
 ) -> Path:
     """The data root to use: ``root``, else ``$VPR_TUNE_DATA``, else street-world (cached).
 
-    street-world is generated once into ``default_cache_root()/street-world-<size>-seed0``
+    street-world is generated once into
+    ``default_cache_root()/street-world-<size>-seed0-v<generator version>``
     (safe when several processes do it at once) and the choice is logged.
     """
     if root is None or str(root) == "":
@@ -60,11 +61,12 @@ def resolve_data_root(
                 "sf_xs/, tokyo_xs/ (or one split folder)"
             )
         return path.resolve()
-    from vpr_tune.data.street_world import SIZES, synthesize
+    from vpr_tune.data.street_world import SIZES, VERSION, synthesize
 
     if size not in SIZES:
         raise UserError(f"data.synth_size: {size!r} is not one of {', '.join(SIZES)}")
-    path = default_cache_root() / f"street-world-{size}-seed0"
+    # The generator version is in the name, so an upgrade never reuses stale pictures.
+    path = default_cache_root() / f"street-world-{size}-seed0-v{VERSION}"
     if not (path / MARKER).exists():
         log(f"generating synthetic street-world data ({size}) at {path} ...")
         synthesize(path, size=size, seed=0, log=lambda _msg: None)

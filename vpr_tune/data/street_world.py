@@ -34,7 +34,7 @@ from vpr_tune.data.formats import format_name, utm_to_latlon
 from vpr_tune.errors import UserError
 
 MARKER = "STREET_WORLD.json"
-VERSION = 1
+VERSION = 2  # bump when the pictures change: cached copies are per version
 
 # Per size: train cities x places (images per place), eval streets, resolutions (W, H).
 SIZES: dict[str, dict[str, Any]] = {
