@@ -1,0 +1,144 @@
+"""Search benchmarks: ``asha`` (budget saved by early stopping) and ``search`` (core use).
+
+Both drive the product the way a user does, ``vpr-tune run SPACE.yaml`` (in this process,
+its output sent to stderr), and read the documented outputs ``results/<name>/trials.csv``
+(one row per trial: ``epochs``, ``time_s``, ``best_val/R@1``, hyperparameters) and
+``metrics.csv`` (one row per trial-epoch), so they measure exactly what ``run`` does.
+
+- asha: the same space, random search with a fixed seed (so both runs sample the same
+  configs; checked), run once with ASHA and once with FIFO. Figure: trial-epochs used by
+  ASHA / by FIFO, valid only when ASHA's best val R@1 is within 1 point of FIFO's. Also the
+  Spearman correlation, over FIFO's trials, of val R@1 after epoch 1 (the first rung) with
+  the final val R@1: how much the first rung can tell.
+- search: Σ trial busy time (``time_s``) / (wall of the whole ``run`` x cores) for a FIFO
+  search with 2 concurrent 1-CPU trials on 2 cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vpr_tune.bench.common import Bar, record
+from vpr_tune.errors import UserError
+
+ASHA_BAR = Bar(0.35, higher=False)
+SEARCH_BAR = Bar(0.80, higher=True)
+
+
+def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int) -> dict:
+    """A small search space on street-world: the learning rate decides who learns."""
+    return {
+        "seed": 0,
+        "data": {"synth_size": "tiny" if quick else "demo", "image_size": [32, 32]},
+        "model": {"backbone": "resnet18", "pretrained": "none", "cut": "layer3",
+                  "freeze_stages": 0, "aggregator": {"name": "gem"}},
+        "loss": {"name": "multisimilarity"},
+        "miner": {"name": "multisimilarity", "epsilon": 0.1},
+        "optimizer": {"name": "adam", "lr": {"loguniform": [1.0e-5, 1.0e-2]},
+                      "weight_decay": 0.0},
+        "scheduler": {"name": "none"},
+        "budget": {"max_epochs": epochs, "batches_per_epoch": batches,
+                   "places_per_batch": 4 if quick else 16, "images_per_place": 4 if not quick
+                   else 2, "eval_batch_size": 128},
+        "search": {"algorithm": "random", "num_samples": samples, "seed": 0,
+                   "max_concurrent": 2, "scheduler": scheduler, "metric": "val/R@1",
+                   "mode": "max"},
+        "asha": {"grace_period": 1, "reduction_factor": 3},
+        "resources": {"cpu": 1, "gpu": 0},
+    }
+
+
+def _run(space: dict, name: str, storage: Path, log: Any) -> tuple[float, Any, Any]:
+    """``vpr-tune run`` in this process; returns (wall s, trials frame, metrics frame)."""
+    import pandas as pd
+    import yaml
+
+    from vpr_tune.cli import main
+
+    path = storage / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    log(f"search benchmark: vpr-tune run {path.name} ({space['search']['scheduler']}) ...")
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # keep `bench --json` stdout pure JSON
+        rc = main(["run", str(path), "--name", name, "--storage", str(storage)])
+    wall = time.perf_counter() - start
+    folder = storage / name
+    if rc != 0 or not (folder / "trials.csv").is_file():
+        raise UserError(f"`vpr-tune run` failed (exit {rc}) or wrote no {folder}/trials.csv; "
+                        "the search benchmarks need a working `run` (issue 6)")
+    trials = pd.read_csv(folder / "trials.csv")
+    metrics = pd.read_csv(folder / "metrics.csv") if (folder / "metrics.csv").is_file() \
+        else None
+    return wall, trials, metrics
+
+
+def _params(trials: Any) -> list[tuple]:
+    """The sampled hyperparameters of each trial, in trial order (to compare two runs)."""
+    cols = [c for c in trials.columns if "." in c and not c.startswith(("best_", "last_"))]
+    return sorted(tuple(round(float(v), 12) for v in row) for row in trials[cols].values)
+
+
+def _spearman_rung1(metrics: Any) -> float | None:
+    """Spearman of val R@1 after epoch 1 vs last epoch, over trials (FIFO: all finished)."""
+    from scipy.stats import spearmanr
+
+    if metrics is None or metrics.empty:
+        return None
+    m = metrics[metrics["epoch"] >= 1].sort_values("epoch")
+    first = m.groupby("trial_id")["val/R@1"].first()
+    last = m.groupby("trial_id")["val/R@1"].last()
+    if len(first) < 3 or first.nunique() < 2 or last.nunique() < 2:
+        return None
+    rho = float(spearmanr(first, last.loc[first.index]).statistic)
+    return rho if math.isfinite(rho) else None
+
+
+def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
+    """Trial-epochs ASHA / FIFO on the same sampled configs and seeds."""
+    samples, epochs, batches = (3, 3, 1) if quick else (12, 9, 6)
+    with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
+        runs = {}
+        for sched in ("asha", "fifo"):
+            runs[sched] = _run(_space(quick, sched, samples, epochs, batches), sched,
+                               Path(tmp), log)
+    (asha_wall, asha, _), (fifo_wall, fifo, fifo_metrics) = runs["asha"], runs["fifo"]
+    asha_epochs, fifo_epochs = int(asha["epochs"].sum()), int(fifo["epochs"].sum())
+    best_asha = float(asha["best_val/R@1"].max())
+    best_fifo = float(fifo["best_val/R@1"].max())
+    ratio = asha_epochs / fifo_epochs if fifo_epochs else math.inf
+    same_configs = _params(asha) == _params(fifo)
+    within = abs(best_asha - best_fifo) <= 1.0
+    result = record("asha", "trial-epochs ASHA / FIFO (best val R@1 within 1 point)", ratio,
+                    ASHA_BAR, quick, asha_trial_epochs=asha_epochs,
+                    fifo_trial_epochs=fifo_epochs, trials=samples, max_epochs=epochs,
+                    reduction_factor=3, grace_period=1, best_val_r1_asha=best_asha,
+                    best_val_r1_fifo=best_fifo, best_within_1_point=within,
+                    same_configs=same_configs, spearman_rung1_vs_final=_spearman_rung1(
+                        fifo_metrics), asha_wall_s=round(asha_wall, 2),
+                    fifo_wall_s=round(fifo_wall, 2),
+                    asha_epochs_per_trial=[int(e) for e in asha["epochs"]])
+    # The budget saving only counts when ASHA found (nearly) what FIFO found.
+    result["passed"] = bool(result["passed"] and within and same_configs)
+    return result
+
+
+def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
+    """Σ trial busy time / (wall x cores), 2 concurrent 1-CPU trials."""
+    samples, epochs, batches = (2, 2, 1) if quick else (6, 6, 6)
+    cores = 2  # the search runs 2 concurrent trials of 1 CPU each
+    with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
+        wall, trials, _ = _run(_space(quick, "fifo", samples, epochs, batches), "search",
+                               Path(tmp), log)
+    busy = [float(t) for t in trials["time_s"]]
+    ratio = sum(busy) / (wall * cores)
+    return record("search", "sum trial busy time / (wall x cores)", ratio, SEARCH_BAR, quick,
+                  trial_busy_s=busy, wall_s=round(wall, 2), cores=cores,
+                  machine_cores=os.cpu_count(), trials=samples, max_epochs=epochs,
+                  trial_epochs=int(trials["epochs"].sum()))
