@@ -845,7 +845,7 @@ def make_preview(
     """
     from PIL import ImageDraw
 
-    from vpr_tune.data.datasets import find_splits, load_eval_split
+    from vpr_tune.data.datasets import find_splits, is_synthetic, load_eval_split
 
     rows: list[Image.Image] = []
     n_pos = 4  # the database has 4 headings per spot: one of them faces like the query
@@ -869,6 +869,12 @@ def make_preview(
             rows.append(row)
     if not rows:
         raise UserError(f"{root}: no eval split with positives to preview")
+    title = Image.new("RGB", (rows[0].width, 16), "white")
+    kind = "SYNTHETIC street-world" if is_synthetic(root) else "real data"
+    ImageDraw.Draw(title).text(
+        (2, 2), f"{kind}: each row = a query, then database images within 25 m", fill="black"
+    )
+    rows.insert(0, title)
     sheet = Image.new("RGB", (rows[0].width, sum(r.height for r in rows)), "white")
     y = 0
     for r in rows:
