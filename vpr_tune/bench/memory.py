@@ -34,7 +34,8 @@ def _trial(split: Any, size: int, cache_dir: str, copy: bool, ready: Any, stop: 
     loader = TrainLoader(split, size, 4, 2, split.num_places // 4, seed=0, augment=True,
                          cache=True, device="cpu")
     if copy:  # the naive way: every trial holds its own decoded array
-        loader.source.array = np.array(loader.source.array)
+        source = loader.pipe.source  # data-layer internals; only the control needs them
+        source.array = np.array(source.array)
     for _images, _labels in loader.epoch(0):
         pass
     ready.set()
@@ -71,10 +72,10 @@ def bench_memory(quick: bool = False, log: Any = print) -> dict[str, Any]:
     from vpr_tune.data.cache import cached_images
     from vpr_tune.data.datasets import load_train_split
 
-    places, jpeg, size, reps = (32, 64, 64, 1) if quick else (200, 64, 224, 3)
+    places, jpeg, size, reps = (32, 64, 64, 1) if quick else (200, 64, 224, 2)
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp, \
             image_cache_in(Path(tmp) / "cache") as cache_dir:
-        log(f"memory: writing {places * 4 * 2} JPEGs ...")
+        log(f"memory: writing {places * 5 * 2} JPEGs ...")
         splits, nbytes = {}, {}
         for mult in (1, 4):
             folder = write_train_jpegs(Path(tmp) / f"x{mult}", places * mult, 2, jpeg, seed=mult)
