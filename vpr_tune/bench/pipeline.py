@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,15 +79,21 @@ def bench_loader(quick: bool = False, log: Any = print) -> dict[str, Any]:
             fake = _OneBatch(next(iter(real.epoch(0))), batches)
             n_images = batches * places * per
 
+            cpu: dict[bool, list[float]] = {True: [], False: []}
+
             def side(loader: Any) -> float:
                 trainer.loader = loader
+                start = time.process_time()  # see bench_eval: a steadier companion figure
                 seconds = timed(lambda: (trainer.train_epoch(), _sync(dev)))
+                cpu[loader is real].append(n_images / (time.process_time() - start))
                 return n_images / seconds
 
             real_ips, mem_ips = alternate(lambda: side(real), lambda: side(fake), reps)
     ratio = median_ratio(real_ips, mem_ips)
+    real_cpu, mem_cpu = cpu[True][1:], cpu[False][1:]  # without the warm-up
     return record("loader", "train img/s, real loader / batch in memory", ratio, LOADER_BAR,
-                  quick, real_img_s=real_ips, in_memory_img_s=mem_ips, image_size=size,
+                  quick, real_img_s=real_ips, in_memory_img_s=mem_ips,
+                  cpu_ratio=round(median_ratio(real_cpu, mem_cpu), 4), image_size=size,
                   batch_size=places * per, batches_per_rep=batches, data=str(root))
 
 
@@ -146,6 +153,16 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
         cold_s = timed(lambda: evaluate_split(model, split, (size, size), bs, dev))
         in_memory = list(eval_batches(paths, (size, size), bs, cache=True, device=dev))
 
+        cpu: dict[str, list[float]] = {"full": [], "forward": []}
+
+        def cpu_timed(side: str, fn: Any) -> float:
+            # CPU seconds of this process too: other users' load moves wall time a lot
+            # on a shared machine, our own CPU time much less.
+            start = time.process_time()
+            wall = timed(fn)
+            cpu[side].append(time.process_time() - start)
+            return wall
+
         def forward() -> float:
             def run() -> None:
                 with torch.inference_mode(), torch.autocast(
@@ -154,16 +171,20 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
                         model(x)
                 _sync(dev)
 
-            return timed(run)
+            return cpu_timed("forward", run)
 
         def full() -> float:
-            return timed(lambda: evaluate_split(model, split, (size, size), bs, dev))
+            return cpu_timed("full", lambda: evaluate_split(model, split, (size, size), bs,
+                                                            dev))
 
         forward()  # warm-up; the cold evaluation above warmed the full side
+        cpu["forward"].clear()
         full_s, fwd_s = alternate(full, forward, reps, warmup=False)
     ratio = median_ratio(full_s, fwd_s)
     return record("eval", "eval wall (descriptors+faiss+recall) / bare forward", ratio,
                   EVAL_BAR, quick, full_s=full_s, forward_s=fwd_s, database=len(split.db_paths),
                   queries=len(split.q_paths), image_size=size, batch_size=bs,
+                  full_cpu_s=cpu["full"], forward_cpu_s=cpu["forward"],
+                  cpu_ratio=round(median_ratio(cpu["full"], cpu["forward"]), 4),
                   first_eval_with_cache_build_s=round(cold_s, 3),
                   load_split_s=round(load_s, 3))
