@@ -310,3 +310,19 @@ def test_scan_verdicts_are_remembered_until_a_file_changes(tmp_path: Path, monke
     victim.write_bytes(victim.read_bytes()[:200])
     with pytest.raises(UserError, match="truncated"):
         ds.load_eval_split(split)
+
+
+def test_decode_finds_corrupt_data_inside_a_complete_file(tmp_path: Path) -> None:
+    split = _eval_tree(tmp_path / "sf_xs" / "val", n_db=4)
+    victim = sorted((split / "database").iterdir())[2]
+    data = victim.read_bytes()
+    half = len(data) // 2  # a stray start-of-image marker mid-stream; the end marker stays
+    victim.write_bytes(data[:half] + b"\xff\xd8\xff\xd8" + data[half + 4 :])
+    assert len(ds.load_eval_split(split).db_paths) == 4  # the quick scan cannot see it
+    with pytest.raises(UserError, match="cannot decode") as err:
+        ds.load_eval_split(split, decode=True)
+    assert str(victim) in str(err.value)
+    with pytest.warns(UserWarning, match="skipping"):
+        info = ds.check_data(split, skip_bad_files=True, decode=True)
+    (only,) = info.values()
+    assert only["database"] == 3

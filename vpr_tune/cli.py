@@ -74,6 +74,9 @@ def data_check(
     skip_bad_files: Annotated[
         bool, typer.Option(help="Warn about corrupt images and skip them instead of failing.")
     ] = False,
+    decode: Annotated[
+        bool, typer.Option(help="Decode every image (thorough, slow) instead of a quick scan.")
+    ] = False,
 ) -> None:
     """Scan a data root or split: images/places (train), database/queries/positives (eval)."""
     import json
@@ -82,7 +85,7 @@ def data_check(
 
     from vpr_tune.data.datasets import check_data
 
-    info = check_data(path, skip_bad_files=skip_bad_files)
+    info = check_data(path, skip_bad_files=skip_bad_files, decode=decode)
     if json_out:
         print(json.dumps(info, indent=1))
         return

@@ -186,21 +186,27 @@ def find_splits(root: str | Path) -> dict[str, Path]:
 
 
 def check_data(
-    path: str | Path, skip_bad_files: bool = False, min_images_per_place: int = 4
+    path: str | Path,
+    skip_bad_files: bool = False,
+    min_images_per_place: int = 4,
+    decode: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Scan every split under ``path``: counts per split name (what ``data check`` prints)."""
+    """Scan every split under ``path``: counts per split name (what ``data check`` prints).
+
+    ``decode=True`` fully decodes every image instead of the cheap header/end-marker scan.
+    """
     out: dict[str, dict[str, Any]] = {}
     synthetic = is_synthetic(path)
     for rel, folder in find_splits(path).items():
         if rel == TRAIN_SPLIT:
-            tr = load_train_split(folder, min_images_per_place, skip_bad_files)
+            tr = load_train_split(folder, min_images_per_place, skip_bad_files, decode)
             info: dict[str, Any] = {
                 "images": len(tr.paths),
                 "places": tr.num_places,
                 "dropped_places": tr.dropped_places,
             }
         else:
-            ev = load_eval_split(folder, skip_bad_files=skip_bad_files)
+            ev = load_eval_split(folder, skip_bad_files=skip_bad_files, decode=decode)
             info = {
                 "database": len(ev.db_paths),
                 "queries": len(ev.q_paths),
@@ -230,18 +236,34 @@ def _bad_reason(path: Path) -> str | None:
     return None
 
 
-def scan_images(paths: Sequence[Path], skip_bad_files: bool = False) -> list[Path]:
+def _bad_decode(path: Path) -> str | None:
+    """The cheap checks, then a full decode (finds corrupt data inside a complete file)."""
+    reason = _bad_reason(path)
+    if reason is None:
+        try:
+            with Image.open(path) as img:
+                img.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            return f"cannot decode image ({exc})"
+    return reason
+
+
+def scan_images(
+    paths: Sequence[Path], skip_bad_files: bool = False, decode: bool = False
+) -> list[Path]:
     """The usable ``paths``; a corrupt/truncated one raises :class:`UserError` or is skipped.
 
-    The verdicts are remembered in ``default_cache_root()/scans/`` under the same
-    (path, mtime, size) key as the image cache, so every later trial skips the file reads.
+    ``decode=True`` also decodes every image (thorough, ~100x slower). The verdicts are
+    remembered in ``default_cache_root()/scans/`` under the same (path, mtime, size) key as
+    the image cache, so every later trial skips the file reads.
     """
-    memo = default_cache_root() / "scans" / f"{cache_key(paths, 0)}.json"
+    tag = "decode" if decode else "scan"
+    memo = default_cache_root() / "scans" / f"{cache_key(paths, 0)}-{tag}.json"
     try:
         reasons = json.loads(memo.read_text())["reasons"]
     except (OSError, ValueError, KeyError):
         with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-            reasons = list(pool.map(_bad_reason, paths))
+            reasons = list(pool.map(_bad_decode if decode else _bad_reason, paths))
         with contextlib.suppress(OSError):  # a read-only cache only costs the rescan
             memo.parent.mkdir(parents=True, exist_ok=True)
             tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
@@ -283,14 +305,17 @@ class TrainSplit:
 
 
 def load_train_split(
-    path: str | Path, min_images_per_place: int = 4, skip_bad_files: bool = False
+    path: str | Path,
+    min_images_per_place: int = 4,
+    skip_bad_files: bool = False,
+    decode: bool = False,
 ) -> TrainSplit:
     """Read ``<city>/*.jpg`` under ``path`` (or ``path/gsv_xs/train``); place id = note field."""
     split = find_split(path, TRAIN_SPLIT)
     files = _list_images(split, recursive=True)
     if not files:
         raise UserError(f"{split}: empty train split; expected <city>/*.jpg images")
-    files = scan_images(files, skip_bad_files)
+    files = scan_images(files, skip_bad_files, decode)
     by_place: dict[str, list[Path]] = {}
     for f in files:
         note = parse_name(f).note
@@ -358,7 +383,11 @@ def compute_positives(db_utm: np.ndarray, q_utm: np.ndarray, radius: float) -> l
 
 
 def load_eval_split(
-    path: str | Path, radius: float = 25.0, skip_bad_files: bool = False, rel: str = "sf_xs/val"
+    path: str | Path,
+    radius: float = 25.0,
+    skip_bad_files: bool = False,
+    rel: str = "sf_xs/val",
+    decode: bool = False,
 ) -> EvalSplit:
     """Read ``path/database`` and ``path/queries`` (``path`` may also be a root: ``rel``)."""
     path = Path(path)
@@ -372,7 +401,7 @@ def load_eval_split(
         files = _list_images(folder, recursive=False)
         if not files:
             raise UserError(f"{folder}: empty {sub} folder; expected .jpg images")
-        lists.append(scan_images(files, skip_bad_files))
+        lists.append(scan_images(files, skip_bad_files, decode))
     db, q = lists
     db_utm, q_utm = _utm(db), _utm(q)
     positives = compute_positives(db_utm, q_utm, radius)
