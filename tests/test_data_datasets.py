@@ -326,3 +326,34 @@ def test_decode_finds_corrupt_data_inside_a_complete_file(tmp_path: Path) -> Non
         info = ds.check_data(split, skip_bad_files=True, decode=True)
     (only,) = info.values()
     assert only["database"] == 3
+
+
+def _resolve(cache: str, start, out) -> None:
+    import os
+
+    os.environ["VPR_TUNE_CACHE"] = cache
+    os.environ.pop("VPR_TUNE_DATA", None)
+    logs: list[str] = []
+    start.wait()
+    root = ds.resolve_data_root(None, size="tiny", log=logs.append)
+    out.put((str(root), sum("generating" in m for m in logs)))
+
+
+def test_trials_starting_together_generate_street_world_once(tmp_path: Path) -> None:
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_resolve, args=(str(tmp_path), start, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert len({r[0] for r in results}) == 1
+    assert sum(r[1] for r in results) == 1  # one generated, the other waited and reused
+    assert ds.is_synthetic(results[0][0])

@@ -68,8 +68,15 @@ def resolve_data_root(
     # The generator version is in the name, so an upgrade never reuses stale pictures.
     path = default_cache_root() / f"street-world-{size}-seed0-v{VERSION}"
     if not (path / MARKER).exists():
-        log(f"generating synthetic street-world data ({size}) at {path} ...")
-        synthesize(path, size=size, seed=0, log=lambda _msg: None)
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Trials starting together wait for one generator instead of each making a copy.
+        with open(path.parent / f".{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (path / MARKER).exists():
+                log(f"generating synthetic street-world data ({size}) at {path} ...")
+                synthesize(path, size=size, seed=0, log=lambda _msg: None)
     log(f"using synthetic street-world data at {path}")
     return path
 
