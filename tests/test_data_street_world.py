@@ -109,7 +109,7 @@ def test_deterministic_for_a_seed(street_world_tiny: Path, tmp_path: Path) -> No
 def test_tiny_generates_in_a_few_seconds(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     sw.synthesize(tmp_path / "t", size="tiny", seed=3, log=lambda _m: None)
-    assert time.perf_counter() - t0 < 10
+    assert time.perf_counter() - t0 < 15  # ~1 s on an idle core; slack for busy CI
 
 
 def test_existing_folder_rules(street_world_tiny: Path, tmp_path: Path) -> None:
