@@ -117,7 +117,12 @@ def run_benchmarks(names: list[str], quick: bool = False,
         try:
             results.append(run_benchmark(name, quick, out_dir, log))
         except (UserError, ImportError) as exc:
-            results.append({"name": name, "ratio": None, "passed": False, "error": str(exc)})
+            log(f"bench {name}: not run: {exc}")
+            failed = {"name": name, "ratio": None, "bar": None, "passed": False,
+                      "quick": bool(quick), "error": str(exc)}
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / f"{name}.json").write_text(json.dumps(failed, indent=1) + "\n")
+            results.append(failed)
     return results
 
 
@@ -133,7 +138,8 @@ def results_table(results: list[dict[str, Any]]) -> Any:
         table.add_column(col, justify=justify, no_wrap=col != "figure")
     for r in results:
         if r.get("error"):
-            table.add_row(r["name"], "-", "-", "[yellow]not run[/]", r["error"], "")
+            table.add_row(r["name"], "-", "-", "[yellow]not run[/]",
+                          BAR_TEXT[r["name"]] + " (see the log above)", "")
             continue
         verdict = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/]"
         table.add_row(r["name"], f"{r['ratio']:.3f}", f"{r['bar_op']} {r['bar']:g}", verdict,

@@ -62,7 +62,7 @@ def bench_loader(quick: bool = False, log: Any = print) -> dict[str, Any]:
     from vpr_tune.data.street_world import synthesize
     from vpr_tune.train import Trainer
 
-    size, places, per, batches, reps = (32, 4, 2, 2, 2) if quick else (128, 8, 4, 4, 5)
+    size, places, per, batches, reps = (32, 4, 2, 2, 2) if quick else (128, 8, 4, 3, 7)
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         if quick:
             root = synthesize(Path(tmp) / "street-world", size="tiny", log=lambda _m: None)
