@@ -794,7 +794,18 @@ def synthesize(
         log(f"street-world ({size}, seed {seed}) already at {out}")
         return out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not empty; give a new or empty folder")
+        try:
+            info = json.loads((out / MARKER).read_text())
+            what = (
+                f"street-world ({info.get('size')}, seed {info.get('seed')}, "
+                f"v{info.get('version')})"
+            )
+        except (OSError, ValueError):
+            what = "other files"
+        raise UserError(
+            f"{out} exists and is not empty (it holds {what}); give a new or empty folder "
+            f"for street-world ({size}, seed {seed}, v{VERSION})"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
