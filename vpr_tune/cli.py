@@ -56,11 +56,15 @@ def data_synth(
     preview: Annotated[
         bool, typer.Option(help="Also write preview.png: queries beside their positives.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes (default: all cores for full, 1 otherwise); same bytes."),
+    ] = None,
 ) -> None:
     """Write the street-world synthetic dataset in the real GSV-XS/SF-XS/Tokyo-XS format."""
     from vpr_tune.data.street_world import make_preview, synthesize
 
-    root = synthesize(out, size=size, seed=seed, log=console.print)
+    root = synthesize(out, size=size, seed=seed, log=console.print, workers=workers)
     console.print(f"street-world ({size}, seed {seed}) is SYNTHETIC data, written to {root}")
     if preview:
         png = make_preview(root, root / "preview.png")
