@@ -36,7 +36,8 @@ def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int)
     """A small search space on street-world: the learning rate decides who learns."""
     return {
         "seed": 0,
-        "data": {"synth_size": "tiny" if quick else "demo", "image_size": [32, 32]},
+        "data": {"synth_size": "tiny" if quick else "demo",
+                 "image_size": [32, 32] if quick else [48, 48]},
         "model": {"backbone": "resnet18", "pretrained": "none", "cut": "layer3",
                   "freeze_stages": 0, "aggregator": {"name": "gem"}},
         "loss": {"name": "multisimilarity"},
@@ -102,7 +103,7 @@ def _spearman_rung1(metrics: Any) -> float | None:
 
 def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Trial-epochs ASHA / FIFO on the same sampled configs and seeds."""
-    samples, epochs, batches = (3, 3, 1) if quick else (12, 9, 6)
+    samples, epochs, batches = (3, 3, 1) if quick else (12, 9, 15)
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         runs = {}
         for sched in ("asha", "fifo"):
@@ -131,7 +132,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
 
 def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Σ trial busy time / (wall x cores), 2 concurrent 1-CPU trials."""
-    samples, epochs, batches = (2, 2, 1) if quick else (6, 6, 6)
+    samples, epochs, batches = (2, 2, 1) if quick else (4, 5, 15)
     cores = 2  # the search runs 2 concurrent trials of 1 CPU each
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         wall, trials, _ = _run(_space(quick, "fifo", samples, epochs, batches), "search",
