@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,44 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
         values = written[key]
         assert len(values) >= 1
         assert all(math.isfinite(v) and v > 0 for v in values), (key, values)
+
+
+def _fake_run(argv: list[str]) -> int:
+    """Stands in for `vpr-tune run`: writes trials.csv/metrics.csv as docs/CONTRACTS.md says.
+    Trial i has R@1 = 10 * i after every epoch; ASHA keeps the last trial to the end."""
+    import pandas as pd
+    import yaml
+
+    space = yaml.safe_load(Path(argv[1]).read_text())
+    name, storage = argv[argv.index("--name") + 1], Path(argv[argv.index("--storage") + 1])
+    n, max_epochs = space["search"]["num_samples"], space["budget"]["max_epochs"]
+    asha = space["search"]["scheduler"] == "asha"
+    trials, metrics = [], []
+    for i in range(n):
+        epochs = (max_epochs if i == n - 1 else 1) if asha else max_epochs
+        for e in range(1, epochs + 1):
+            metrics.append({"trial_id": f"t{i}", "epoch": e, "val/R@1": 10.0 * i + e / 100})
+        trials.append({"trial_id": f"t{i}", "status": "TERMINATED", "optimizer.lr": 1e-4 * i,
+                       "best_val/R@1": 10.0 * i + epochs / 100, "epochs": epochs,
+                       "time_s": 2.0 * epochs})
+    (storage / name).mkdir(parents=True)
+    time.sleep(0.2)  # a wall time that rounds to something
+    pd.DataFrame(trials).to_csv(storage / name / "trials.csv", index=False)
+    pd.DataFrame(metrics).to_csv(storage / name / "metrics.csv", index=False)
+    return 0
+
+
+def test_asha_and_search_figures_from_the_run_outputs(monkeypatch) -> None:
+    import vpr_tune.cli
+    from vpr_tune.bench.search import bench_asha, bench_search
+
+    monkeypatch.setattr(vpr_tune.cli, "main", _fake_run)
+    asha = bench_asha(quick=True, log=lambda _m: None)
+    # 3 trials x 3 epochs under FIFO; ASHA: 1 + 1 + 3 epochs
+    assert (asha["asha_trial_epochs"], asha["fifo_trial_epochs"]) == (5, 9)
+    assert asha["ratio"] == round(5 / 9, 4) and asha["passed"] is False  # 0.56 > 0.35
+    assert asha["same_configs"] is True and asha["best_within_1_point"] is True
+    assert asha["spearman_rung1_vs_final"] == pytest.approx(1.0)
+    search = bench_search(quick=True, log=lambda _m: None)
+    assert search["trial_busy_s"] == [4.0, 4.0] and search["cores"] == 2
+    assert search["ratio"] == pytest.approx(8.0 / (2 * search["wall_s"]), rel=0.1)
