@@ -105,3 +105,28 @@ def test_cli_eval_json_and_predictions(tmp_path, monkeypatch, capsys) -> None:
     (tmp_path / "junk.pt").write_text("x")
     assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--data", str(root)]) == 2
     assert "not a vpr-tune checkpoint" in capsys.readouterr().err
+
+
+def test_street_world_tiny_mixvpr_eval_other_split(street_world_tiny, tmp_path, capsys) -> None:
+    """A MixVPR model trained at 32x32 evaluates on another split through the CLI; the
+    report says the data is synthetic."""
+    import json
+
+    from test_train import tiny_cfg
+
+    from vpr_tune.cli import main
+    from vpr_tune.train import Trainer
+
+    cfg = tiny_cfg(model={"aggregator": {"name": "mixvpr", "out_channels": 32,
+                                         "mix_depth": 1, "out_rows": 2}},
+                   budget={"max_epochs": 1, "batches_per_epoch": 1})
+    trainer = Trainer(cfg, street_world_tiny, device="cpu", log=lambda *_: None)
+    row = trainer.run_epoch()
+    assert 0.0 <= row["val/R@1"] <= 100.0
+    ckpt = trainer.save_checkpoint(tmp_path / "m.pt")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(street_world_tiny),
+                 "--split", "tokyo_xs/test", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["synthetic"] is True and out["queries"] > 0 and out["database"] > 0
+    assert out["R@1"] <= out["R@5"] <= out["R@10"] <= out["R@25"]
