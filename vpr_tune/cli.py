@@ -253,7 +253,14 @@ def run(
     ] = False,
 ) -> None:
     """Run a hyperparameter search: Ray Tune trials with ASHA early stopping."""
-    raise UserError("run is not implemented yet")
+    from vpr_tune.tune import run_experiment
+
+    def log(msg: str) -> None:
+        console.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+    run_experiment(space, name=name, data=data, num_samples=num_samples,
+                   max_concurrent=max_concurrent, resume=resume, address=address,
+                   storage=storage, dry_run=dry_run, log=log)
 
 
 @app.command("best")

@@ -91,3 +91,374 @@ DEFAULTS: dict[str, Any] = {
 def defaults() -> dict[str, Any]:
     """A fresh deep copy of ``DEFAULTS`` (callers may mutate it)."""
     return copy.deepcopy(DEFAULTS)
+
+
+# ----------------------------------------------------------------------------- loading
+import difflib  # noqa: E402
+import math  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "randint", "quniform", "grid")
+# Sections whose keys depend on the chosen ``name`` (family for train.allowed_params).
+FREE_SECTIONS = {
+    "model.aggregator": "aggregator", "loss": "loss", "miner": "miner",
+    "optimizer": "optimizer", "scheduler": "scheduler",
+}
+# Fixed-name leaves and what they may be.
+NAMES = {
+    "optimizer.name": OPTIMIZERS, "scheduler.name": SCHEDULERS, "loss.name": LOSSES,
+    "miner.name": MINERS, "model.aggregator.name": AGGREGATORS, "model.backbone": BACKBONES,
+    "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
+    "search.mode": ("max", "min"), "data.synth_size": ("tiny", "demo", "full"),
+    "model.cut": ("layer3", "layer4"),
+}
+# Keys that describe the run itself, never searched over.
+NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "data.root", "data.train",
+                  "data.val", "data.test")
+NUMERIC_DISTS = ("uniform", "loguniform", "int", "randint", "quniform")
+
+
+@dataclass
+class Param:
+    """One varying or conditional leaf: ``kind`` is a distribution name or ``value``."""
+
+    path: str
+    kind: str
+    args: Any
+    when: dict[str, tuple] = field(default_factory=dict)  # dotted sibling path -> values
+
+    def applies(self, sampled: dict[str, Any]) -> bool:
+        """True when every ``when`` sibling was sampled and has one of its values."""
+        return all(k in sampled and _in(sampled[k], v) for k, v in self.when.items())
+
+
+@dataclass
+class Space:
+    """A validated search space: fixed ``base`` config + varying ``params`` (ordered)."""
+
+    base: dict[str, Any]
+    params: dict[str, Param]
+    source: str = "<dict>"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def algorithm(self) -> str:
+        return self.base["search"]["algorithm"]
+
+
+def _in(value: Any, allowed: tuple) -> bool:
+    return any(value == a and type(value) is type(a) or value == a for a in allowed)
+
+
+def materialize(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """Nested trial config: ``base`` with each dotted ``sampled`` value set (deep copy)."""
+    cfg = copy.deepcopy(base)
+    for path, value in sampled.items():
+        node = cfg
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = copy.deepcopy(value)
+    return cfg
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and validate a search-space YAML; every problem is one :class:`UserError`."""
+    import yaml
+
+    from vpr_tune.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: search-space file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: YAML syntax error{where}: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from exc
+    return space_from_dict(raw if raw is not None else {}, str(path))
+
+
+def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
+    """Validate an already-parsed YAML document (see :func:`load_space`)."""
+    return _Builder(source).build(raw)
+
+
+class _Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.fixed: dict[str, Any] = {}  # dotted -> value (unconditional)
+        self.leaves: list[Param] = []  # distributions and conditional values
+
+    def fail(self, key: str, msg: str) -> None:
+        from vpr_tune.errors import UserError
+
+        raise UserError(f"{self.source}: {key}: {msg}" if key else f"{self.source}: {msg}")
+
+    # ------------------------------------------------------------------ walking the YAML
+    def build(self, raw: Any) -> Space:
+        if not isinstance(raw, dict):
+            self.fail("", f"expected a mapping of sections at the top, got {_tname(raw)}")
+        self.walk(raw, DEFAULTS, "")
+        self.resolve_static()
+        self.check_names()
+        self.check_free_params()
+        self.check_search()
+        base = materialize(defaults(), self.fixed)
+        params = _ordered({p.path: p for p in self.leaves})
+        return Space(base=base, params=params, source=self.source, raw=copy.deepcopy(raw))
+
+    def walk(self, node: dict, schema: dict, prefix: str) -> None:
+        free = prefix.rstrip(".") in FREE_SECTIONS or prefix == "data.test."
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if not isinstance(key, str):
+                self.fail(dotted, f"keys must be text, got {_tname(key)}")
+            if key not in schema and not free:
+                close = difflib.get_close_matches(key, list(schema), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(dotted, f"unknown key{hint}; allowed: {', '.join(schema)}")
+            default = schema.get(key)
+            if isinstance(default, dict) and key != "test" or dotted in FREE_SECTIONS:
+                if not isinstance(value, dict) or _is_leaf_spec(value):
+                    self.fail(dotted, f"expected a section (mapping), got {_tname(value)}")
+                self.walk(value, default or {}, dotted + ".")
+            elif dotted == "data.test":
+                if not isinstance(value, dict):
+                    self.fail(dotted, "expected a mapping of name: split folder")
+                for k, v in value.items():
+                    if not isinstance(v, str):
+                        self.fail(f"{dotted}.{k}", f"expected a split path, got {_tname(v)}")
+                self.fixed[dotted] = value
+            else:
+                self.leaf(dotted, value, default, key in schema)
+
+    def leaf(self, dotted: str, value: Any, default: Any, known: bool) -> None:
+        if isinstance(value, dict) and _is_leaf_spec(value):
+            when = self.parse_when(dotted, value.get("when"))
+            kinds = [k for k in value if k != "when"]
+            unknown = [k for k in kinds if k not in DISTRIBUTIONS and k != "value"]
+            if unknown or len(kinds) != 1:
+                self.fail(dotted, f"a parameter is one of {', '.join(DISTRIBUTIONS)} or value "
+                          f"(+ optional when), got keys {', '.join(map(str, value))}")
+            kind = kinds[0]
+            if kind != "value" and _searchable(dotted) is False:
+                self.fail(dotted, "cannot be searched over; give a fixed value")
+            args = value[kind]
+            if kind == "value":
+                self.check_type(dotted, args, default, known)
+            else:
+                args = self.check_dist(dotted, kind, args, default, known)
+            if kind == "value" and not when:
+                self.fixed[dotted] = args
+            else:
+                self.leaves.append(Param(dotted, kind, args, when))
+        elif isinstance(value, dict):
+            self.fail(dotted, "expected a value or a distribution such as {choice: [...]}; "
+                      f"got a mapping with keys {', '.join(map(str, value))} "
+                      f"(distributions: {', '.join(DISTRIBUTIONS)}; conditions: when)")
+        else:
+            self.check_type(dotted, value, default, known)
+            self.fixed[dotted] = value
+
+    def parse_when(self, dotted: str, when: Any) -> dict[str, tuple]:
+        if when is None:
+            return {}
+        if not isinstance(when, dict) or not when:
+            self.fail(f"{dotted}.when", "expected a mapping {sibling: value or [values]}")
+        parent = dotted.rpartition(".")[0]
+        out = {}
+        for sib, vals in when.items():
+            sib_path = f"{parent}.{sib}" if parent else str(sib)
+            if sib_path == dotted:
+                self.fail(f"{dotted}.when", "a parameter cannot depend on itself")
+            vals = tuple(vals) if isinstance(vals, list) else (vals,)
+            if not vals:
+                self.fail(f"{dotted}.when.{sib}", "empty list of values")
+            out[sib_path] = vals
+        return out
+
+    # ------------------------------------------------------------------------ checking
+    def check_type(self, dotted: str, value: Any, default: Any, known: bool) -> None:
+        if dotted in NAMES and value not in NAMES[dotted]:
+            close = difflib.get_close_matches(str(value), NAMES[dotted], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.fail(dotted, f"{value!r} is not one of {', '.join(NAMES[dotted])}{hint}")
+        if not known or default is None:
+            if isinstance(value, dict):
+                self.fail(dotted, "expected a plain value, got a mapping")
+            return
+        if dotted == "data.image_size":
+            ok = (isinstance(value, int) and not isinstance(value, bool) and value > 0) or (
+                isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+            if not ok:
+                self.fail(dotted, f"expected a positive int or [H, W], got {value!r}")
+            return
+        want = type(default)
+        ok = (isinstance(value, bool) if want is bool
+              else isinstance(value, (int, float)) and not isinstance(value, bool)
+              if want is float
+              else isinstance(value, int) and not isinstance(value, bool) if want is int
+              else isinstance(value, want))
+        if not ok:
+            self.fail(dotted, f"expected {want.__name__}, got {_tname(value)} {value!r}")
+        if want in (int, float) and value < 0:
+            self.fail(dotted, f"must not be negative, got {value!r}")
+        positive = ("budget.", "search.num_samples", "search.max_concurrent",
+                    "asha.reduction_factor")
+        if want is int and dotted.startswith(positive) and value < 1:
+            self.fail(dotted, f"must be at least 1, got {value!r}")
+        if dotted == "resources.cpu" and value <= 0:
+            self.fail(dotted, f"must be positive, got {value!r}")
+
+    def check_dist(self, dotted: str, kind: str, args: Any, default: Any, known: bool) -> Any:
+        if not isinstance(args, list):
+            self.fail(dotted, f"{kind} takes a list, got {_tname(args)}")
+        if kind in ("choice", "grid"):
+            if not args:
+                self.fail(dotted, f"{kind} needs at least one value")
+            for v in args:
+                self.check_type(dotted, v, default, known)
+            return list(args)
+        n = 3 if kind == "quniform" else 2
+        shape = "[low, high, q]" if n == 3 else "[low, high]"
+        if len(args) != n or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                     and math.isfinite(a) for a in args):
+            self.fail(dotted, f"{kind} takes {shape} numbers, got {args!r}")
+        if kind in ("int", "randint") and not all(isinstance(a, int) for a in args):
+            self.fail(dotted, f"{kind} takes integer bounds, got {args!r}")
+        if known and isinstance(default, (bool, str, list)):
+            self.fail(dotted, f"{kind} gives numbers but this key takes {_tname(default)}")
+        low, high = args[0], args[1]
+        if low > high:
+            self.fail(dotted, f"{kind}: low {low} > high {high}")
+        if kind == "loguniform" and low <= 0:
+            self.fail(dotted, f"loguniform range must be > 0, got [{low}, {high}]")
+        if kind == "quniform" and args[2] <= 0:
+            self.fail(dotted, f"quniform step q must be > 0, got {args[2]}")
+        if known and isinstance(default, (int, float)) and low < 0:
+            self.fail(dotted, f"must not be negative, got low {low}")
+        return list(args)
+
+    def resolve_static(self) -> None:
+        """``when`` on a fixed sibling is decided now: the leaf becomes plain or is dropped."""
+        kept = []
+        for p in self.leaves:
+            for sib in list(p.when):
+                if sib not in {q.path for q in self.leaves} and sib not in self.fixed:
+                    node = DEFAULTS
+                    for k in sib.split("."):
+                        node = node.get(k, {}) if isinstance(node, dict) else {}
+                    if node == {}:
+                        self.fail(f"{p.path}.when", f"{sib.rpartition('.')[2]!r} is not a key "
+                                  "of this section")
+                    self.fixed.setdefault(sib, node)
+            static = {s: v for s, v in p.when.items() if s in self.fixed}
+            if not all(_in(self.fixed[s], v) for s, v in static.items()):
+                continue
+            p.when = {s: v for s, v in p.when.items() if s not in static}
+            if p.kind == "value" and not p.when:
+                self.fixed[p.path] = p.args
+            else:
+                kept.append(p)
+        self.leaves = kept
+
+    def possible(self, dotted: str) -> tuple:
+        """Every value ``dotted`` can take (fixed value, choice/grid values)."""
+        if dotted in self.fixed:
+            return (self.fixed[dotted],)
+        vals: list = []
+        for p in self.leaves:
+            if p.path == dotted:
+                vals += p.args if p.kind in ("choice", "grid") else [p.args]
+        return tuple(vals)
+
+    def check_names(self) -> None:
+        for p in self.leaves:
+            if p.path in NAMES and p.kind in NUMERIC_DISTS:
+                self.fail(p.path, f"{p.kind} gives numbers; use choice over "
+                          f"{', '.join(NAMES[p.path])}")
+            for sib, vals in p.when.items():
+                possible = self.possible(sib)
+                if possible and not any(_in(v, possible) for v in vals):
+                    self.fail(f"{p.path}.when", f"{sib} never takes {list(vals)} "
+                              f"(possible: {list(possible)})")
+
+    def check_free_params(self) -> None:
+        try:
+            from vpr_tune.train import allowed_params
+        except ImportError:  # training module not importable: names only
+            return
+        keys = {d: p for d, p in self.fixed.items()} | {p.path: p for p in self.leaves}
+        for section, family in FREE_SECTIONS.items():
+            names = self.possible(f"{section}.name") or (
+                DEFAULTS[section]["name"] if "." not in section
+                else DEFAULTS["model"]["aggregator"]["name"],)
+            for dotted in keys:
+                parent, _, key = dotted.rpartition(".")
+                if parent != section or key == "name":
+                    continue
+                leaf = next((p for p in self.leaves if p.path == dotted), None)
+                when_names = leaf.when.get(f"{section}.name") if leaf else None
+                applies_to = [n for n in names if when_names is None or _in(n, when_names)]
+                bad = [n for n in applies_to if key not in allowed_params(family, n)]
+                if bad:
+                    ok = sorted(n for n in NAMES[f"{section}.name"]
+                                if key in allowed_params(family, n))
+                    self.fail(dotted, f"{bad[0]!r} takes no {key!r} (allowed for {bad[0]}: "
+                              f"{', '.join(sorted(allowed_params(family, bad[0]))) or 'none'}"
+                              f"; {key} applies to {', '.join(ok) or 'no ' + family}"
+                              f"{' — add when: {name: [...]}' if ok else ''})")
+
+    def check_search(self) -> None:
+        algo = self.fixed.get("search.algorithm", DEFAULTS["search"]["algorithm"])
+        if algo == "optuna":
+            for p in self.leaves:
+                if p.kind == "grid":
+                    self.fail(p.path, "grid cannot be used with search.algorithm optuna; "
+                              "use choice (or search.algorithm: grid)")
+                if p.kind == "choice" and any(isinstance(v, (list, dict)) for v in p.args):
+                    self.fail(p.path, "optuna choices must be single values (numbers, text, "
+                              "true/false), not lists")
+        if self.fixed.get("resources.gpu", 0) < 0:
+            self.fail("resources.gpu", "must not be negative")
+        storage = self.fixed.get("storage")
+        if storage and "://" not in storage and not Path(storage).expanduser().is_absolute():
+            self.fail("storage", f"must be an absolute path or a URI (s3://...), got {storage!r}")
+
+
+def _ordered(params: dict[str, Param]) -> dict[str, Param]:
+    """Params ordered so every ``when`` sibling comes before the leaves that depend on it."""
+    done: dict[str, Param] = {}
+    pending = list(params.values())
+    while pending:
+        progress = False
+        for p in list(pending):
+            if all(s in done or s not in params for s in p.when):
+                done[p.path] = p
+                pending.remove(p)
+                progress = True
+        if not progress:
+            from vpr_tune.errors import UserError
+
+            raise UserError(f"circular when between {', '.join(p.path for p in pending)}")
+    return done
+
+
+def _is_leaf_spec(value: dict) -> bool:
+    return any(k in value for k in (*DISTRIBUTIONS, "value", "when"))
+
+
+def _searchable(dotted: str) -> bool:
+    return not any(dotted == n or dotted.startswith(n + ".") for n in NOT_SEARCHABLE)
+
+
+def _tname(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false",
+            type(None): "nothing"}.get(type(value), type(value).__name__)

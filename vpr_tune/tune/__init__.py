@@ -1,0 +1,115 @@
+"""``vpr-tune run``: a YAML search space -> a Ray Tune experiment in ``results/<name>/``.
+
+Modules: ``search`` (sampling, Optuna, Tuner, resume), ``trainable`` (one trial),
+``results`` (experiment folders, trials.csv / metrics.csv), ``retest`` (best --retest).
+Imports of Ray/torch happen inside functions so ``import vpr_tune.tune`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vpr_tune.errors import UserError
+
+SYNTHETIC_NOTE = ("numbers are on synthetic street-world data: they show the search works, "
+                  "not how a model does on real places")
+
+
+def run_experiment(
+    space_path: Path, name: str | None = None, data: str | None = None,
+    num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
+    address: str | None = None, storage: str | None = None, dry_run: bool = False,
+    log: Callable[[str], Any] = print,
+) -> Path | None:
+    """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
+    import yaml
+
+    from vpr_tune.config import load_space
+    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.tune import search
+    from vpr_tune.tune.results import experiment_dir, storage_root
+
+    space = load_space(space_path)
+    sconf = space.base["search"]
+    if num_samples is not None:
+        if num_samples < 1:
+            raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+        sconf["num_samples"] = num_samples
+    if max_concurrent is not None:
+        if max_concurrent < 1:
+            raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+        sconf["max_concurrent"] = max_concurrent
+    storage = storage or space.base.get("storage")
+    name = name or space.base.get("name") or (
+        f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    exp_dir = experiment_dir(name, storage)
+    if resume and not exp_dir.exists():
+        known = sorted(p.name for p in storage_root(storage).glob("*") if p.is_dir())
+        raise UserError(f"--resume: no experiment {name!r} in {exp_dir.parent} "
+                        f"(there: {', '.join(known) or 'none'})")
+    if not resume and exp_dir.exists() and any(exp_dir.iterdir()) and not dry_run:
+        raise UserError(f"experiment {name!r} already exists at {exp_dir}: pass --resume to "
+                        "continue it or --name for a new one")
+    data_root = resolve_data_root(data or space.base["data"]["root"],
+                                  size=space.base["data"]["synth_size"], log=log)
+    n = search.count_trials(space, int(sconf["num_samples"]))
+    res = space.base["resources"]
+    summary = search.prepare_data(space, data_root, build_cache=not dry_run, log=log)
+    log(f"space {space_path}: {len(space.params)} searched parameter(s), {n} trials, "
+        f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+        f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+    log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    if dry_run:
+        log(yaml.safe_dump({"base": space.base, "params": {
+            p.path: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
+                                        if p.when else {})}
+            for p in space.params.values()}}, sort_keys=False))
+        log("dry run: nothing started")
+        return None
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {**space.raw, "resolved": {"data_root": str(data_root), "trials": n,
+                                          "experiment": str(exp_dir)}}
+    if not resume:
+        from vpr_tune.tune.retest import atomic_write_text
+
+        atomic_write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    search.init_ray(address)
+    search.check_cluster_resources(space, int(sconf["max_concurrent"]))
+    callback = search.progress_callback(exp_dir, space, n, log)
+    log(f"experiment {name}: {exp_dir}")
+    try:
+        search.run_tuner(space, exp_dir, data_root, int(sconf["num_samples"]),
+                         int(sconf["max_concurrent"]), resume, [callback])
+    finally:
+        _report_best(exp_dir, sconf["metric"], log)
+        if is_synthetic(data_root):
+            log(f"note: {SYNTHETIC_NOTE}")
+        log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
+            f"resume: vpr-tune run {space_path} --name {name} --resume")
+    return exp_dir
+
+
+def _report_best(exp_dir: Path, metric: str, log: Callable[[str], Any]) -> None:
+    import pandas as pd
+
+    path = exp_dir / "trials.csv"
+    if not path.exists():
+        return
+    frame = pd.read_csv(path)
+    ok = frame[~frame["status"].isin(["ERROR", "DIVERGED"])]
+    col = f"best_{metric}"
+    if ok.empty or col not in ok or ok[col].isna().all():
+        log("no trial finished an epoch")
+        return
+    row = ok.loc[ok[col].idxmax()]
+    params = {c: row[c] for c in frame.columns if "." in c and pd.notna(row[c])}
+    log(f"best trial {row['trial_id']}: {metric} {row[col]:.2f} after {row['epochs']} "
+        f"epochs; " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    log(f"checkpoint: {row['checkpoint']}")

@@ -1,0 +1,149 @@
+"""Experiment folders and the tables written from a Ray Tune search.
+
+``results/<name>/`` (or ``<storage>/<name>/``) holds the Ray experiment, ``space.yaml``,
+``trials.csv`` (one row per trial) and ``metrics.csv`` (one row per trial-epoch); the
+columns are listed in docs/CONTRACTS.md. Tables are written atomically (tmp + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vpr_tune.config import materialize
+from vpr_tune.errors import UserError
+
+METRICS = ["train/loss", "lr", "val/R@1", "val/R@5", "val/R@10", "val/R@25"]
+STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
+
+
+def storage_root(storage: str | None = None) -> Path:
+    """Where experiments live: ``storage`` > ``$VPR_TUNE_RESULTS`` > ``./results`` (absolute)."""
+    root = storage or os.environ.get("VPR_TUNE_RESULTS") or "results"
+    if "://" in str(root):
+        if str(root).startswith("file://"):
+            return Path(str(root)[len("file://"):])
+        raise UserError(f"storage {root}: only local or shared-filesystem paths can be read "
+                        "back here; mount it and pass the path")
+    return Path(root).expanduser().resolve()
+
+
+def experiment_dir(name: str, storage: str | None = None) -> Path:
+    """The folder of experiment ``name`` (it may not exist yet)."""
+    return storage_root(storage) / name
+
+
+def newest_experiment(storage: str | None = None) -> Path:
+    """The most recently written experiment with a ``trials.csv``."""
+    root = storage_root(storage)
+    found = sorted(root.glob("*/trials.csv"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no experiment in {root}: run `vpr-tune run SPACE.yaml` first")
+    return found[-1].parent
+
+
+def atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` via a temp file in the same folder + ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            frame.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_result_rows(trial_dir: Path) -> list[dict[str, Any]]:
+    """The trial's reported rows from Ray's ``result.json`` (JSON lines; torn tail skipped)."""
+    path = Path(trial_dir) / "result.json"
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _error_message(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        return lines[-1][:500] if lines else ""
+    return ""
+
+
+def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1") -> dict[str, Any]:
+    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``."""
+    # The driver writes result.json in its staging folder and syncs it to storage later.
+    candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
+    rows = [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
+    good = [r for r in rows if not r.get("diverged")]
+    cfg = materialize(base, trial.config)
+    max_epochs = int(cfg["budget"]["max_epochs"])
+    status = str(trial.status)
+    diverged = any(r.get("diverged") for r in rows)
+    if status == "ERROR":
+        pass
+    elif diverged:
+        status = "DIVERGED"
+    elif status == "TERMINATED":
+        status = "STOPPED_EARLY" if len(good) < max_epochs else "TERMINATED"
+    elif status in ("PAUSED", "RUNNING"):
+        status = "RUNNING"
+    else:
+        status = "PENDING"
+    error = _error_message(trial) if status == "ERROR" else ""
+    if diverged:
+        error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
+    record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
+                              **dict(sorted(trial.config.items()))}
+    for m in ("val/R@1", "val/R@5"):
+        vals = [r[m] for r in good if m in r]
+        record[f"best_{m}"] = max(vals) if vals else None
+        record[f"last_{m}"] = vals[-1] if vals else None
+    record["epochs"] = len(good)
+    record["time_s"] = rows[-1].get("time_total_s") if rows else None
+    record["node_id"] = rows[-1].get("node_id", "") if rows else ""
+    record["error"] = error
+    record["checkpoint"] = _best_checkpoint(Path(trial.path or ""), good, metric)
+    record["_rows"] = [{"trial_id": trial.trial_id, "epoch": int(r["epoch"]),
+                        **{m: r.get(m) for m in METRICS}} for r in good]
+    return record
+
+
+def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -> str:
+    from vpr_tune.tune.trainable import CHECKPOINT_FILE
+
+    kept = [(r.get(metric, float("-inf")), r["checkpoint_dir_name"]) for r in rows
+            if r.get("checkpoint_dir_name")
+            and (trial_dir / r["checkpoint_dir_name"] / CHECKPOINT_FILE).exists()]
+    if not kept:
+        return ""
+    best = max(kept, key=lambda t: t[0])  # first of equal scores: earliest epoch
+    return str((trial_dir / best[1] / CHECKPOINT_FILE).resolve())
+
+
+def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
+                 metric: str = "val/R@1") -> pd.DataFrame:
+    """Write ``trials.csv`` and ``metrics.csv`` for ``trials``; returns the trials frame."""
+    records = [trial_record(t, base, metric) for t in trials]
+    curves = [row for r in records for row in r.pop("_rows")]
+    fixed = ["trial_id", "status"]
+    tail = ["best_val/R@1", "last_val/R@1", "best_val/R@5", "last_val/R@5", "epochs",
+            "time_s", "node_id", "error", "checkpoint"]
+    frame = pd.DataFrame(records, columns=None if records else fixed + tail)
+    params = sorted(c for c in frame.columns if c not in fixed + tail)
+    frame = frame[fixed + params + tail]
+    atomic_write_csv(frame, Path(exp_dir) / "trials.csv")
+    atomic_write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *METRICS]),
+                     Path(exp_dir) / "metrics.csv")
+    return frame

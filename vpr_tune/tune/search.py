@@ -1,0 +1,306 @@
+"""Search space -> Ray Tune search: sampling, Optuna define-by-run, the Tuner, resume.
+
+- ``random`` / ``grid``: we sample and expand the trial configs ourselves (seeded numpy) and
+  hand them to Ray as explicit points, so conditionals and seeds are exact.
+- ``optuna``: ``OptunaSearch`` (TPE, seeded) with a define-by-run function that walks
+  ``Space.params`` in order and skips the ones whose ``when`` does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vpr_tune.config import Param, Space, materialize
+from vpr_tune.errors import UserError
+
+
+# ------------------------------------------------------------------------------ sampling
+def sample_param(p: Param, rng: np.random.Generator) -> Any:
+    """One draw of a non-grid parameter."""
+    a = p.args
+    if p.kind == "value":
+        return a
+    if p.kind in ("choice", "grid"):
+        return a[int(rng.integers(len(a)))]
+    if p.kind == "uniform":
+        return float(rng.uniform(a[0], a[1]))
+    if p.kind == "loguniform":
+        return float(math.exp(rng.uniform(math.log(a[0]), math.log(a[1]))))
+    if p.kind in ("int", "randint"):  # both ends included
+        return int(rng.integers(a[0], a[1] + 1))
+    if p.kind == "quniform":
+        value = round(float(rng.uniform(a[0], a[1])) / a[2]) * a[2]
+        return float(min(max(value, a[0]), a[1]))
+    raise ValueError(p.kind)
+
+
+def expand_points(space: Space, num_samples: int, seed: int) -> list[dict[str, Any]]:
+    """Trial configs for random/grid: cartesian product of grid leaves x ``num_samples``,
+    other leaves sampled per point; leaves whose ``when`` fails are absent."""
+    rng = np.random.default_rng(seed)
+    params = list(space.params.values())
+    points: list[dict[str, Any]] = []
+
+    def walk(i: int, partial: dict[str, Any]) -> None:
+        if i == len(params):
+            points.append(dict(partial))
+            return
+        p = params[i]
+        if not p.applies(partial):
+            walk(i + 1, partial)
+        elif p.kind == "grid":
+            for value in p.args:
+                walk(i + 1, {**partial, p.path: value})
+        else:
+            walk(i + 1, {**partial, p.path: sample_param(p, rng)})
+
+    for _ in range(num_samples):
+        walk(0, {})
+    return points
+
+
+class OptunaDefineByRun:
+    """Define-by-run function for ``OptunaSearch``: suggests only applicable parameters.
+
+    A class (not a closure) because Ray pickles the searcher to save the experiment."""
+
+    def __init__(self, space: Space) -> None:
+        self.params = list(space.params.values())
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        chosen: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        for p in self.params:
+            if not p.applies(chosen):
+                continue
+            a = p.args
+            if p.kind == "value":
+                value = constants[p.path] = a
+            elif p.kind == "choice":
+                value = trial.suggest_categorical(p.path, a)
+            elif p.kind == "uniform":
+                value = trial.suggest_float(p.path, a[0], a[1])
+            elif p.kind == "loguniform":
+                value = trial.suggest_float(p.path, a[0], a[1], log=True)
+            elif p.kind in ("int", "randint"):
+                value = trial.suggest_int(p.path, a[0], a[1])
+            elif p.kind == "quniform":
+                value = trial.suggest_float(p.path, a[0], a[1], step=a[2])
+            else:
+                raise UserError(f"{p.path}: {p.kind} is not supported with optuna")
+            chosen[p.path] = value
+        return constants or None
+
+
+def count_trials(space: Space, num_samples: int) -> int:
+    """How many trials the search will run."""
+    if space.algorithm == "optuna":
+        return num_samples
+    return len(expand_points(space, num_samples, 0))
+
+
+# ----------------------------------------------------------------------------- the tuner
+def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tuple[Any, int]:
+    """(Ray search algorithm, number of trials)."""
+    search = space.base["search"]
+    if search["algorithm"] == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
+        sampler = optuna.samplers.TPESampler(seed=int(search["seed"]))
+        alg = OptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
+                           mode=search["mode"], sampler=sampler)
+        return ConcurrencyLimiter(alg, max_concurrent=max_concurrent), num_samples
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    points = expand_points(space, num_samples, int(search["seed"]))
+    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent), len(
+        points)
+
+
+def trial_scheduler(space: Space) -> Any:
+    """ASHA on the search metric (``time_attr=epoch``) or FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    search, asha = space.base["search"], space.base["asha"]
+    if search["scheduler"] == "fifo":
+        return FIFOScheduler()
+    max_t = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
+                         max_t=max_t, grace_period=int(asha["grace_period"]),
+                         reduction_factor=float(asha["reduction_factor"]))
+
+
+def _possible(space: Space, dotted: str) -> list[Any]:
+    p = space.params.get(dotted)
+    if p is None:
+        return [materialize(space.base, {})["budget"]["max_epochs"]] if dotted.startswith(
+            "budget.") else []
+    if p.kind in ("choice", "grid"):
+        return list(p.args)
+    return [p.args] if p.kind == "value" else [p.args[1]]
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a local Ray on this machine."""
+    import ray
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {exc}") from exc
+
+
+def check_cluster_resources(space: Space, max_concurrent: int) -> None:
+    """Per-trial resources must fit on one node of the cluster (checked once Ray runs)."""
+    import ray
+
+    res = space.base["resources"]
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    best_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    best_cpu = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    if res["gpu"] > best_gpu:
+        raise UserError(f"resources.gpu: {res['gpu']} GPUs per trial but the largest Ray node "
+                        f"has {best_gpu:g}")
+    if res["cpu"] > best_cpu:
+        raise UserError(f"resources.cpu: {res['cpu']} CPUs per trial but the largest Ray node "
+                        f"has {best_cpu:g}")
+
+
+def run_tuner(space: Space, exp_dir: Path, data_root: Path, num_samples: int,
+              max_concurrent: int, resume: bool, callbacks: list[Any]) -> Any:
+    """Start (or restore) the Ray Tune experiment in ``exp_dir``; returns the ResultGrid."""
+    from ray import tune
+
+    from vpr_tune.tune.trainable import make_trainable
+
+    search, res = space.base["search"], space.base["resources"]
+    trainable = make_trainable(space.base, data_root, res["cpu"], res["gpu"])
+    if resume:
+        if not tune.Tuner.can_restore(str(exp_dir)):
+            raise UserError(f"{exp_dir}: no Ray experiment state to resume from")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        # Callbacks are not saved with the experiment: hand them over again.
+        tuner._local_tuner._run_config.callbacks = callbacks
+        return tuner.fit()
+    alg, n = build_search_alg(space, num_samples, max_concurrent)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={},
+        tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
+                                    num_samples=n, max_concurrent_trials=max_concurrent
+                                    if search["algorithm"] != "optuna" else None),
+        run_config=tune.RunConfig(
+            name=exp_dir.name, storage_path=str(exp_dir.parent), callbacks=callbacks,
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=search["metric"],
+                checkpoint_score_order=search["mode"]),
+            failure_config=tune.FailureConfig(max_failures=int(search["max_failures"]))),
+    )
+    return tuner.fit()
+
+
+def elapsed(start: float) -> str:
+    s = int(time.time() - start)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+# -------------------------------------------------------------------------- progress
+def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[str], Any]) -> Any:
+    """A Ray Tune callback: rewrites the tables and prints one progress line per trial end."""
+    from ray.tune import Callback
+
+    from vpr_tune.tune.results import write_tables
+
+    metric, mode = space.base["search"]["metric"], space.base["search"]["mode"]
+
+    class Progress(Callback):
+        def __init__(self, log: Callable[[str], Any]) -> None:
+            self.start = time.time()
+            self.log = log
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Ray pickles the run config; the console behind ``log`` holds locks.
+            return {"start": self.start}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state, log=print)
+
+        def _update(self, trials: list[Any], final: bool = False) -> None:
+            frame = write_tables(exp_dir, trials, space.base, metric)
+            if frame.empty:
+                return
+            counts = frame["status"].value_counts().to_dict()
+            ok = frame[~frame["status"].isin(["ERROR", "DIVERGED"])]
+            col = f"best_{metric}"
+            best = ""
+            if col in ok and ok[col].notna().any():
+                row = ok.loc[ok[col].idxmax() if mode == "max" else ok[col].idxmin()]
+                best = f" | best {metric} {row[col]:.1f} ({row['trial_id']})"
+            done = sum(counts.get(s, 0) for s in
+                       ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED"))
+            spent = time.time() - self.start
+            eta = ""
+            if 0 < done < total and not final:
+                eta = f" | ETA ~{elapsed(time.time() - spent * (total - done) / done)}"
+            self.log(f"[{elapsed(self.start)}] trials {done}/{total} done "
+                f"(finished {counts.get('TERMINATED', 0)}, stopped early "
+                f"{counts.get('STOPPED_EARLY', 0)}, errors {counts.get('ERROR', 0)}, "
+                f"diverged {counts.get('DIVERGED', 0)}), running {counts.get('RUNNING', 0)}"
+                f"{best}{eta}")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._update(trials)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._update(trials)
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self._update(trials, final=True)
+
+    return Progress(log)
+
+
+def prepare_data(space: Space, data_root: Path, build_cache: bool,
+                 log: Callable[[str], Any]) -> dict[str, int]:
+    """Load the train/val file lists (validates the data); with ``build_cache`` decode the
+    images once into the memmap caches the trials then only map (same keys as the loaders)."""
+    from vpr_tune.data import cached_images
+    from vpr_tune.data.datasets import find_split, load_eval_split, load_train_split
+
+    data = space.base["data"]
+    skip = bool(data["skip_bad_files"])
+    train = load_train_split(find_split(data_root, data["train"]),
+                             min_images_per_place=int(data["min_images_per_place"]),
+                             skip_bad_files=skip)
+    val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
+    if build_cache and data["cache"]:
+        sizes = _possible(space, "data.image_size") or [data["image_size"]]
+        for size in sizes:
+            log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
+                f"images at {size} ...")
+            cached_images(train.paths, size, skip_bad_files=skip)
+            cached_images([*val.db_paths, *val.q_paths], size, skip_bad_files=skip)
+    return {"train images": len(train.paths), "train places": int(train.num_places),
+            "val database": len(val.db_paths), "val queries": len(val.q_paths)}

@@ -1,0 +1,77 @@
+"""The Ray Tune function trainable: one trial = one :class:`vpr_tune.train.Trainer`.
+
+Reports after every epoch (``val/R@1`` ... ``train/loss``, ``lr``, ``epoch``, ``node_id``)
+with a checkpoint, so ASHA can stop it and a restarted trial resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vpr_tune.config import materialize
+from vpr_tune.errors import DivergedError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+# Tests may swap the trainer class (a fake that trains in milliseconds).
+TRAINER_FACTORY: Callable[..., Any] | None = None
+
+
+def _trainer_factory() -> Callable[..., Any]:
+    if TRAINER_FACTORY is not None:
+        return TRAINER_FACTORY
+    from vpr_tune.train import Trainer
+
+    return Trainer
+
+
+def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
+                trainer_factory: Callable[..., Any] | None = None) -> None:
+    """Ray function trainable: ``config`` holds the sampled dotted parameters."""
+    import ray
+    import torch
+    from ray import tune
+
+    cfg = materialize(base, config)
+    ctx = ray.get_runtime_context()
+    resources = ctx.get_assigned_resources()
+    threads = max(1, int(resources.get("CPU", 1)))
+    torch.set_num_threads(threads)
+    gpu_ids = ray.get_gpu_ids()
+    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    factory = trainer_factory or _trainer_factory()
+    trainer = factory(cfg, Path(data_root), device=device, num_threads=threads,
+                      log=lambda *_a, **_k: None)
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as folder:
+            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
+    metric = cfg["search"]["metric"]
+    last: dict[str, Any] = {metric: 0.0}
+    while trainer.epoch < int(cfg["budget"]["max_epochs"]):
+        try:
+            row = trainer.run_epoch()
+        except DivergedError as exc:
+            # A marker row then stop: the search goes on, the trial is DIVERGED.
+            tune.report({**last, "epoch": trainer.epoch + 1, "diverged": 1,
+                         "error": str(exc)[:500], **extra})
+            return
+        last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
+        with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
+            trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
+            tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def make_trainable(base: dict[str, Any], data_root: Path, cpu: float, gpu: float) -> Any:
+    """``train_trial`` bound to the base config and data, with per-trial resources."""
+    from ray import tune
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    fn = tune.with_parameters(train_trial, base=base, data_root=str(data_root),
+                              trainer_factory=TRAINER_FACTORY)
+    return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
