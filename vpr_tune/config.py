@@ -289,6 +289,8 @@ class _Builder:
             close = difflib.get_close_matches(str(value), NAMES[dotted], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.fail(dotted, f"{value!r} is not one of {', '.join(NAMES[dotted])}{hint}")
+        if default is None and known and value is not None and not isinstance(value, str):
+            self.fail(dotted, f"expected text (a name or path), got {_tname(value)}")
         if not known or default is None:
             if isinstance(value, dict):
                 self.fail(dotted, "expected a plain value, got a mapping")
