@@ -45,7 +45,11 @@ def expand_points(space: Space, num_samples: int, seed: int) -> list[dict[str, A
     """Trial configs for random/grid: cartesian product of grid leaves x ``num_samples``,
     other leaves sampled per point; leaves whose ``when`` fails are absent."""
     rng = np.random.default_rng(seed)
-    params = list(space.params.values())
+    # Grid leaves and the leaves conditions look at branch first; the rest are drawn per
+    # point at the end of each branch (a subsequence of the dependency order stays valid).
+    gating = {s for p in space.params.values() for s in p.when}
+    params = sorted(space.params.values(),
+                    key=lambda p: 0 if p.kind == "grid" or p.path in gating else 1)
     points: list[dict[str, Any]] = []
 
     def walk(i: int, partial: dict[str, Any]) -> None:

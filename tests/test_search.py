@@ -1,0 +1,178 @@
+"""Sampling (no stray parameters), Optuna define-by-run, dry runs, and a small real search."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from vpr_tune.cli import main
+from vpr_tune.config import load_space
+from vpr_tune.tune.search import OptunaDefineByRun, count_trials, expand_points
+
+SPACE = """
+    optimizer:
+      name: {choice: [sgd, adam, asgd]}
+      lr: {loguniform: [1.0e-4, 1.0e-1]}
+      momentum: {uniform: [0.8, 0.99], when: {name: sgd}}
+      nesterov: {value: true, when: {name: sgd}}
+      t0: {int: [10, 100], when: {name: asgd}}
+    scheduler:
+      name: {choice: [none, plateau]}
+      patience: {randint: [1, 3], when: {name: plateau}}
+    search: {algorithm: random, num_samples: 40, seed: 3}
+"""
+
+
+def space_file(tmp_path: Path, text: str = SPACE) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def assert_no_strays(point: dict) -> None:
+    name = point["optimizer.name"]
+    assert ("optimizer.momentum" in point) == (name == "sgd")
+    assert ("optimizer.nesterov" in point) == (name == "sgd")
+    assert ("optimizer.t0" in point) == (name == "asgd")
+    assert ("scheduler.patience" in point) == (point["scheduler.name"] == "plateau")
+    if "scheduler.patience" in point:
+        assert point["scheduler.patience"] in (1, 2, 3)
+    assert 1e-4 <= point["optimizer.lr"] <= 1e-1
+
+
+def test_random_sampling_has_only_applicable_params_and_is_seeded(tmp_path):
+    space = load_space(space_file(tmp_path))
+    points = expand_points(space, 40, seed=3)
+    assert len(points) == 40
+    for p in points:
+        assert_no_strays(p)
+    assert {p["optimizer.name"] for p in points} == {"sgd", "adam", "asgd"}
+    assert points == expand_points(space, 40, seed=3)
+    assert points != expand_points(space, 40, seed=4)
+
+
+def test_grid_is_a_pruned_product(tmp_path):
+    space = load_space(space_file(tmp_path, """
+        optimizer:
+          name: {grid: [sgd, adam]}
+          momentum: {grid: [0.8, 0.9, 0.95], when: {name: sgd}}
+          lr: {loguniform: [1.0e-3, 1.0e-2]}
+        scheduler: {name: {grid: [none, cosine]}}
+        search: {algorithm: grid, num_samples: 2}
+    """))
+    points = expand_points(space, 2, seed=0)
+    # (3 sgd momenta + 1 adam) x 2 schedulers x 2 samples; adam has no momentum
+    assert len(points) == count_trials(space, 2) == 16
+    keys = {(p["optimizer.name"], p.get("optimizer.momentum"), p["scheduler.name"])
+            for p in points}
+    assert len(keys) == 8 and ("adam", None, "none") in keys
+    assert all(("optimizer.momentum" in p) == (p["optimizer.name"] == "sgd") for p in points)
+    assert len({p["optimizer.lr"] for p in points}) == 16  # sampled per point
+
+
+def test_optuna_define_by_run_suggests_only_applicable_params(tmp_path):
+    space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
+                                                          "algorithm: optuna")))
+    define = OptunaDefineByRun(space)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
+                                direction="maximize")
+    names = set()
+    for _ in range(25):
+        trial = study.ask()
+        constants = define(trial) or {}
+        point = {**trial.params, **constants}
+        assert_no_strays(point)
+        names.add(point["optimizer.name"])
+        study.tell(trial, point["optimizer.lr"] * 100)
+    assert names == {"sgd", "adam", "asgd"}
+
+
+def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch, street_world_tiny):
+    import ray
+
+    monkeypatch.setenv("VPR_TUNE_RESULTS", str(tmp_path / "results"))
+    rc = main(["run", str(space_file(tmp_path)), "--data", str(street_world_tiny),
+               "--name", "dry", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "40 trials" in out and "1 CPU / 0 GPU per trial" in out
+    assert "optimizer.momentum" in out and "dry run: nothing started" in out
+    assert "train images" in out
+    assert not ray.is_initialized()
+    assert not (tmp_path / "results" / "dry").exists()
+
+
+def test_dry_run_reports_missing_data(tmp_path, capsys):
+    rc = main(["run", str(space_file(tmp_path)), "--data", str(tmp_path / "nodata"),
+               "--dry-run"])
+    assert rc == 2
+    assert "nodata" in capsys.readouterr().err
+
+
+def test_existing_name_and_missing_resume_are_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VPR_TUNE_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results" / "taken").mkdir(parents=True)
+    (tmp_path / "results" / "taken" / "space.yaml").write_text("x: 1\n")
+    space = str(space_file(tmp_path))
+    assert main(["run", space, "--name", "taken"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["run", space, "--name", "ghost", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment 'ghost'" in err and "taken" in err
+
+
+TINY_SEARCH = """
+    seed: 0
+    data: {image_size: [32, 32]}
+    model: {backbone: resnet18, cut: layer3, freeze_stages: 0, aggregator: {name: gem}}
+    loss: {name: multisimilarity}
+    miner: {name: multisimilarity}
+    optimizer:
+      name: {choice: [sgd, adam]}
+      lr: {loguniform: [1.0e-3, 1.0e-2]}
+      momentum: {value: 0.9, when: {name: sgd}}
+    budget: {max_epochs: 3, batches_per_epoch: 2, places_per_batch: 8, images_per_place: 4,
+             eval_batch_size: 64}
+    search: {algorithm: random, num_samples: 4, seed: 1, max_concurrent: 2, scheduler: asha}
+    asha: {grace_period: 1, reduction_factor: 2}
+    resources: {cpu: 1, gpu: 0}
+"""
+
+
+@pytest.mark.slow
+def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny):
+    import ray
+
+    path = space_file(tmp_path, TINY_SEARCH)
+    storage = tmp_path / "res"
+    try:
+        rc = main(["run", str(path), "--data", str(street_world_tiny), "--name", "small",
+                   "--storage", str(storage)])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    exp = storage / "small"
+    trials = pd.read_csv(exp / "trials.csv")
+    metrics = pd.read_csv(exp / "metrics.csv")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"TERMINATED", "STOPPED_EARLY"}
+    assert (trials["status"] == "STOPPED_EARLY").any()  # ASHA halves at epochs 1 and 2
+    stopped = trials[trials["status"] == "STOPPED_EARLY"]
+    assert (stopped["epochs"] < 3).all()
+    assert (trials.loc[trials["status"] == "TERMINATED", "epochs"] == 3).all()
+    sgd = trials["optimizer.name"] == "sgd"
+    assert trials.loc[sgd, "optimizer.momentum"].eq(0.9).all()
+    assert trials.loc[~sgd, "optimizer.momentum"].isna().all()
+    for row in trials.itertuples():
+        assert Path(row.checkpoint).is_file()
+        curve = metrics[metrics["trial_id"] == row.trial_id]
+        assert len(curve) == row.epochs
+    assert trials["best_val/R@1"].ge(trials["last_val/R@1"]).all()
+    assert trials["node_id"].notna().all()
+    assert (exp / "space.yaml").exists()
+    assert "best trial" in out and "synthetic" in out
