@@ -116,8 +116,8 @@ def run_benchmarks(names: list[str], quick: bool = False,
             continue
         try:
             results.append(run_benchmark(name, quick, out_dir, log))
-        except (UserError, ImportError) as exc:
-            log(f"bench {name}: not run: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not stop `all`
+            log(f"bench {name}: not run: {type(exc).__name__}: {exc}")
             failed = {"name": name, "ratio": None, "bar": None, "passed": False,
                       "quick": bool(quick), "error": str(exc)}
             Path(out_dir).mkdir(parents=True, exist_ok=True)
