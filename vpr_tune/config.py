@@ -302,7 +302,7 @@ class _Builder:
             if not ok:
                 self.fail(dotted, f"expected a positive int or [H, W], got {value!r}")
             return
-        want = type(default)
+        want = float if dotted.startswith("resources.") else type(default)  # fractions ok
         ok = (isinstance(value, bool) if want is bool
               else isinstance(value, (int, float)) and not isinstance(value, bool)
               if want is float

@@ -125,11 +125,44 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tup
         alg = OptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
                            mode=search["mode"], sampler=sampler)
         return ConcurrencyLimiter(alg, max_concurrent=max_concurrent), num_samples
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search import ConcurrencyLimiter
 
     points = expand_points(space, num_samples, int(search["seed"]))
-    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent), len(
-        points)
+    searcher = _points_searcher(points, search["metric"], search["mode"])
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent), len(points)
+
+
+def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> Any:
+    """A Ray ``Searcher`` that hands out our precomputed points in order (flat dotted keys;
+    Ray's BasicVariantGenerator would read the dots as nested paths)."""
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class PointsSearcher(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=metric, mode=mode)
+            self.points, self.next = list(points), 0
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if self.next >= len(self.points):
+                return Searcher.FINISHED
+            self.next += 1
+            return dict(self.points[self.next - 1])
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            pass
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as fh:
+                pickle.dump({"points": self.points, "next": self.next}, fh)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as fh:
+                self.__dict__.update(pickle.load(fh))
+
+    return PointsSearcher()
 
 
 def trial_scheduler(space: Space) -> Any:
@@ -212,8 +245,7 @@ def run_tuner(space: Space, exp_dir: Path, data_root: Path, num_samples: int,
         trainable,
         param_space={},
         tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
-                                    num_samples=n, max_concurrent_trials=max_concurrent
-                                    if search["algorithm"] != "optuna" else None),
+                                    num_samples=n),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), callbacks=callbacks,
             verbose=0,
