@@ -1,0 +1,64 @@
+"""Issue 9: a search on a two-node Ray cluster (``--address``), trials on both nodes, resume
+through the same storage. Uses ``ray.cluster_utils.Cluster`` (two 1-CPU nodes on this host)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from vpr_tune.tune import trainable
+
+
+@pytest.mark.slow
+def test_two_node_cluster_search_and_resume(tmp_path, monkeypatch, street_world_tiny, capsys):
+    import ray
+    import ray.cloudpickle
+    from ray.cluster_utils import Cluster
+
+    from vpr_tune.cli import main
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import test_search_resources as fake
+
+    ray.cloudpickle.register_pickle_by_value(fake)
+    monkeypatch.setattr(trainable, "TRAINER_FACTORY", fake.FakeTrainer)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    space = tmp_path / "cluster.yaml"
+    space.write_text(textwrap.dedent(f"""
+        data: {{root: {logs}, image_size: [32, 32], cache: false}}
+        optimizer: {{lr: {{uniform: [0.1, 0.9]}}}}
+        budget: {{max_epochs: 2}}
+        search: {{algorithm: random, num_samples: 4, max_concurrent: 2, scheduler: fifo}}
+        resources: {{cpu: 1, gpu: 0}}
+    """))
+    storage = tmp_path / "shared"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        args = ["run", str(space), "--data", str(street_world_tiny), "--name", "c",
+                "--storage", str(storage), "--address", cluster.address]
+        rc = main(args)
+        assert rc == 0, capsys.readouterr()
+        trials = pd.read_csv(storage / "c" / "trials.csv")
+        assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
+        assert trials["node_id"].nunique() == 2  # both nodes ran trials
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert set(trials["node_id"]) == alive
+        runs = len(list(logs.glob("*.json")))
+        ray.shutdown()
+
+        # resume through the same storage: finished trials are kept, not re-run
+        assert main([*args, "--resume"]) == 0
+        again = pd.read_csv(storage / "c" / "trials.csv")
+        assert sorted(again["trial_id"]) == sorted(trials["trial_id"])
+        assert len(list(logs.glob("*.json"))) == runs
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(fake)
+        sys.path.remove(str(__import__("pathlib").Path(__file__).parent))
