@@ -66,9 +66,16 @@ def _run(space: dict, name: str, storage: Path, log: Any) -> tuple[float, Any, A
     path = storage / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     log(f"search benchmark: vpr-tune run {path.name} ({space['search']['scheduler']}) ...")
+    # A private local Ray: never join a cluster someone else started on this machine.
+    old_address = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = old_address or "local"
     start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # keep `bench --json` stdout pure JSON
-        rc = main(["run", str(path), "--name", name, "--storage", str(storage)])
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # keep `bench --json` stdout pure JSON
+            rc = main(["run", str(path), "--name", name, "--storage", str(storage)])
+    finally:
+        if old_address is None:
+            os.environ.pop("RAY_ADDRESS", None)
     wall = time.perf_counter() - start
     folder = storage / name
     if rc != 0 or not (folder / "trials.csv").is_file():
