@@ -120,10 +120,7 @@ def resolve_experiment(name: str | os.PathLike[str] | None, storage: str | None 
     """
     if name is not None and Path(name).is_dir() and (Path(name) / "trials.csv").exists():
         return Path(name).resolve()
-    try:
-        from vpr_tune.tune.results import experiment_dir, newest_experiment
-    except ImportError:  # TODO: drop once tune/results.py lands
-        experiment_dir, newest_experiment = _experiment_dir, _newest_experiment
+    from vpr_tune.tune.results import experiment_dir, newest_experiment
 
     path = Path(newest_experiment(storage) if name is None else experiment_dir(str(name), storage))
     if not path.is_dir():
@@ -133,22 +130,6 @@ def resolve_experiment(name: str | os.PathLike[str] | None, storage: str | None 
             f"(experiments there: {', '.join(known) or 'none'})"
         )
     return path
-
-
-def _storage(storage: str | None) -> Path:
-    return Path(storage) if storage else Path.cwd() / "results"
-
-
-def _experiment_dir(name: str, storage: str | None = None) -> Path:
-    return _storage(storage) / name
-
-
-def _newest_experiment(storage: str | None = None) -> Path:
-    root = _storage(storage)
-    found = sorted(root.glob("*/trials.csv"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError(f"no experiment in {root}: run `vpr-tune run SPACE.yaml` first")
-    return found[-1].parent
 
 
 def load_experiment(
@@ -209,8 +190,9 @@ def _get(nested: dict[str, Any], dotted: str, default: Any = None) -> Any:
 
 
 def data_root_of(space: dict[str, Any]) -> str | None:
-    """The data root an experiment ran on: ``data.root`` in space.yaml, else $VPR_TUNE_DATA."""
-    root = _get(space, "data.root", None)
+    """The data root an experiment ran on: ``resolved.data_root`` that ``vpr-tune run``
+    records in space.yaml, else ``data.root``, else $VPR_TUNE_DATA."""
+    root = _get(space, "resolved.data_root", None) or _get(space, "data.root", None)
     return str(root) if root else os.environ.get("VPR_TUNE_DATA") or None
 
 
