@@ -108,3 +108,51 @@ def test_more_gpus_than_the_cluster_has_is_a_user_error(tmp_path, capsys, street
     assert rc == 2
     assert "resources.gpu: 4 GPUs per trial but the largest Ray node has 2" in (
         capsys.readouterr().err)
+
+
+class FailingTrainer(FakeTrainer):
+    """Diverges (lr > 0.6) or raises (lr < 0.3) in its second epoch."""
+
+    def run_epoch(self):
+        from vpr_tune.errors import DivergedError
+
+        if self.epoch == 1 and self.cfg["optimizer"]["lr"] > 0.6:
+            raise DivergedError("loss is nan at batch 3")
+        if self.epoch == 1 and self.cfg["optimizer"]["lr"] < 0.3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return super().run_epoch()
+
+
+def test_error_and_diverged_trials_are_recorded(tmp_path, monkeypatch, street_world_tiny,
+                                                capsys):
+    import ray
+    import ray.cloudpickle
+
+    from vpr_tune.cli import main
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(trainable, "TRAINER_FACTORY", FailingTrainer)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    space = tmp_path / "fail.yaml"
+    space.write_text(textwrap.dedent(f"""
+        data: {{root: {logs}, image_size: [32, 32], cache: false}}
+        optimizer: {{lr: {{grid: [0.1, 0.5, 0.9]}}}}
+        budget: {{max_epochs: 3}}
+        search: {{algorithm: grid, num_samples: 1, max_concurrent: 2, scheduler: fifo}}
+    """))
+    try:
+        rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "f",
+                   "--storage", str(tmp_path / "res")])
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    trials = pd.read_csv(tmp_path / "res" / "f" / "trials.csv").set_index("optimizer.lr")
+    assert trials.loc[0.1, "status"] == "ERROR"
+    assert "out of memory" in trials.loc[0.1, "error"]
+    assert trials.loc[0.5, "status"] == "TERMINATED" and trials.loc[0.5, "epochs"] == 3
+    assert trials.loc[0.9, "status"] == "DIVERGED"
+    assert "nan" in trials.loc[0.9, "error"] and trials.loc[0.9, "epochs"] == 1
+    assert f"best trial {trials.loc[0.5, 'trial_id']}" in out  # failed trials never rank
