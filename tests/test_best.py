@@ -144,3 +144,61 @@ def test_retest_recomputes_a_changed_checkpoint(retest_experiment, capsys) -> No
     rc, out, _ = _best(capsys, *args)
     assert rc == 0 and out.count("reused") == 1  # t0 reused, t4 re-evaluated
     assert "sf_test R@1" in out and "tokyo R@10" in out
+
+
+TINY_SPACE = """
+data: {image_size: [32, 32], augment: false}
+model: {aggregator: {name: gem}}
+optimizer:
+  name: {choice: [sgd, adam]}
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+budget: {max_epochs: 2, batches_per_epoch: 2, places_per_batch: 4, images_per_place: 2,
+         eval_batch_size: 32}
+search: {algorithm: random, num_samples: 3, max_concurrent: 1, seed: 0}
+asha: {grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1, gpu: 0}
+"""
+
+
+@pytest.fixture(scope="session")
+def searched_experiment(tmp_path_factory, street_world_tiny):
+    """An experiment made by a real tiny search through the CLI (3 trials, 2 epochs, 32 px)."""
+    base = tmp_path_factory.mktemp("search")
+    space = base / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    storage = base / "results"
+    rc = main(["run", str(space), "--name", "tiny", "--storage", str(storage),
+               "--data", str(street_world_tiny)])
+    assert rc == 0
+    return storage / "tiny"
+
+
+@pytest.mark.slow
+def test_best_retest_report_after_a_real_search(searched_experiment, capsys) -> None:
+    from vpr_tune.analysis import load_experiment
+
+    storage = ["--storage", str(searched_experiment.parent)]
+    capsys.readouterr()
+    rc, out, err = _best(capsys, "--json", *storage)  # newest experiment
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["experiment"] == "tiny" and data["synthetic"] is True
+    exp = load_experiment(searched_experiment)
+    finished = exp.trials[~exp.trials["status"].isin(["ERROR", "DIVERGED"])]
+    assert len(data["trials"]) == len(finished) >= 2
+    values = [t["val_R@1"] for t in data["trials"]]
+    assert values == sorted(values, reverse=True)
+    assert set(data["varying"]) <= {"optimizer.name", "optimizer.lr"} and data["varying"]
+
+    rc, _, err = _best(capsys, "tiny", "--retest", "--top", "2", *storage)
+    assert rc == 0, err
+    table = pd.read_csv(searched_experiment / "retest.csv")
+    assert list(table.columns) == ["rank", "trial_id", *data["varying"], *RETEST_COLUMNS[6:]]
+    assert list(table["trial_id"]) == [t["trial_id"] for t in data["trials"][:2]]
+    rc, _, err = _best(capsys, "tiny", "--retest", "--top", "2", "--force", *storage)
+    pd.testing.assert_frame_equal(pd.read_csv(searched_experiment / "retest.csv"), table)
+
+    assert main(["report", "tiny", *storage]) == 0
+    report = searched_experiment / "report"
+    assert (report / "report.md").exists() and (report / "curves.png").exists()
+    assert (report / "retest.png").exists()
