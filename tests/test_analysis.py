@@ -141,8 +141,9 @@ def test_retest_figure(exp) -> None:
 
 
 def test_markdown_table() -> None:
-    text = va.markdown_table(pd.DataFrame({"a": [1, 2], "b": [0.5, float("nan")]}))
-    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.50 |", "| 2 |  |"]
+    text = va.markdown_table(pd.DataFrame({"a": [1, 2], "b": [0.0423, float("nan")]}))
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.0423 |", "| 2 |  |"]
+    assert "| 12.35 |" in va.markdown_table(pd.DataFrame({"val_R@1": [12.345]}))
 
 
 def test_finished_curves_drop_failed_trials(exp) -> None:

@@ -767,16 +767,18 @@ def figures(exp: Experiment, metric: str = "val/R@1") -> dict[str, Figure]:
 
 
 # ------------------------------------------------------------------------------ tables
-def markdown_table(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    """A GitHub-flavoured markdown table (no extra dependency)."""
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency): Recall columns with 2
+    decimals, other numbers with 3 significant digits."""
 
-    def cell(v: Any) -> str:
+    def cell(col: str, v: Any) -> str:
         if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, floatfmt if abs(v) >= 0.01 or v == 0
-                                                  else ".3g")
+            return "" if math.isnan(v) else format(v, ".2f" if "R@" in col else ".3g")
         return str(v).replace("|", "\\|")
 
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    cols = [str(c) for c in frame.columns]
+    header = "| " + " | ".join(cols) + " |"
+    rule = "|" + "|".join("---" for _ in cols) + "|"
+    rows = ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row, strict=True)) + " |"
+            for row in frame.itertuples(False)]
     return "\n".join([header, rule, *rows])
