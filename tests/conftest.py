@@ -113,3 +113,32 @@ def street_world_tiny(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("street_world")
     return synthesize(base / "tiny", size="tiny", seed=0, log=lambda _m: None)
+
+
+TINY_SPACE = """
+data: {image_size: [32, 32], augment: false}
+model: {aggregator: {name: gem}}
+optimizer:
+  name: {choice: [sgd, adam]}
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+budget: {max_epochs: 2, batches_per_epoch: 2, places_per_batch: 4, images_per_place: 2,
+         eval_batch_size: 32}
+search: {algorithm: random, num_samples: 3, max_concurrent: 1, seed: 0}
+asha: {grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1, gpu: 0}
+"""
+
+
+@pytest.fixture(scope="session")
+def searched_experiment(tmp_path_factory, street_world_tiny):
+    """An experiment made by a real tiny search through the CLI (3 trials, 2 epochs, 32 px)."""
+    base = tmp_path_factory.mktemp("search")
+    space = base / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    storage = base / "results"
+    from vpr_tune.cli import main
+
+    rc = main(["run", str(space), "--name", "tiny", "--storage", str(storage),
+               "--data", str(street_world_tiny)])
+    assert rc == 0
+    return storage / "tiny"

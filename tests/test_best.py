@@ -146,33 +146,6 @@ def test_retest_recomputes_a_changed_checkpoint(retest_experiment, capsys) -> No
     assert "sf_test R@1" in out and "tokyo R@10" in out
 
 
-TINY_SPACE = """
-data: {image_size: [32, 32], augment: false}
-model: {aggregator: {name: gem}}
-optimizer:
-  name: {choice: [sgd, adam]}
-  lr: {loguniform: [1.0e-3, 1.0e-1]}
-budget: {max_epochs: 2, batches_per_epoch: 2, places_per_batch: 4, images_per_place: 2,
-         eval_batch_size: 32}
-search: {algorithm: random, num_samples: 3, max_concurrent: 1, seed: 0}
-asha: {grace_period: 1, reduction_factor: 2}
-resources: {cpu: 1, gpu: 0}
-"""
-
-
-@pytest.fixture(scope="session")
-def searched_experiment(tmp_path_factory, street_world_tiny):
-    """An experiment made by a real tiny search through the CLI (3 trials, 2 epochs, 32 px)."""
-    base = tmp_path_factory.mktemp("search")
-    space = base / "tiny.yaml"
-    space.write_text(TINY_SPACE)
-    storage = base / "results"
-    rc = main(["run", str(space), "--name", "tiny", "--storage", str(storage),
-               "--data", str(street_world_tiny)])
-    assert rc == 0
-    return storage / "tiny"
-
-
 @pytest.mark.slow
 def test_best_retest_report_after_a_real_search(searched_experiment, capsys) -> None:
     from vpr_tune.analysis import load_experiment

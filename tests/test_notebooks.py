@@ -103,3 +103,18 @@ def test_notebook_runs_and_draws(name: str, retested_experiment, monkeypatch) ->
     if name == "retest.ipynb":
         html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
         assert "sf_test_R@1" in html and "tokyo_R@10" in html
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_on_a_real_search(name: str, searched_experiment, monkeypatch) -> None:
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("VPR_TUNE_EXPERIMENT", str(searched_experiment))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = nbformat.read(ANALYSIS / name, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(ANALYSIS)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
