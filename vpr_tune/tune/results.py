@@ -81,7 +81,8 @@ def _error_message(trial: Any) -> str:
     return ""
 
 
-def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1") -> dict[str, Any]:
+def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
+                 running: bool = False) -> dict[str, Any]:
     """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
     candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
@@ -95,6 +96,10 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1") -> d
         pass
     elif diverged:
         status = "DIVERGED"
+    elif status == "TERMINATED" and not rows:  # Ctrl-C before it started: Ray says TERMINATED
+        status = "PENDING"
+    elif running:  # stopped by Ctrl-C, continues from its checkpoint on --resume
+        status = "RUNNING"
     elif status == "TERMINATED":
         status = "STOPPED_EARLY" if len(good) < max_epochs else "TERMINATED"
     elif status in ("PAUSED", "RUNNING"):
@@ -133,9 +138,10 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
-                 metric: str = "val/R@1") -> pd.DataFrame:
-    """Write ``trials.csv`` and ``metrics.csv`` for ``trials``; returns the trials frame."""
-    records = [trial_record(t, base, metric) for t in trials]
+                 metric: str = "val/R@1", running: set[str] | None = None) -> pd.DataFrame:
+    """Write ``trials.csv`` and ``metrics.csv`` for ``trials`` (ids in ``running`` were cut
+    short by an interrupt); returns the trials frame."""
+    records = [trial_record(t, base, metric, t.trial_id in (running or ())) for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
     tail = ["best_val/R@1", "last_val/R@1", "best_val/R@5", "last_val/R@5", "epochs",

@@ -276,15 +276,24 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             self.start = time.time()
             self.log = log
 
+            self.started: set[str] = set()
+            self.ended: set[str] = set()
+
         def __getstate__(self) -> dict[str, Any]:
             # Ray pickles the run config; the console behind ``log`` holds locks.
-            return {"start": self.start}
+            return {"start": self.start, "started": set(), "ended": set()}
 
         def __setstate__(self, state: dict[str, Any]) -> None:
             self.__dict__.update(state, log=print)
 
         def _update(self, trials: list[Any], final: bool = False) -> None:
-            frame = write_tables(exp_dir, trials, space.base, metric)
+            # Ctrl-C: Ray marks the trials it stops TERMINATED, but they resume later.
+            cut = {t.trial_id for t in trials if t.trial_id in self.started - self.ended
+                   and str(t.status) == "TERMINATED"} if final else set()
+            frame = write_tables(exp_dir, trials, space.base, metric, running=cut)
+            if cut:
+                self.log(f"interrupted: {len(cut)} unfinished trial(s) continue from their last "
+                         "checkpoint with --resume")
             if frame.empty:
                 return
             counts = frame["status"].value_counts().to_dict()
@@ -306,10 +315,17 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
                 f"diverged {counts.get('DIVERGED', 0)}), running {counts.get('RUNNING', 0)}"
                 f"{best}{eta}")
 
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.started.add(trial.trial_id)
+
+        on_trial_restore = on_trial_start
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.ended.add(trial.trial_id)
             self._update(trials)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.ended.add(trial.trial_id)
             self._update(trials)
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
