@@ -46,12 +46,28 @@ def run_experiment(
     storage = storage or space.base.get("storage")
     name = name or space.base.get("name") or (
         f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
-    exp_dir = experiment_dir(name, storage)
-    if resume and not exp_dir.exists():
+    remote = None  # a URI (s3://...): Ray writes there, our tables go to results/<name>
+    if storage and "://" in storage and not storage.startswith("file://"):
+        from ray import tune as ray_tune
+
+        remote = f"{storage.rstrip('/')}/{name}"
+        exp_dir = experiment_dir(name, None)
+        try:
+            exists = ray_tune.Tuner.can_restore(remote)
+        except Exception as exc:  # pyarrow: unknown scheme, no credentials, no network
+            raise UserError(f"storage {storage}: cannot open ({exc})") from exc
+        if resume and not exists:
+            raise UserError(f"--resume: no experiment {name!r} at {remote}")
+        if not resume and not dry_run and exists:
+            raise UserError(f"experiment {name!r} already exists at {remote}: pass --resume")
+    else:
+        exp_dir = experiment_dir(name, storage)
+    if resume and remote is None and not exp_dir.exists():
         known = sorted(p.name for p in storage_root(storage).glob("*") if p.is_dir())
         raise UserError(f"--resume: no experiment {name!r} in {exp_dir.parent} "
                         f"(there: {', '.join(known) or 'none'})")
-    if not resume and exp_dir.exists() and any(exp_dir.iterdir()) and not dry_run:
+    if not resume and exp_dir.exists() and any(exp_dir.iterdir()) and not dry_run and (
+            remote is None):
         raise UserError(f"experiment {name!r} already exists at {exp_dir}: pass --resume to "
                         "continue it or --name for a new one")
     data_root = resolve_data_root(data or space.base["data"]["root"],
@@ -85,7 +101,9 @@ def run_experiment(
     callback = search.progress_callback(exp_dir, space, n, log)
     log(f"experiment {name}: {exp_dir}")
     try:
-        search.run_tuner(space, exp_dir, data_root, int(sconf["num_samples"]),
+        if remote:
+            log(f"Ray storage: {remote} (trials.csv and metrics.csv: {exp_dir})")
+        search.run_tuner(space, remote or exp_dir, data_root, int(sconf["num_samples"]),
                          int(sconf["max_concurrent"]), resume, [callback])
     finally:
         _report_best(exp_dir, sconf["metric"], log)

@@ -223,9 +223,10 @@ def check_cluster_resources(space: Space, max_concurrent: int) -> None:
                         f"has {best_cpu:g}")
 
 
-def run_tuner(space: Space, exp_dir: Path, data_root: Path, num_samples: int,
+def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
               max_concurrent: int, resume: bool, callbacks: list[Any]) -> Any:
-    """Start (or restore) the Ray Tune experiment in ``exp_dir``; returns the ResultGrid."""
+    """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
+    ``s3://bucket/vpr/<name>``); returns the ResultGrid."""
     from ray import tune
 
     from vpr_tune.tune.trainable import make_trainable
@@ -247,7 +248,8 @@ def run_tuner(space: Space, exp_dir: Path, data_root: Path, num_samples: int,
         tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
                                     num_samples=n),
         run_config=tune.RunConfig(
-            name=exp_dir.name, storage_path=str(exp_dir.parent), callbacks=callbacks,
+            name=str(exp_dir).rstrip("/").rpartition("/")[2],
+            storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
             verbose=0,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=search["metric"],
