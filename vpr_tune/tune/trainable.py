@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vpr_tune.config import materialize
-from vpr_tune.errors import DivergedError
+from vpr_tune.errors import DivergedError, UserError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # Tests may swap the trainer class (a fake that trains in milliseconds).
@@ -43,6 +43,9 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     gpu_ids = ray.get_gpu_ids()
     device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
     factory = trainer_factory or _trainer_factory()
+    if not Path(data_root).exists():
+        raise UserError(f"node {ray.util.get_node_ip_address()} cannot see the data at "
+                        f"{data_root}: on a cluster the data path must exist on every node")
     trainer = factory(cfg, Path(data_root), device=device, num_threads=threads,
                       log=lambda *_a, **_k: None)
     ckpt = tune.get_checkpoint()
