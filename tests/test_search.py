@@ -176,3 +176,41 @@ def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny
     assert trials["node_id"].notna().all()
     assert (exp / "space.yaml").exists()
     assert "best trial" in out and "synthetic" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_results_and_resume_finishes(tmp_path, street_world_tiny):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = space_file(tmp_path, TINY_SEARCH.replace("num_samples: 4", "num_samples: 6")
+                      .replace("batches_per_epoch: 2", "batches_per_epoch: 6"))
+    storage = tmp_path / "res"
+    cmd = [sys.executable, "-m", "vpr_tune", "run", str(path), "--data", str(street_world_tiny),
+           "--name", "cc", "--storage", str(storage)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    csv = storage / "cc" / "trials.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if csv.exists() and (pd.read_csv(csv)["status"] != "RUNNING").sum() >= 1:
+            break
+        time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    first = pd.read_csv(csv)
+    assert len(first) >= 1
+    done = first[first["status"].isin(["TERMINATED", "STOPPED_EARLY"])]
+    assert len(done) >= 1 and len(done) < 6, out
+
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout + again.stderr
+    final = pd.read_csv(csv)
+    assert len(final) == 6 and final["trial_id"].is_unique
+    assert set(final["status"]) <= {"TERMINATED", "STOPPED_EARLY"}
+    # finished trials kept their results (not re-run)
+    kept = final.set_index("trial_id").loc[done["trial_id"]]
+    assert (kept["epochs"].values == done["epochs"].values).all()
+    assert (kept["time_s"].values == done["time_s"].values).all()
