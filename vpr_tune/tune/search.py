@@ -311,11 +311,18 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             eta = ""
             if 0 < done < total and not final:
                 eta = f" | ETA ~{elapsed(time.time() - spent * (total - done) / done)}"
+            self.last_line = time.time()
             self.log(f"[{elapsed(self.start)}] trials {done}/{total} done "
                 f"(finished {counts.get('TERMINATED', 0)}, stopped early "
                 f"{counts.get('STOPPED_EARLY', 0)}, errors {counts.get('ERROR', 0)}, "
                 f"diverged {counts.get('DIVERGED', 0)}), running {counts.get('RUNNING', 0)}"
                 f"{best}{eta}")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            # long epochs (real data): a line at most every 2 minutes between trial ends
+            if time.time() - getattr(self, "last_line", self.start) > 120:
+                self._update(trials)
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.started.add(trial.trial_id)
