@@ -24,7 +24,8 @@ BARS = {"loader": (0.90, ">="), "cache": (5.0, ">="), "eval": (1.15, "<="),
         "asha": (0.35, "<="), "search": (0.80, ">="), "memory": (0.10, "<=")}
 # The raw numbers behind each ratio: lists of per-repetition measurements.
 RAW = {"loader": ("real_img_s", "in_memory_img_s"), "cache": ("cache_img_s", "pil_img_s"),
-       "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x")}
+       "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x"),
+       "search": ("trial_busy_s",), "asha": ()}
 
 
 def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -70,7 +71,8 @@ def test_python_m_vpr_tune_bench_is_the_cli() -> None:
     assert "unknown benchmark 'nope'" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory"])
+@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory", "search",
+                                  pytest.param("asha", marks=pytest.mark.slow)])
 def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) -> None:
     rc, out, _err = _run_cli(["bench", name, "--quick", "--json", "--out", str(tmp_path)],
                              capsys)
@@ -86,6 +88,9 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
     if name != "memory":  # a USS difference on tiny quick sizes may be negative noise
         assert ratio > 0
     assert written["passed"] is (ratio >= bar if op == ">=" else ratio <= bar)
+    if name == "asha":  # two real searches; the arithmetic is tested with a fake run below
+        assert written["asha_trial_epochs"] > 0 and written["fifo_trial_epochs"] > 0
+        assert isinstance(written["best_within_1_point"], bool)
     for key in RAW[name]:
         values = written[key]
         assert len(values) >= 1
