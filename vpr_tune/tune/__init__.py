@@ -96,21 +96,27 @@ def run_experiment(
         atomic_write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
-    search.init_ray(address)
-    search.check_cluster_resources(space, int(sconf["max_concurrent"]))
-    callback = search.progress_callback(exp_dir, space, n, log)
-    log(f"experiment {name}: {exp_dir}")
+    started_ray = search.init_ray(address)
     try:
+        search.check_cluster_resources(space, int(sconf["max_concurrent"]))
+        callback = search.progress_callback(exp_dir, space, n, log)
+        log(f"experiment {name}: {exp_dir}")
         if remote:
             log(f"Ray storage: {remote} (trials.csv and metrics.csv: {exp_dir})")
-        search.run_tuner(space, remote or exp_dir, data_root, int(sconf["num_samples"]),
-                         int(sconf["max_concurrent"]), resume, [callback])
+        try:
+            search.run_tuner(space, remote or exp_dir, data_root, int(sconf["num_samples"]),
+                             int(sconf["max_concurrent"]), resume, [callback])
+        finally:
+            _report_best(exp_dir, sconf["metric"], log)
+            if is_synthetic(data_root):
+                log(f"note: {SYNTHETIC_NOTE}")
+            log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
+                f"resume: vpr-tune run {space_path} --name {name} --resume")
     finally:
-        _report_best(exp_dir, sconf["metric"], log)
-        if is_synthetic(data_root):
-            log(f"note: {SYNTHETIC_NOTE}")
-        log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
-            f"resume: vpr-tune run {space_path} --name {name} --resume")
+        if started_ray:  # a Ray we started is ours to stop; a joined cluster keeps running
+            import ray
+
+            ray.shutdown()
     return exp_dir
 
 

@@ -188,23 +188,31 @@ def _possible(space: Space, dotted: str) -> list[Any]:
     return [p.args] if p.kind == "value" else [p.args[1]]
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Join ``address`` (or ``$RAY_ADDRESS``), else start a local Ray on this machine."""
+def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a local Ray on this machine.
+
+    Returns True when this call connected (so the caller disconnects when done), False when
+    Ray was already initialised by someone else (a test, a notebook) and stays theirs.
+    """
     import ray
 
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+            # "local": always a fresh Ray of our own, even if `ray start` left a cluster
+            # running on this machine (joining it needs --address or RAY_ADDRESS).
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                     include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")
     except ConnectionError as exc:
         raise UserError(f"cannot reach a Ray cluster at {address}: {exc}") from exc
+    return True
 
 
 def check_cluster_resources(space: Space, max_concurrent: int) -> None:
