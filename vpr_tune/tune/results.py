@@ -87,6 +87,9 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
     # The driver writes result.json in its staging folder and syncs it to storage later.
     candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
     rows = [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
+    # A trial resumed from a checkpoint older than its last report (the driver was killed
+    # between two experiment-state saves) repeats those epochs: the later row wins.
+    rows = sorted({int(r["epoch"]): r for r in rows}.values(), key=lambda r: int(r["epoch"]))
     good = [r for r in rows if not r.get("diverged")]
     cfg = materialize(base, trial.config)
     max_epochs = int(cfg["budget"]["max_epochs"])

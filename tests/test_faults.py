@@ -1,0 +1,184 @@
+"""Faults that really happen on shared machines: the driver killed with SIGKILL mid-search,
+and a trial's worker process killed (the OOM killer, a node reboot). Nothing finished is lost
+or re-run, and interrupted trials continue from their checkpoint, not from epoch 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+    seed: 0
+    data: {{image_size: [32, 32]}}
+    model: {{backbone: resnet18, cut: layer3, freeze_stages: 0, aggregator: {{name: gem}}}}
+    loss: {{name: multisimilarity}}
+    miner: {{name: multisimilarity}}
+    optimizer:
+      name: adam
+      lr: {{loguniform: [1.0e-3, 1.0e-2]}}
+    budget: {{max_epochs: {epochs}, batches_per_epoch: 4, places_per_batch: 8,
+             images_per_place: 4, eval_batch_size: 64}}
+    search: {{algorithm: random, num_samples: {samples}, seed: 1, max_concurrent: 2,
+             scheduler: fifo, max_failures: {failures}}}
+    resources: {{cpu: 1, gpu: 0}}
+"""
+
+
+def _space(tmp_path: Path, epochs: int, samples: int, failures: int = 0) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(SPACE.format(epochs=epochs, samples=samples,
+                                                 failures=failures)))
+    return path
+
+
+def _reports(exp: Path) -> dict[str, list[dict]]:
+    """Every epoch row each trial reported, in order, straight from Ray's result.json files
+    (repeats included: a trial restarted from epoch 0 would report epoch 1 twice)."""
+    out: dict[str, list[dict]] = {}
+    for path in exp.glob("*/result.json"):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the line being written right now
+                continue
+        rows = [r for r in rows if "epoch" in r]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def _epochs_by_trial(exp: Path) -> dict[str, list[int]]:
+    return {t: [int(r["epoch"]) for r in rows] for t, rows in _reports(exp).items()}
+
+
+def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"the search ended before the fault could be injected:\n{out}")
+        time.sleep(0.5)
+    pytest.fail("timed out waiting for the search to reach the point of the fault")
+
+
+def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
+        tmp_path, street_world_tiny):
+    epochs, samples = 6, 4
+    storage = tmp_path / "res"
+    cmd = [sys.executable, "-m", "vpr_tune", "run", str(_space(tmp_path, epochs, samples)),
+           "--data", str(street_world_tiny), "--name", "killed", "--storage", str(storage)]
+    exp = storage / "killed"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        # Kill when one trial has finished and another is part-way and reported its first
+        # checkpoint more than Ray's experiment-state period (10 s) ago, so the state on disk
+        # knows a checkpoint of it (younger trials may rightly restart from epoch 0).
+        def midway() -> bool:
+            seen = _reports(exp)
+            return (any(r[-1]["epoch"] == epochs for r in seen.values())
+                    and any(r[-1]["epoch"] < epochs - 1 and time.time() - r[0]["timestamp"] > 12
+                            for r in seen.values()))
+
+        _wait_for(midway, 400, proc)
+        seen = _reports(exp)
+        before = {t: [int(r["epoch"]) for r in rows] for t, rows in seen.items()}
+        finished = {t for t, e in before.items() if max(e) == epochs}
+        running = {t for t, rows in seen.items() if rows[-1]["epoch"] < epochs
+                   and time.time() - rows[0]["timestamp"] > 12}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _group_alive(proc.pid):  # Ray processes the dead driver may have left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert finished and running, before
+
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=500)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    final = pd.read_csv(exp / "trials.csv")
+    assert len(final) == samples and final["trial_id"].is_unique, final
+    assert (final["status"] == "TERMINATED").all(), final[["trial_id", "status", "error"]]
+    assert (final["epochs"] == epochs).all()
+    after = _epochs_by_trial(exp)
+    for trial in finished:  # not re-run: no epoch reported after the kill
+        assert after[trial] == before[trial], (trial, before[trial], after[trial])
+    for trial in running:  # continued from a checkpoint: never back to epoch 1
+        new = after[trial][len(before[trial]):]
+        assert new and new[0] > 1, (trial, before[trial], after[trial])
+        assert after[trial].count(1) == 1
+    metrics = pd.read_csv(exp / "metrics.csv")
+    assert not metrics.duplicated(["trial_id", "epoch"]).any()
+    assert len(metrics) == samples * epochs
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _trial_workers(driver: int) -> list[psutil.Process]:
+    """Ray worker processes running a trial (their title names the trainable)."""
+    found = []
+    for p in psutil.Process(driver).children(recursive=True):
+        try:
+            title = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
+            found.append(p)
+    return found
+
+
+def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, street_world_tiny):
+    epochs, samples = 5, 2
+    storage = tmp_path / "res"
+    cmd = [sys.executable, "-m", "vpr_tune", "run",
+           str(_space(tmp_path, epochs, samples, failures=1)),
+           "--data", str(street_world_tiny), "--name", "worker", "--storage", str(storage)]
+    exp = storage / "worker"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: any(2 <= max(e) <= epochs - 2
+                              for e in _epochs_by_trial(exp).values()), 300, proc)
+        workers = _trial_workers(proc.pid)
+        assert workers, [" ".join(p.cmdline()) for p in
+                         psutil.Process(proc.pid).children(recursive=True)]
+        before = _epochs_by_trial(exp)
+        workers[0].kill()  # SIGKILL: no Python cleanup runs in the trial
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    final = pd.read_csv(exp / "trials.csv")
+    assert len(final) == samples
+    assert (final["status"] == "TERMINATED").all(), final[["trial_id", "status", "error"]]
+    after = _epochs_by_trial(exp)
+    # The killed trial went on from its last checkpoint: epoch 1 reported once per trial.
+    assert all(e.count(1) == 1 for e in after.values()), (before, after)
+    assert all(max(e) == epochs for e in after.values())
