@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Each demo is a new experiment results/demo-<time>; best and report take the newest.
 demo: $(STAMP)
-	$(BIN)/vpr-tune run search_spaces/demo.yaml --name demo --overwrite
-	$(BIN)/vpr-tune best demo --retest
-	$(BIN)/vpr-tune report demo
+	$(BIN)/vpr-tune run search_spaces/demo.yaml
+	$(BIN)/vpr-tune report
+	$(BIN)/vpr-tune best --retest
 
 # Default suite (fast) then the slow end-to-end tests.
 test: $(STAMP)

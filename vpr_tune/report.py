@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from vpr_tune import analysis as va
-from vpr_tune.tune.retest import SYNTHETIC_NOTE, atomic_write_text
+from vpr_tune.atomic import write_text
+from vpr_tune.tune.retest import SYNTHETIC_MD
 
 # file stem -> (section title, what to look for)
 FIGURES = {
@@ -76,7 +77,7 @@ def write_report(
     status = exp.trials["status"].astype(str).value_counts()
     lines = [f"# Search report: {exp.name}", ""]
     if exp.synthetic:
-        lines += [SYNTHETIC_NOTE, ""]
+        lines += [SYNTHETIC_MD, ""]
     lines += [
         f"- experiment: `{exp.path}`",
         f"- trials: {len(exp.trials)} ("
@@ -113,5 +114,5 @@ def write_report(
         title, about = FIGURES[stem]
         lines += [f"### {title}", "", about, "", f"![{title}]({stem}.png)", ""]
     path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

@@ -13,7 +13,6 @@ for a resumed run to continue exactly.
 from __future__ import annotations
 
 import copy
-import os
 import random
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
+from vpr_tune.atomic import atomic_path
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import NS, evaluate
 from vpr_tune.model import VPRModel, aggregator_params, build_model
@@ -288,13 +288,6 @@ def load_model_from_checkpoint(
     return model.to(device).eval(), cfg
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------ trainer
 class Trainer:
     """Trains one config on ``data_root``; see the module docstring.
@@ -462,7 +455,8 @@ class Trainer:
             "history": self.history,
             "rng": _rng_state(),
         }
-        _atomic_save(state, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         return path
 
     def load_checkpoint(self, path: Path | str) -> None:

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vpr_tune import SYNTHETIC_NOTE
 from vpr_tune.errors import UserError
-
-SYNTHETIC_NOTE = ("numbers are on synthetic street-world data: they show the search works, "
-                  "not how a model does on real places")
 
 
 def run_experiment(
@@ -91,9 +89,9 @@ def run_experiment(
     resolved = {**space.raw, "resolved": {"data_root": str(data_root), "trials": n,
                                           "experiment": str(exp_dir)}}
     if not resume:
-        from vpr_tune.tune.retest import atomic_write_text
+        from vpr_tune.atomic import write_text
 
-        atomic_write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     started_ray = search.init_ray(address)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from vpr_tune.atomic import write_csv
 from vpr_tune.config import materialize
 from vpr_tune.errors import UserError
 
@@ -45,19 +45,6 @@ def newest_experiment(storage: str | None = None) -> Path:
     if not found:
         raise UserError(f"no experiment in {root}: run `vpr-tune run SPACE.yaml` first")
     return found[-1].parent
-
-
-def atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temp file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            frame.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_result_rows(trial_dir: Path) -> list[dict[str, Any]]:
@@ -95,6 +82,9 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
     max_epochs = int(cfg["budget"]["max_epochs"])
     status = str(trial.status)
     diverged = any(r.get("diverged") for r in rows)
+    # Epochs reached, not rows: a row can be lost when a worker dies right after its report
+    # (the trial then continues from that checkpoint).
+    reached = max((int(r["epoch"]) for r in good), default=0)
     if status == "ERROR":
         pass
     elif diverged:
@@ -104,7 +94,7 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
     elif running:  # stopped by Ctrl-C, continues from its checkpoint on --resume
         status = "RUNNING"
     elif status == "TERMINATED":
-        status = "STOPPED_EARLY" if len(good) < max_epochs else "TERMINATED"
+        status = "STOPPED_EARLY" if reached < max_epochs else "TERMINATED"
     elif status in ("PAUSED", "RUNNING"):
         status = "RUNNING"
     else:
@@ -118,7 +108,7 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
         vals = [r[m] for r in good if m in r]
         record[f"best_{m}"] = max(vals) if vals else None
         record[f"last_{m}"] = vals[-1] if vals else None
-    record["epochs"] = len(good)
+    record["epochs"] = reached
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
     record["error"] = error
@@ -152,7 +142,7 @@ def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
     frame = pd.DataFrame(records, columns=None if records else fixed + tail)
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
-    atomic_write_csv(frame, Path(exp_dir) / "trials.csv")
-    atomic_write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *METRICS]),
+    write_csv(frame, Path(exp_dir) / "trials.csv")
+    write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *METRICS]),
                      Path(exp_dir) / "metrics.csv")
     return frame

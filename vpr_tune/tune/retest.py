@@ -15,14 +15,13 @@ reuses them unless ``force``::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from vpr_tune import SYNTHETIC_NOTE
 from vpr_tune.analysis import (
     SYNTHETIC_LABEL,
     Experiment,
@@ -31,30 +30,16 @@ from vpr_tune.analysis import (
     ranked,
     top_table,
 )
+from vpr_tune.atomic import write_text
 from vpr_tune.config import DEFAULTS
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
 RETEST_NS = (1, 5, 10)
-SYNTHETIC_NOTE = (
-    "> Numbers are **synthetic** (street-world data): they show the pipeline works and that "
-    "hyperparameters matter, not how a model does on real photos."
-)
+SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
 
 # (checkpoint path, data root, {set name: rel split}) -> {set name: metrics}; injectable in tests.
 EvaluateFn = Callable[[Path, Path, dict[str, str]], dict[str, dict[str, Any]]]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file + ``os.replace`` (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_of(exp: Experiment, row: pd.Series) -> Path:
@@ -178,7 +163,7 @@ def retest(
         else:
             log(f"retest #{row['rank']} {row['trial_id']}: reused (use --force to recompute)")
         results.append(cache[key])
-    atomic_write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
+    write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
 
     table = table.drop(columns="epochs")
     for set_name in tests:
@@ -201,10 +186,10 @@ def _root_is_synthetic(root: Path | None) -> bool:
 def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Path, Path]:
     """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
-    atomic_write_text(csv_path, table.to_csv(index=False))
+    write_text(csv_path, table.to_csv(index=False))
     lines = [f"# Retest of {folder.name}" + (f" — {SYNTHETIC_LABEL}" if synthetic else ""), ""]
     if synthetic:
-        lines += [SYNTHETIC_NOTE, ""]
+        lines += [SYNTHETIC_MD, ""]
     lines += [
         "Best checkpoint of each top trial (ranked by val R@1), Recall@N in percent "
         "(25 m rule).",
@@ -212,5 +197,5 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Pa
         markdown_table(table),
         "",
     ]
-    atomic_write_text(md_path, "\n".join(lines))
+    write_text(md_path, "\n".join(lines))
     return csv_path, md_path
