@@ -47,8 +47,10 @@ def test_two_node_cluster_search_and_resume(tmp_path, monkeypatch, street_world_
         trials = pd.read_csv(storage / "c" / "trials.csv")
         assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
         assert trials["node_id"].nunique() == 2  # both nodes ran trials
+        assert not ray.is_initialized()  # run disconnected from the cluster it joined ...
+        ray.init(address=cluster.address, log_to_driver=False)  # ... and left it running
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert set(trials["node_id"]) == alive
+        assert set(trials["node_id"]) == alive and len(alive) == 2
         runs = len(list(logs.glob("*.json")))
         ray.shutdown()
 

@@ -22,7 +22,7 @@ class FakeTrainer:
     def __init__(self, cfg, data_root, device=None, num_threads=None, log=print):
         import ray
 
-        self.cfg, self.epoch = cfg, 0
+        self.cfg, self.epoch, self.is_best = cfg, 0, True
         self.log_file = Path(cfg["data"]["root"]) / f"{os.getpid()}-{time.time_ns()}.json"
         self.record = {"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                        "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -40,6 +40,9 @@ class FakeTrainer:
     def save_checkpoint(self, path):
         Path(path).write_text(json.dumps({"epoch": self.epoch}))
         return Path(path)
+
+    def save_model(self, path):
+        return self.save_checkpoint(path)
 
     def load_checkpoint(self, path):
         self.epoch = json.loads(Path(path).read_text())["epoch"]

@@ -119,15 +119,19 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
 
 
 def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -> str:
-    from vpr_tune.tune.trainable import CHECKPOINT_FILE
+    """The best model of the trial: ``best.pt`` in its newest checkpoint folder (each folder
+    carries the best model so far); else the kept ``checkpoint.pt`` with the best ``metric``."""
+    from vpr_tune.tune.trainable import BEST_FILE, CHECKPOINT_FILE
 
-    kept = [(r.get(metric, float("-inf")), r["checkpoint_dir_name"]) for r in rows
-            if r.get("checkpoint_dir_name")
+    kept = [r for r in rows if r.get("checkpoint_dir_name")
             and (trial_dir / r["checkpoint_dir_name"] / CHECKPOINT_FILE).exists()]
     if not kept:
         return ""
-    best = max(kept, key=lambda t: t[0])  # first of equal scores: earliest epoch
-    return str((trial_dir / best[1] / CHECKPOINT_FILE).resolve())
+    newest = trial_dir / kept[-1]["checkpoint_dir_name"] / BEST_FILE
+    if newest.exists():
+        return str(newest.resolve())
+    best = max(kept, key=lambda r: r.get(metric, float("-inf")))  # first of equal: earliest
+    return str((trial_dir / best["checkpoint_dir_name"] / CHECKPOINT_FILE).resolve())
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],

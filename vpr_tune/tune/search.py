@@ -259,9 +259,10 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             name=str(exp_dir).rstrip("/").rpartition("/")[2],
             storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
             verbose=0,
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=search["metric"],
-                checkpoint_score_order=search["mode"]),
+            # Keep the 2 newest folders (each also holds the best model so far). Not by
+            # score: that deletes the folder a driver killed between two state saves would
+            # resume from; Ray saves its state at least every num_to_keep checkpoints.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=int(search["max_failures"]))),
     )
     return tuner.fit()

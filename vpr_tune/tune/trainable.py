@@ -7,6 +7,7 @@ with a checkpoint, so ASHA can stop it and a restarted trial resumes from its ch
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 from vpr_tune.config import materialize
 from vpr_tune.errors import DivergedError, UserError
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
+BEST_FILE = "best.pt"  # the model of the trial's best epoch so far (what retest evaluates)
 # Tests may swap the trainer class (a fake that trains in milliseconds).
 TRAINER_FACTORY: Callable[..., Any] | None = None
 
@@ -48,26 +50,46 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                         f"{data_root}: on a cluster the data path must exist on every node")
     trainer = factory(cfg, Path(data_root), device=device, num_threads=threads,
                       log=lambda *_a, **_k: None)
+    # Every Ray checkpoint folder holds the latest state *and* the best model so far, so Ray
+    # can keep only the newest folders (recency retention: a resumed experiment never points
+    # at a deleted checkpoint) while the best model is never lost.
+    scratch = Path(tempfile.mkdtemp(prefix="vpr-trial-"))
+    best = scratch / BEST_FILE
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            if (Path(folder) / BEST_FILE).exists():
+                shutil.copy2(Path(folder) / BEST_FILE, best)
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
     metric = cfg["search"]["metric"]
     last: dict[str, Any] = {metric: 0.0}
-    while trainer.epoch < int(cfg["budget"]["max_epochs"]):
-        try:
-            row = trainer.run_epoch()
-        except DivergedError as exc:
-            # A marker row then stop: the search goes on, the trial is DIVERGED.
-            tune.report({**last, "epoch": trainer.epoch + 1, "diverged": 1,
-                         "error": str(exc)[:500], **extra})
-            return
-        last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
-        with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
-            trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
-            tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
+    try:
+        while trainer.epoch < int(cfg["budget"]["max_epochs"]):
+            try:
+                row = trainer.run_epoch()
+            except DivergedError as exc:
+                # A marker row then stop: the search goes on, the trial is DIVERGED.
+                tune.report({**last, "epoch": trainer.epoch + 1, "diverged": 1,
+                             "error": str(exc)[:500], **extra})
+                return
+            last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
+            if trainer.is_best or not best.exists():
+                trainer.save_model(best)
+            with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
+                trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
+                _link_or_copy(best, Path(tmp) / BEST_FILE)
+                tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
+                            checkpoint=tune.Checkpoint.from_directory(tmp))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same filesystem: no copy
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def make_trainable(base: dict[str, Any], data_root: Path, cpu: float, gpu: float) -> Any:
