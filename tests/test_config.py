@@ -80,6 +80,7 @@ BAD = [
     ("scheduler: {name: step}\n", "scheduler.name: 'step' is not one of"),
     ("model: {backbone: vgg16}\n", "model.backbone: 'vgg16' is not one of resnet18, resnet50"),
     ("search: {algorithm: hyperopt}\n", "search.algorithm: 'hyperopt' is not one of"),
+    ("search: {metric: val/R@3}\n", "search.metric: 'val/R@3' is not one of val/R@1, val/R@5"),
     ("optimizer: {lr: {uniform: [0.1, 0.01]}}\n", "optimizer.lr: uniform: low 0.1 > high 0.01"),
     ("optimizer: {lr: {loguniform: [0, 0.1]}}\n", "optimizer.lr: loguniform range must be > 0"),
     ("optimizer: {name: {choice: []}}\n", "optimizer.name: choice needs at least one value"),

@@ -114,6 +114,21 @@ def test_pretrained_local_file(tmp_path) -> None:
         build_model({"pretrained": str(tmp_path / "missing.pth")}, (32, 32))
 
 
+def test_pretrained_from_a_vpr_tune_model(tmp_path) -> None:
+    """A trained vpr-tune model (here cut after layer3) is a starting point for fine-tuning:
+    its backbone loads, its aggregator does not; a layer4 cut still needs layer4 weights."""
+    torch.manual_seed(2)
+    source = build_model({"cut": "layer3", "aggregator": {"name": "gem"}}, (32, 32))
+    torch.save({"format": "x", "model": source.state_dict()}, tmp_path / "best.pt")
+    tuned = build_model({"pretrained": str(tmp_path / "best.pt"), "cut": "layer3",
+                         "aggregator": {"name": "cosplace", "dim": 16}}, (32, 32))
+    for ours, theirs in zip(tuned.backbone.state_dict().values(),
+                            source.backbone.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs)
+    with pytest.raises(UserError, match=r"missing \['layer4"):
+        build_model({"pretrained": str(tmp_path / "best.pt"), "cut": "layer4"}, (32, 32))
+
+
 def test_pretrained_imagenet_offline_error(monkeypatch) -> None:
     def offline(*args, **kwargs):
         raise OSError("no network")

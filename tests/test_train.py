@@ -237,6 +237,29 @@ def test_resume_equals_uninterrupted(tiny_root, tmp_path, extra) -> None:
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize(("metric", "mode", "best_epoch"), [
+    ("val/R@1", "max", 1), ("val/R@5", "max", 2), ("val/R@5", "min", 0)])
+def test_best_follows_the_search_metric(tiny_root, monkeypatch, metric, mode,
+                                        best_epoch) -> None:
+    """best.pt is the best epoch by ``search.metric``/``mode``, not always by R@1."""
+    from vpr_tune import train
+    from vpr_tune.train import Trainer
+
+    scripted = iter([{"R@1": 10, "R@5": 30, "R@10": 40, "R@25": 50},
+                     {"R@1": 20, "R@5": 35, "R@10": 40, "R@25": 50},
+                     {"R@1": 15, "R@5": 45, "R@10": 40, "R@25": 50}])
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: next(scripted))
+    cfg = tiny_cfg(search={"metric": metric, "mode": mode})
+    t = Trainer(cfg, tiny_root, device="cpu", num_threads=1, log=lambda *_: None)
+    marks = []
+    for epoch in range(3):
+        t.epoch = epoch
+        t.validate()
+        marks.append(t.is_best)
+    assert t.best["metric"] == metric and t.best["epoch"] == best_epoch
+    assert marks[0] and marks[best_epoch]
+
+
 def test_diverged_on_absurd_lr(tiny_root) -> None:
     from vpr_tune.errors import DivergedError
     from vpr_tune.train import Trainer

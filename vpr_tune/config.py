@@ -38,6 +38,8 @@ AGGREGATORS = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")
 BACKBONES = ("resnet18", "resnet50")
 SEARCH_ALGORITHMS = ("random", "grid", "optuna")
 TRIAL_SCHEDULERS = ("asha", "fifo")
+# What a trial reports that a search can rank on (best.pt follows the same metric).
+SEARCH_METRICS = ("val/R@1", "val/R@5", "val/R@10", "val/R@25")
 
 DEFAULTS: dict[str, Any] = {
     "name": None,  # experiment name; CLI --name wins
@@ -110,7 +112,7 @@ NAMES = {
     "optimizer.name": OPTIMIZERS, "scheduler.name": SCHEDULERS, "loss.name": LOSSES,
     "miner.name": MINERS, "model.aggregator.name": AGGREGATORS, "model.backbone": BACKBONES,
     "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
-    "search.mode": ("max", "min"), "data.synth_size": ("tiny", "demo", "full"),
+    "search.metric": SEARCH_METRICS, "search.mode": ("max", "min"), "data.synth_size": ("tiny", "demo", "full"),
     "model.cut": ("layer3", "layer4"),
 }
 # Keys that describe the run itself, never searched over.

@@ -347,8 +347,12 @@ class Trainer:
                                    self.batches_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         self.epoch = 0
+        # best.pt follows the search's metric (val/R@1 unless the YAML says otherwise).
+        search = cfg.get("search") or {}
+        self.best_metric = str(search.get("metric") or "val/R@1")
+        self.best_sign = -1.0 if search.get("mode") == "min" else 1.0
         self.best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
-        self.is_best = False  # the last validate()/run_epoch() set a new best val/R@1
+        self.is_best = False  # the last validate()/run_epoch() set a new best
         self.history: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
 
@@ -382,15 +386,18 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def validate(self) -> dict[str, float]:
-        """Recall@N on the val split as ``{"val/R@1": ..., ...}``; tracks the best R@1."""
+        """Recall@N on the val split as ``{"val/R@1": ..., ...}``; tracks the best epoch by
+        ``search.metric`` (``is_best``)."""
         start = time.perf_counter()
         metrics = evaluate(self.model, self.val_split, self.image_size, self.eval_batch_size,
                            self.device, cache=self.cache)
         self.timings["val_s"] = time.perf_counter() - start
         out = {f"val/R@{n}": float(metrics[f"R@{n}"]) for n in NS}
-        self.is_best = self.best is None or out["val/R@1"] > self.best["value"]
+        value = out.get(self.best_metric, out["val/R@1"])
+        self.is_best = (self.best is None or self.best.get("metric") != self.best_metric
+                        or self.best_sign * (value - self.best["value"]) > 0)
         if self.is_best:
-            self.best = {"metric": "val/R@1", "value": out["val/R@1"], "epoch": self.epoch}
+            self.best = {"metric": self.best_metric, "value": value, "epoch": self.epoch}
         return out
 
     def train_epoch(self, on_batch: Callable[[int, float], Any] | None = None) -> float:

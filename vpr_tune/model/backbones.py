@@ -1,12 +1,14 @@
 """ResNet backbones from torchvision, cut after layer3 or layer4, first stages frozen.
 
 ``pretrained`` is ``none`` (random init), ``imagenet`` (torchvision's weights; downloaded on
-a user's machine) or a path to a local ``.pth`` file holding a ResNet state_dict.
+a user's machine) or a path to a local file: a torchvision ResNet state_dict, or a
+vpr-tune checkpoint (``best.pt`` of ``train``/``run``), whose backbone is then fine-tuned.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -28,7 +30,15 @@ CUTS = ("layer3", "layer4")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
-def _load_local(net: nn.Module, path: Path, name: str) -> None:
+# vpr-tune's backbone is nn.Sequential(stem, layer1, ...): map its names to torchvision's.
+_OURS = re.compile(r"^backbone\.(0\.0|0\.1|[1-4])\.")
+_TORCHVISION = {"0.0": "conv1.", "0.1": "bn1.", "1": "layer1.", "2": "layer2.", "3": "layer3.",
+                "4": "layer4."}
+
+
+def _load_local(net: nn.Module, path: Path, name: str, used: tuple[str, ...]) -> None:
+    """Load a local state_dict; only the layers of the ``used`` stages must be in it, so a
+    backbone saved after a layer3 cut loads into a layer3 cut."""
     if not path.is_file():
         raise UserError(f"model.pretrained: {path} is not a file (use none, imagenet or a .pth)")
     try:
@@ -40,10 +50,15 @@ def _load_local(net: nn.Module, path: Path, name: str) -> None:
             state = state[key]
     if not isinstance(state, dict):
         raise UserError(f"model.pretrained: {path} does not hold a state_dict")
-    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("backbone.0.0.") for k in state):  # a vpr-tune model: nn.Sequential
+        state = {_OURS.sub(lambda m: _TORCHVISION[m.group(1)], k): v for k, v in state.items()
+                 if k.startswith("backbone.")}
+    state = {k.removeprefix("backbone."): v for k, v in state.items()
+             if not k.startswith("fc.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
+    prefixes = tuple(("conv1.", "bn1.") if s == "stem" else (f"{s}.",) for s in used)
+    missing = [k for k in missing if k.startswith(sum(prefixes, ()))]
     if missing or unexpected:
         raise UserError(
             f"model.pretrained: {path} is not a {name} state_dict "
@@ -51,7 +66,7 @@ def _load_local(net: nn.Module, path: Path, name: str) -> None:
         )
 
 
-def _resnet(name: str, pretrained: str | None) -> nn.Module:
+def _resnet(name: str, pretrained: str | None, used: tuple[str, ...] = STAGES) -> nn.Module:
     factory, weights_enum, _ = BACKBONES[name]
     choice = str(pretrained or "none")
     if choice.lower() == "none":
@@ -67,7 +82,7 @@ def _resnet(name: str, pretrained: str | None) -> nn.Module:
                 f"`pretrained: /path/to/{name}.pth`, or use `pretrained: none`."
             ) from exc
     net = factory(weights=None)
-    _load_local(net, Path(choice).expanduser(), name)
+    _load_local(net, Path(choice).expanduser(), name, used)
     return net
 
 
@@ -83,7 +98,7 @@ def build_backbone(
     n_stages = STAGES.index(cut) + 1
     if not isinstance(freeze_stages, int) or not 0 <= freeze_stages <= n_stages:
         raise UserError(f"model.freeze_stages: {freeze_stages!r} must be an int in 0..{n_stages}")
-    net = _resnet(name, pretrained)
+    net = _resnet(name, pretrained, STAGES[:n_stages])
     stages = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)]
     stages += [getattr(net, s) for s in STAGES[1:n_stages]]
     for stage in stages[:freeze_stages]:
