@@ -350,6 +350,8 @@ class Trainer:
         # best.pt follows the search's metric (val/R@1 unless the YAML says otherwise).
         search = cfg.get("search") or {}
         self.best_metric = str(search.get("metric") or "val/R@1")
+        if self.best_metric not in {f"val/R@{n}" for n in NS}:
+            self.best_metric = "val/R@1"
         self.best_sign = -1.0 if search.get("mode") == "min" else 1.0
         self.best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
         self.is_best = False  # the last validate()/run_epoch() set a new best
@@ -393,7 +395,7 @@ class Trainer:
                            self.device, cache=self.cache)
         self.timings["val_s"] = time.perf_counter() - start
         out = {f"val/R@{n}": float(metrics[f"R@{n}"]) for n in NS}
-        value = out.get(self.best_metric, out["val/R@1"])
+        value = out[self.best_metric]
         self.is_best = (self.best is None or self.best.get("metric") != self.best_metric
                         or self.best_sign * (value - self.best["value"]) > 0)
         if self.is_best:
