@@ -186,3 +186,15 @@ def test_importance_of_a_constant_metric_is_empty(exp) -> None:
     trials = exp.trials.assign(**{"best_val/R@1": 50.0})
     assert va.importance(trials).empty
     assert va.importance(exp.trials[exp.trials["trial_id"] == "t0"]).empty  # one trial
+
+
+def test_trial_ids_stay_text(tmp_path) -> None:
+    """Ray's hex trial ids that look like numbers survive a CSV round trip unchanged."""
+    from vpr_tune.analysis import read_table
+    from vpr_tune.atomic import write_csv
+
+    ids = ["00123456", "12e45678", "47911289", "a1b2c3d4"]
+    write_csv(pd.DataFrame({"trial_id": ids, "epoch": [1, 2, 3, 4]}), tmp_path / "m.csv")
+    table = read_table(tmp_path / "m.csv")
+    assert table["trial_id"].tolist() == ids
+    assert table["epoch"].tolist() == [1, 2, 3, 4]

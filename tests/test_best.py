@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
 from vpr_tune.tune.retest import CACHE_FILE
 
@@ -74,7 +75,7 @@ def test_unknown_experiment_is_one_clear_error(hand_experiment, capsys) -> None:
 
 
 def test_no_finished_trial_is_one_clear_error(hand_experiment, capsys) -> None:
-    trials = pd.read_csv(hand_experiment / "trials.csv")
+    trials = read_table(hand_experiment / "trials.csv")
     trials["status"] = ["ERROR", "DIVERGED", "ERROR", "DIVERGED", "ERROR", "PENDING"]
     trials.to_csv(hand_experiment / "trials.csv", index=False)
     rc, _, err = _best(capsys, "hand", *_storage(hand_experiment))
@@ -83,7 +84,7 @@ def test_no_finished_trial_is_one_clear_error(hand_experiment, capsys) -> None:
 
 
 def test_missing_checkpoint_is_one_clear_error(hand_experiment, capsys) -> None:
-    trials = pd.read_csv(hand_experiment / "trials.csv")
+    trials = read_table(hand_experiment / "trials.csv")
     missing = trials.loc[trials["trial_id"] == "t4", "checkpoint"].item()
     os.remove(missing)
     rc, _, err = _best(capsys, "hand", "--retest", "--top", "2", *_storage(hand_experiment))
@@ -99,7 +100,7 @@ def retest_experiment(hand_experiment, tiny_checkpoints):
     space = yaml.safe_load((hand_experiment / "space.yaml").read_text())
     space["data"] = {"root": str(root)}
     (hand_experiment / "space.yaml").write_text(yaml.safe_dump(space))
-    trials = pd.read_csv(hand_experiment / "trials.csv").set_index("trial_id")
+    trials = read_table(hand_experiment / "trials.csv").set_index("trial_id")
     for tid, src in zip(("t0", "t4", "t5"), checkpoints, strict=True):
         shutil.copy2(src, trials.loc[tid, "checkpoint"])
     return hand_experiment
@@ -109,7 +110,7 @@ def test_retest_writes_csv_md_and_is_deterministic(retest_experiment, capsys) ->
     args = ["hand", "--retest", "--top", "3", "--json", *_storage(retest_experiment)]
     rc, out, err = _best(capsys, *args)
     assert rc == 0, err
-    first = pd.read_csv(retest_experiment / "retest.csv")
+    first = read_table(retest_experiment / "retest.csv")
     assert list(first.columns) == RETEST_COLUMNS
     assert list(first["trial_id"]) == ["t0", "t4", "t5"]
     assert list(first["val_R@1"]) == [60.0, 58.0, 30.0]
@@ -124,12 +125,12 @@ def test_retest_writes_csv_md_and_is_deterministic(retest_experiment, capsys) ->
     # a second run reuses every row (the evaluator would say which checkpoint it loads)
     rc, _, err = _best(capsys, *args)
     assert rc == 0 and err.count("reused") == 3
-    pd.testing.assert_frame_equal(pd.read_csv(retest_experiment / "retest.csv"), first)
+    pd.testing.assert_frame_equal(read_table(retest_experiment / "retest.csv"), first)
 
     # --force recomputes, and the numbers are identical (deterministic evaluation)
     rc, _, err = _best(capsys, *args, "--force")
     assert rc == 0 and "reused" not in err
-    pd.testing.assert_frame_equal(pd.read_csv(retest_experiment / "retest.csv"), first)
+    pd.testing.assert_frame_equal(read_table(retest_experiment / "retest.csv"), first)
 
 
 def test_retest_recomputes_a_changed_checkpoint(retest_experiment, capsys) -> None:
@@ -138,7 +139,7 @@ def test_retest_recomputes_a_changed_checkpoint(retest_experiment, capsys) -> No
     capsys.readouterr()
     cache = json.loads((retest_experiment / CACHE_FILE).read_text())
     assert len(cache) == 2
-    trials = pd.read_csv(retest_experiment / "trials.csv").set_index("trial_id")
+    trials = read_table(retest_experiment / "trials.csv").set_index("trial_id")
     ckpt = trials.loc["t4", "checkpoint"]
     os.utime(ckpt, (2e9, 2e9))  # as if the trial wrote a new best checkpoint
     rc, out, _ = _best(capsys, *args)
@@ -165,11 +166,11 @@ def test_best_retest_report_after_a_real_search(searched_experiment, capsys) -> 
 
     rc, _, err = _best(capsys, "tiny", "--retest", "--top", "2", *storage)
     assert rc == 0, err
-    table = pd.read_csv(searched_experiment / "retest.csv")
+    table = read_table(searched_experiment / "retest.csv")
     assert list(table.columns) == ["rank", "trial_id", *data["varying"], *RETEST_COLUMNS[6:]]
     assert list(table["trial_id"]) == [t["trial_id"] for t in data["trials"][:2]]
     rc, _, err = _best(capsys, "tiny", "--retest", "--top", "2", "--force", *storage)
-    pd.testing.assert_frame_equal(pd.read_csv(searched_experiment / "retest.csv"), table)
+    pd.testing.assert_frame_equal(read_table(searched_experiment / "retest.csv"), table)
 
     assert main(["report", "tiny", *storage]) == 0
     report = searched_experiment / "report"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 import textwrap
 
-import pandas as pd
 import pytest
 
+from vpr_tune.analysis import read_table
 from vpr_tune.tune import trainable
 
 
@@ -44,7 +44,7 @@ def test_two_node_cluster_search_and_resume(tmp_path, monkeypatch, street_world_
                 "--storage", str(storage), "--address", cluster.address]
         rc = main(args)
         assert rc == 0, capsys.readouterr()
-        trials = pd.read_csv(storage / "c" / "trials.csv")
+        trials = read_table(storage / "c" / "trials.csv")
         assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
         assert trials["node_id"].nunique() == 2  # both nodes ran trials
         assert not ray.is_initialized()  # run disconnected from the cluster it joined ...
@@ -56,7 +56,7 @@ def test_two_node_cluster_search_and_resume(tmp_path, monkeypatch, street_world_
 
         # resume through the same storage: finished trials are kept, not re-run
         assert main([*args, "--resume"]) == 0
-        again = pd.read_csv(storage / "c" / "trials.csv")
+        again = read_table(storage / "c" / "trials.csv")
         assert sorted(again["trial_id"]) == sorted(trials["trial_id"])
         assert len(list(logs.glob("*.json"))) == runs
     finally:

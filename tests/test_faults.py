@@ -13,9 +13,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
+
+from vpr_tune.analysis import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=500)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
-    final = pd.read_csv(exp / "trials.csv")
+    final = read_table(exp / "trials.csv")
     assert len(final) == samples and final["trial_id"].is_unique, final
     assert (final["status"] == "TERMINATED").all(), final[["trial_id", "status", "error"]]
     assert (final["epochs"] == epochs).all()
@@ -126,7 +127,7 @@ def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
         new = after[trial][len(before[trial]):]
         assert new and new[0] > 1, (trial, before[trial], after[trial])
         assert after[trial].count(1) == 1
-    metrics = pd.read_csv(exp / "metrics.csv")
+    metrics = read_table(exp / "metrics.csv")
     assert not metrics.duplicated(["trial_id", "epoch"]).any()
     assert len(metrics) == samples * epochs
 
@@ -176,7 +177,7 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, street_wor
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out
-    final = pd.read_csv(exp / "trials.csv")
+    final = read_table(exp / "trials.csv")
     assert len(final) == samples
     assert (final["status"] == "TERMINATED").all(), final[["trial_id", "status", "error"]]
     assert (final["epochs"] == epochs).all()

@@ -11,6 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from vpr_tune.analysis import read_table
+
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 NOTEBOOKS = ["search_overview.ipynb", "hyperparameter_effects.ipynb", "retest.ipynb"]
 
@@ -41,7 +43,6 @@ def retested_experiment(tmp_path_factory, tiny_checkpoints):
     """The hand-made experiment with real checkpoints, retested for real (top 3)."""
     import shutil
 
-    import pandas as pd
     import yaml
     from conftest import write_hand_experiment
 
@@ -53,7 +54,7 @@ def retested_experiment(tmp_path_factory, tiny_checkpoints):
     space = yaml.safe_load((folder / "space.yaml").read_text())
     space["data"] = {"root": str(root)}
     (folder / "space.yaml").write_text(yaml.safe_dump(space))
-    trials = pd.read_csv(folder / "trials.csv").set_index("trial_id")
+    trials = read_table(folder / "trials.csv").set_index("trial_id")
     for tid, src in zip(("t0", "t4", "t5"), checkpoints, strict=True):
         shutil.copy2(src, trials.loc[tid, "checkpoint"])
     retest(load_experiment(folder), top=3, log=lambda _m: None)

@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import pytest
 
+from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
 from vpr_tune.config import load_space
 from vpr_tune.tune.search import OptunaDefineByRun, count_trials, expand_points
@@ -157,8 +157,8 @@ def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny
     out = capsys.readouterr().out
     assert rc == 0, out
     exp = storage / "small"
-    trials = pd.read_csv(exp / "trials.csv")
-    metrics = pd.read_csv(exp / "metrics.csv")
+    trials = read_table(exp / "trials.csv")
+    metrics = read_table(exp / "metrics.csv")
     assert len(trials) == 4 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"TERMINATED", "STOPPED_EARLY"}
     assert (trials["status"] == "STOPPED_EARLY").any()  # ASHA halves at epochs 1 and 2
@@ -194,20 +194,20 @@ def test_ctrl_c_keeps_results_and_resume_finishes(tmp_path, street_world_tiny):
     csv = storage / "cc" / "trials.csv"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if csv.exists() and (pd.read_csv(csv)["status"] != "RUNNING").sum() >= 1:
+        if csv.exists() and (read_table(csv)["status"] != "RUNNING").sum() >= 1:
             break
         time.sleep(1)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    first = pd.read_csv(csv)
+    first = read_table(csv)
     assert len(first) >= 1
     done = first[first["status"].isin(["TERMINATED", "STOPPED_EARLY"])]
     assert len(done) >= 1 and len(done) < 6, out
 
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
-    final = pd.read_csv(csv)
+    final = read_table(csv)
     assert len(final) == 6 and final["trial_id"].is_unique
     assert set(final["status"]) <= {"TERMINATED", "STOPPED_EARLY"}
     # finished trials kept their results (not re-run)

@@ -10,9 +10,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
+from vpr_tune.analysis import read_table
 from vpr_tune.tune import trainable
 
 
@@ -90,7 +90,7 @@ def test_half_gpus_run_four_trials_at_once(tmp_path, fake_trainer, street_world_
     assert sorted(r["gpu_ids"][0] for r in records) == ["0", "0", "1", "1"]
     # all four overlap in time: the last start is before the first end
     assert max(r["start"] for r in records) < min(r["end"] for r in records)
-    trials = pd.read_csv(tmp_path / "res" / "gpu" / "trials.csv")
+    trials = read_table(tmp_path / "res" / "gpu" / "trials.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == 2).all()
 
 
@@ -152,7 +152,7 @@ def test_error_and_diverged_trials_are_recorded(tmp_path, monkeypatch, street_wo
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     out = capsys.readouterr().out
     assert rc == 0, out
-    trials = pd.read_csv(tmp_path / "res" / "f" / "trials.csv").set_index("optimizer.lr")
+    trials = read_table(tmp_path / "res" / "f" / "trials.csv").set_index("optimizer.lr")
     assert trials.loc[0.1, "status"] == "ERROR"
     assert "out of memory" in trials.loc[0.1, "error"]
     assert trials.loc[0.5, "status"] == "TERMINATED" and trials.loc[0.5, "epochs"] == 3

@@ -113,6 +113,16 @@ class Experiment:
 
 
 # ------------------------------------------------------------------------------ loading
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """One of an experiment's CSV tables (``trials.csv``, ``metrics.csv``, ``retest.csv``)
+    with ``trial_id`` kept as text: Ray's ids are hex, and pandas would read ``00123456`` as
+    an int (losing the zeros) and ``12e45678`` as a float.
+
+    >>> trials = read_table("results/demo/trials.csv")   # doctest: +SKIP
+    """
+    return pd.read_csv(path, dtype={"trial_id": str})
+
+
 def resolve_experiment(name: str | os.PathLike[str] | None, storage: str | None = None) -> Path:
     """The folder of experiment ``name`` (a name under storage, or a folder); None -> newest.
 
@@ -144,19 +154,18 @@ def load_experiment(
     trials_csv = path / "trials.csv"
     if not trials_csv.exists():
         raise UserError(f"{path}: no trials.csv (is this a vpr-tune experiment folder?)")
-    trials = pd.read_csv(trials_csv)
+    trials = read_table(trials_csv)
     if "trial_id" not in trials.columns:
         raise UserError(f"{trials_csv}: no 'trial_id' column")
-    trials["trial_id"] = trials["trial_id"].astype(str)
     if "status" not in trials.columns:
         trials["status"] = "TERMINATED"
     metrics_csv = path / "metrics.csv"
-    curves = pd.read_csv(metrics_csv) if metrics_csv.exists() else pd.DataFrame()
+    curves = read_table(metrics_csv) if metrics_csv.exists() else pd.DataFrame()
     if curves.empty:
         curves = pd.DataFrame(columns=["trial_id", "epoch", *METRICS])
     curves["trial_id"] = curves["trial_id"].astype(str)
     retest_csv = path / "retest.csv"
-    retest = pd.read_csv(retest_csv, dtype={"trial_id": str}) if retest_csv.exists() else None
+    retest = read_table(retest_csv) if retest_csv.exists() else None
     space = _read_yaml(path / "space.yaml")
     return Experiment(
         path=path,

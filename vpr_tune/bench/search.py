@@ -58,9 +58,9 @@ def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int)
 
 def _run(space: dict, name: str, storage: Path, log: Any) -> tuple[float, Any, Any]:
     """``vpr-tune run`` in this process; returns (wall s, trials frame, metrics frame)."""
-    import pandas as pd
     import yaml
 
+    from vpr_tune.analysis import read_table
     from vpr_tune.cli import main
 
     path = storage / f"{name}.yaml"
@@ -81,8 +81,8 @@ def _run(space: dict, name: str, storage: Path, log: Any) -> tuple[float, Any, A
     if rc != 0 or not (folder / "trials.csv").is_file():
         raise UserError(f"`vpr-tune run` failed (exit {rc}) or wrote no {folder}/trials.csv; "
                         "the search benchmarks need a working `run` (issue 6)")
-    trials = pd.read_csv(folder / "trials.csv")
-    metrics = pd.read_csv(folder / "metrics.csv") if (folder / "metrics.csv").is_file() \
+    trials = read_table(folder / "trials.csv")
+    metrics = read_table(folder / "metrics.csv") if (folder / "metrics.csv").is_file() \
         else None
     return wall, trials, metrics
 

@@ -121,10 +121,12 @@ def run_experiment(
 def _report_best(exp_dir: Path, metric: str, log: Callable[[str], Any]) -> None:
     import pandas as pd
 
+    from vpr_tune.analysis import read_table
+
     path = exp_dir / "trials.csv"
     if not path.exists():
         return
-    frame = pd.read_csv(path)
+    frame = read_table(path)
     ok = frame[~frame["status"].isin(["ERROR", "DIVERGED"])]
     col = f"best_{metric}"
     if ok.empty or col not in ok or ok[col].isna().all():
