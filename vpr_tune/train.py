@@ -26,6 +26,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
 from vpr_tune.atomic import atomic_path
+from vpr_tune.config import SEARCH_METRICS
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import NS, evaluate
 from vpr_tune.model import VPRModel, aggregator_params, build_model
@@ -350,7 +351,7 @@ class Trainer:
         # best.pt follows the search's metric (val/R@1 unless the YAML says otherwise).
         search = cfg.get("search") or {}
         self.best_metric = str(search.get("metric") or "val/R@1")
-        if self.best_metric not in {f"val/R@{n}" for n in NS}:
+        if self.best_metric not in SEARCH_METRICS:
             self.best_metric = "val/R@1"
         self.best_sign = -1.0 if search.get("mode") == "min" else 1.0
         self.best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
@@ -447,34 +448,22 @@ class Trainer:
     # ----------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path | str) -> Path:
         """Write everything needed to resume (atomic: a tmp file then ``os.replace``)."""
-        path = Path(path)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": self.cfg,
-            "image_size": list(self.image_size),
-            "dim": self.model.dim,
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "loss": self.loss_fn.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best": self.best,
-            "history": self.history,
-            "rng": _rng_state(),
-        }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-        return path
+        return self._save(path, optimizer=self.optimizer.state_dict(),
+                          schedule=self.schedule.state_dict(), loss=self.loss_fn.state_dict(),
+                          scaler=self.scaler.state_dict(), history=self.history,
+                          rng=_rng_state())
 
     def save_model(self, path: Path | str) -> Path:
         """Write the model alone (no optimizer or RNG state): enough for ``eval`` and retest,
         a third of a full checkpoint with Adam. Atomic like :meth:`save_checkpoint`."""
+        return self._save(path)
+
+    def _save(self, path: Path | str, **extra: Any) -> Path:
         path = Path(path)
         state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                  "config": self.cfg, "image_size": list(self.image_size), "dim": self.model.dim,
-                 "epoch": self.epoch, "model": self.model.state_dict(), "best": self.best}
+                 "epoch": self.epoch, "model": self.model.state_dict(), "best": self.best,
+                 **extra}
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
         return path

@@ -148,5 +148,5 @@ def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
     frame = frame[fixed + params + tail]
     write_csv(frame, Path(exp_dir) / "trials.csv")
     write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *METRICS]),
-                     Path(exp_dir) / "metrics.csv")
+              Path(exp_dir) / "metrics.csv")
     return frame

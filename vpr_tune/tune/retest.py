@@ -30,7 +30,7 @@ from vpr_tune.analysis import (
     ranked,
     top_table,
 )
-from vpr_tune.atomic import write_text
+from vpr_tune.atomic import write_csv, write_text
 from vpr_tune.config import DEFAULTS
 from vpr_tune.errors import UserError
 
@@ -186,7 +186,7 @@ def _root_is_synthetic(root: Path | None) -> bool:
 def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Path, Path]:
     """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
-    write_text(csv_path, table.to_csv(index=False))
+    write_csv(table, csv_path)
     lines = [f"# Retest of {folder.name}" + (f" — {SYNTHETIC_LABEL}" if synthetic else ""), ""]
     if synthetic:
         lines += [SYNTHETIC_MD, ""]
