@@ -32,20 +32,11 @@ ASHA_BAR = Bar(0.35, higher=False)
 SEARCH_BAR = Bar(0.80, higher=True)
 
 
-# asha: rungs at 1, 4 and 16 epochs of 20 batches. With 2 trials running at once, Ray's
-# asynchronous ASHA promotes the first trials to reach a rung unopposed, so with ~10 trials
-# reduction factor 3 and 9 epochs costs 0.33-0.39 of FIFO; factor 4 and 16 epochs ~0.27.
-ASHA = {"grace_period": 1, "reduction_factor": 4}
-ASHA_SIZE = (10, 16, 20)  # trials, max epochs, batches per epoch
-ASHA_QUICK = (3, 3, 1)
-
-
-def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int,
-           synth_size: str = "demo") -> dict:
+def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int) -> dict:
     """A small search space on street-world: the learning rate decides who learns."""
     return {
         "seed": 0,
-        "data": {"synth_size": "tiny" if quick else synth_size,
+        "data": {"synth_size": "tiny" if quick else "demo",
                  "image_size": [32, 32] if quick else [48, 48]},
         "model": {"backbone": "resnet18", "pretrained": "none", "cut": "layer3",
                   "freeze_stages": 0, "aggregator": {"name": "gem"}},
@@ -60,7 +51,7 @@ def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int,
         "search": {"algorithm": "random", "num_samples": samples, "seed": 0,
                    "max_concurrent": 2, "scheduler": scheduler, "metric": "val/R@1",
                    "mode": "max"},
-        "asha": dict(ASHA),
+        "asha": {"grace_period": 1, "reduction_factor": 3},
         "resources": {"cpu": 1, "gpu": 0},
     }
 
@@ -119,12 +110,11 @@ def _spearman_rung1(metrics: Any) -> float | None:
 
 def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Trial-epochs ASHA / FIFO on the same sampled configs and seeds."""
-    samples, epochs, batches = ASHA_QUICK if quick else ASHA_SIZE
+    samples, epochs, batches = (3, 3, 1) if quick else (12, 9, 15)
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         runs = {}
         for sched in ("asha", "fifo"):
-            # street-world `bench`: demo with 600 val queries, so close trials rank less noisily
-            runs[sched] = _run(_space(quick, sched, samples, epochs, batches, "bench"), sched,
+            runs[sched] = _run(_space(quick, sched, samples, epochs, batches), sched,
                                Path(tmp), log)
     (asha_wall, asha, _), (fifo_wall, fifo, fifo_metrics) = runs["asha"], runs["fifo"]
     asha_epochs, fifo_epochs = int(asha["epochs"].sum()), int(fifo["epochs"].sum())
@@ -136,9 +126,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     result = record("asha", "trial-epochs ASHA / FIFO (best val R@1 within 1 point)", ratio,
                     ASHA_BAR, quick, asha_trial_epochs=asha_epochs,
                     fifo_trial_epochs=fifo_epochs, trials=samples, max_epochs=epochs,
-                    reduction_factor=ASHA["reduction_factor"],
-                    grace_period=ASHA["grace_period"], image_size=48 if not quick else 32,
-                    batches_per_epoch=batches, best_val_r1_asha=best_asha,
+                    reduction_factor=3, grace_period=1, best_val_r1_asha=best_asha,
                     best_val_r1_fifo=best_fifo, best_within_1_point=within,
                     same_configs=same_configs, spearman_rung1_vs_final=_spearman_rung1(
                         fifo_metrics), asha_wall_s=round(asha_wall, 2),
