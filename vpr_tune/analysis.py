@@ -163,7 +163,6 @@ def load_experiment(
     curves = read_table(metrics_csv) if metrics_csv.exists() else pd.DataFrame()
     if curves.empty:
         curves = pd.DataFrame(columns=["trial_id", "epoch", *METRICS])
-    curves["trial_id"] = curves["trial_id"].astype(str)
     retest_csv = path / "retest.csv"
     retest = read_table(retest_csv) if retest_csv.exists() else None
     space = _read_yaml(path / "space.yaml")
