@@ -37,6 +37,8 @@ MINERS = ("none", "multisimilarity", "batchhard", "tripletmargin", "pairmargin")
 AGGREGATORS = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")
 BACKBONES = ("resnet18", "resnet50")
 SEARCH_ALGORITHMS = ("random", "grid", "optuna")
+# Autocast of a trial (vpr_tune/precision.py): auto = fp16 on CUDA, bf16 on AMX CPUs, else fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRIAL_SCHEDULERS = ("asha", "fifo")
 # What a trial reports that a search can rank on (best.pt follows the same metric).
 SEARCH_METRICS = ("val/R@1", "val/R@5", "val/R@10", "val/R@25")
@@ -86,7 +88,7 @@ DEFAULTS: dict[str, Any] = {
         "max_failures": 0,  # Ray retries of a failed trial
     },
     "asha": {"grace_period": 1, "reduction_factor": 3},
-    "resources": {"cpu": 1, "gpu": 0},
+    "resources": {"cpu": 1, "gpu": 0, "precision": "auto"},  # precision: see PRECISIONS
 }
 
 
@@ -114,6 +116,7 @@ NAMES = {
     "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
     "search.metric": SEARCH_METRICS, "search.mode": ("max", "min"),
     "data.synth_size": ("tiny", "demo", "full"), "model.cut": ("layer3", "layer4"),
+    "resources.precision": PRECISIONS,
 }
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "data.root", "data.train",
@@ -304,7 +307,8 @@ class _Builder:
             if not ok:
                 self.fail(dotted, f"expected a positive int or [H, W], got {value!r}")
             return
-        want = float if dotted.startswith("resources.") else type(default)  # fractions ok
+        # GPU/CPU fractions are fine
+        want = float if dotted in ("resources.cpu", "resources.gpu") else type(default)
         ok = (isinstance(value, bool) if want is bool
               else isinstance(value, (int, float)) and not isinstance(value, bool)
               if want is float

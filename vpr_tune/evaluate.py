@@ -43,19 +43,24 @@ def _prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
 
 
 def describe_batches(
-    model: torch.nn.Module, batches: Iterable[torch.Tensor], count: int, device: str | torch.device
+    model: torch.nn.Module, batches: Iterable[torch.Tensor], count: int,
+    device: str | torch.device, precision: str = "auto",
 ) -> np.ndarray:
-    """Descriptors (count, dim) float32 of an iterable of image batches, in order."""
+    """Descriptors (count, dim) float32 of an iterable of image batches, in order; the
+    forward pass autocasts per ``precision`` (see vpr_tune/precision.py)."""
+    from vpr_tune.precision import autocast, autocast_dtype, channels_last
+
     device = torch.device(device)
-    cuda = device.type == "cuda"
+    dtype = autocast_dtype(precision, device)
+    last = channels_last(device, dtype)
     was_training = model.training
     model.eval()
     out = np.empty((count, model.dim), dtype=np.float32)
     start = 0
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+    with torch.inference_mode(), autocast(device, dtype):
         for images in _prefetch(batches):
             images = images.to(device, non_blocking=True)
-            if cuda:
+            if last:
                 images = images.contiguous(memory_format=torch.channels_last)
             desc = model(images)
             out[start : start + len(desc)] = desc.float().cpu().numpy()
@@ -68,14 +73,14 @@ def describe_batches(
 
 def describe(
     model: torch.nn.Module, paths: Sequence[Path], image_size: Sequence[int], batch_size: int,
-    device: str | torch.device, cache: bool = True,
+    device: str | torch.device, cache: bool = True, precision: str = "auto",
 ) -> np.ndarray:
     """Descriptors of image files (normalised and resized by the data layer)."""
     from vpr_tune.data.datasets import eval_batches
 
     size = (int(image_size[0]), int(image_size[1]))
     batches = eval_batches(list(paths), size, batch_size, cache=cache, device=str(device))
-    return describe_batches(model, batches, len(paths), device)
+    return describe_batches(model, batches, len(paths), device, precision)
 
 
 def search(db: np.ndarray, queries: np.ndarray, k: int = 25) -> np.ndarray:
@@ -128,10 +133,12 @@ def recall_at_n(
 def evaluate_split(
     model: torch.nn.Module, split: Any, image_size: Sequence[int], batch_size: int = 64,
     device: str | torch.device = "cpu", cache: bool = True, k: int = max(NS),
+    precision: str = "auto",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """``(metrics, predictions)``; see :func:`evaluate` for the metrics."""
     paths = list(split.db_paths) + list(split.q_paths)
-    desc = describe(model, paths, image_size, batch_size, device, cache=cache)
+    desc = describe(model, paths, image_size, batch_size, device, cache=cache,
+                    precision=precision)
     n_db = len(split.db_paths)
     predictions = search(desc[:n_db], desc[n_db:], k)
     recalls = recall_at_n(predictions, split.positives, NS)
@@ -146,11 +153,13 @@ def evaluate_split(
 
 def evaluate(
     model: torch.nn.Module, split: Any, image_size: Sequence[int], batch_size: int = 64,
-    device: str | torch.device = "cpu", cache: bool = True,
+    device: str | torch.device = "cpu", cache: bool = True, precision: str = "auto",
 ) -> dict[str, Any]:
     """``{"R@1", "R@5", "R@10", "R@25"}`` in percent plus ``queries``, ``database`` and
-    ``queries_without_positive`` for an ``EvalSplit``."""
-    return evaluate_split(model, split, image_size, batch_size, device, cache)[0]
+    ``queries_without_positive`` for an ``EvalSplit``; ``precision`` as in
+    ``resources.precision``."""
+    return evaluate_split(model, split, image_size, batch_size, device, cache,
+                          precision=precision)[0]
 
 
 def save_predictions(

@@ -31,6 +31,7 @@ from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import NS, evaluate
 from vpr_tune.model import VPRModel, aggregator_params, build_model
 from vpr_tune.model.aggregators import NetVLAD
+from vpr_tune.precision import autocast, autocast_dtype, channels_last
 
 CHECKPOINT_FORMAT = "vpr-tune-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -323,7 +324,10 @@ class Trainer:
             datasets.find_split(root, data["val"]), skip_bad_files=skip)
 
         self.model = build_model(cfg["model"], self.image_size).to(self.device)
-        if self.cuda:
+        self.precision = str((cfg.get("resources") or {}).get("precision") or "auto")
+        self.amp_dtype = autocast_dtype(self.precision, self.device)
+        self.channels_last = channels_last(self.device, self.amp_dtype)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg["loss"], self.train_split.num_places,
                                   self.model.dim).to(self.device)
@@ -346,7 +350,9 @@ class Trainer:
                                          (cfg["loss"] or {}).get("lr"))
         self.schedule = LRSchedule(self.optimizer, cfg.get("scheduler"), self.max_epochs,
                                    self.batches_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        # Only float16 needs loss scaling (bfloat16 has float32's range).
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
         self.epoch = 0
         # best.pt follows the search's metric (val/R@1 unless the YAML says otherwise).
         search = cfg.get("search") or {}
@@ -393,7 +399,7 @@ class Trainer:
         ``search.metric`` (``is_best``)."""
         start = time.perf_counter()
         metrics = evaluate(self.model, self.val_split, self.image_size, self.eval_batch_size,
-                           self.device, cache=self.cache)
+                           self.device, cache=self.cache, precision=self.precision)
         self.timings["val_s"] = time.perf_counter() - start
         out = {f"val/R@{n}": float(metrics[f"R@{n}"]) for n in NS}
         value = out[self.best_metric]
@@ -412,9 +418,9 @@ class Trainer:
             self.schedule.before_batch(self.epoch, b)
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            if self.cuda:
+            if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
+            with autocast(self.device, self.amp_dtype):
                 desc = self.model(images)
             desc = desc.float()
             tuples = self.miner(desc, labels) if self.miner is not None else None

@@ -137,6 +137,7 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
     from vpr_tune.data.datasets import eval_batches, load_eval_split
     from vpr_tune.evaluate import evaluate_split
     from vpr_tune.model import build_model
+    from vpr_tune.precision import autocast, autocast_dtype, channels_last
 
     queries, ratio_db, jpeg, size, bs, reps = (
         (4, 21, 64, 32, 32, 2) if quick else (15, 21, 128, 80, 64, 7))
@@ -152,6 +153,9 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
                             (size, size)).to(dev).eval()
         cold_s = timed(lambda: evaluate_split(model, split, (size, size), bs, dev))
         in_memory = list(eval_batches(paths, (size, size), bs, cache=True, device=dev))
+        # The bare forward uses the precision evaluate_split picks by default ("auto").
+        dtype = autocast_dtype("auto", dev)
+        last = channels_last(dev, dtype)
 
         cpu: dict[str, list[float]] = {"full": [], "forward": []}
 
@@ -165,10 +169,9 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
 
         def forward() -> float:
             def run() -> None:
-                with torch.inference_mode(), torch.autocast(
-                        "cuda", dtype=torch.float16, enabled=dev.startswith("cuda")):
+                with torch.inference_mode(), autocast(dev, dtype):
                     for x in in_memory:
-                        model(x)
+                        model(x.contiguous(memory_format=torch.channels_last) if last else x)
                 _sync(dev)
 
             return cpu_timed("forward", run)

@@ -48,9 +48,10 @@ class VPRModel(nn.Module):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Aggregators normalise already; normalising again in float32 keeps the contract
-        # (unit norm) under autocast too.
-        return F.normalize(self.aggregator(self.backbone(x)).float(), dim=1)
+        # Under autocast only the convolutions run in reduced precision: pooling (GeM's x^p
+        # overflows float16) gets a float32 map, and normalising again in float32 keeps the
+        # contract (unit norm).
+        return F.normalize(self.aggregator(self.backbone(x).float()).float(), dim=1)
 
 
 def build_model(model_cfg: dict[str, Any], image_size: tuple[int, int] | list[int]) -> VPRModel:

@@ -104,6 +104,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
                 out[set_name] = evaluate(
                     model, splits[path], tuple(data.get("image_size", (224, 224))),
                     int(cfg.get("budget", {}).get("eval_batch_size", 64)), device,
+                    precision=str(cfg.get("resources", {}).get("precision", "auto")),
                 )
             log(f"  {set_name}: R@1 {out[set_name]['R@1']:.2f}  R@5 {out[set_name]['R@5']:.2f}")
         return out
