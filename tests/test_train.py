@@ -202,9 +202,12 @@ def _curve(cfg, root, epochs):
     return [t.run_epoch() for _ in range(epochs)], t
 
 
-def test_same_seed_same_curve(tiny_root) -> None:
-    cfg = tiny_cfg(scheduler={"name": "cosine"})
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_same_curve(tiny_root, precision) -> None:
+    cfg = tiny_cfg(scheduler={"name": "cosine"}, resources={"precision": precision})
     a, ta = _curve(cfg, tiny_root, 2)
+    assert ta.amp_dtype == (torch.bfloat16 if precision == "bf16" else None)
+    assert not ta.scaler.is_enabled()  # only float16 scales the loss
     b, tb = _curve(cfg, tiny_root, 2)
     assert a == b
     assert all(torch.equal(x, y) for x, y in zip(ta.model.state_dict().values(),
