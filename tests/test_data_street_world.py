@@ -159,3 +159,11 @@ def test_preview(street_world_tiny: Path, tmp_path: Path) -> None:
     png = sw.make_preview(street_world_tiny, tmp_path / "p.png", per_split=2)
     img = Image.open(png)
     assert img.width >= 4 * 100 and img.height >= 6 * 100
+
+
+def test_bench_size_is_demo_with_four_times_the_val_queries() -> None:
+    """`bench` (used by `vpr-tune bench asha`) must train on exactly demo's cities."""
+    demo, bench = sw.SIZES["demo"], sw.SIZES["bench"]
+    assert {k: v for k, v in bench.items() if k != "val"} == {
+        k: v for k, v in demo.items() if k != "val"}
+    assert bench["val"] == {**demo["val"], "queries": 4 * demo["val"]["queries"]}

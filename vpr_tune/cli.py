@@ -51,7 +51,7 @@ def _root(
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Argument(help="Folder to write street-world into.")],
-    size: Annotated[str, typer.Option(help="tiny | demo | full")] = "demo",
+    size: Annotated[str, typer.Option(help="tiny | demo | bench | full")] = "demo",
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     preview: Annotated[
         bool, typer.Option(help="Also write preview.png: queries beside their positives.")

@@ -115,7 +115,7 @@ NAMES = {
     "miner.name": MINERS, "model.aggregator.name": AGGREGATORS, "model.backbone": BACKBONES,
     "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
     "search.metric": SEARCH_METRICS, "search.mode": ("max", "min"),
-    "data.synth_size": ("tiny", "demo", "full"), "model.cut": ("layer3", "layer4"),
+    "data.synth_size": ("tiny", "demo", "bench", "full"), "model.cut": ("layer3", "layer4"),
     "resources.precision": PRECISIONS,
 }
 # Keys that describe the run itself, never searched over.

@@ -8,8 +8,8 @@ its output sent to stderr), and read the documented outputs ``results/<name>/tri
 - asha: the same space, random search with a fixed seed (so both runs sample the same
   configs; checked), run once with ASHA and once with FIFO. Figure: trial-epochs used by
   ASHA / by FIFO, valid only when ASHA's best val R@1 is within 1 point of FIFO's. Also the
-  Spearman correlation, over FIFO's trials, of val R@1 after epoch 1 (the first rung) with
-  the final val R@1: how much the first rung can tell.
+  Spearman correlation, over FIFO's trials, of val R@1 at the first rung (epoch
+  ``grace_period``) with the final val R@1: how much the first rung can tell.
 - search: Σ trial busy time (``time_s``) / (wall of the whole ``run`` x cores) for a FIFO
   search with 2 concurrent 1-CPU trials on 2 cores.
 """
@@ -32,11 +32,21 @@ ASHA_BAR = Bar(0.35, higher=False)
 SEARCH_BAR = Bar(0.80, higher=True)
 
 
-def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int) -> dict:
+# asha: 12 trials of up to 27 epochs of 15 batches; rungs at 2 and 8 epochs (Ray's default
+# reduction factor 4). A first rung of 30 batches is the shortest where a random-init
+# network on street-world has started to learn (one epoch is still noise, Spearman ~0.2
+# against the final ranking); docs/performance.md has the replays behind this choice.
+ASHA = {"grace_period": 2, "reduction_factor": 4}
+ASHA_SIZE = (12, 27, 15)  # trials, max epochs, batches per epoch
+ASHA_QUICK = (3, 3, 1)
+
+
+def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int,
+           synth_size: str = "demo") -> dict:
     """A small search space on street-world: the learning rate decides who learns."""
     return {
         "seed": 0,
-        "data": {"synth_size": "tiny" if quick else "demo",
+        "data": {"synth_size": "tiny" if quick else synth_size,
                  "image_size": [32, 32] if quick else [48, 48]},
         "model": {"backbone": "resnet18", "pretrained": "none", "cut": "layer3",
                   "freeze_stages": 0, "aggregator": {"name": "gem"}},
@@ -51,7 +61,7 @@ def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int)
         "search": {"algorithm": "random", "num_samples": samples, "seed": 0,
                    "max_concurrent": 2, "scheduler": scheduler, "metric": "val/R@1",
                    "mode": "max"},
-        "asha": {"grace_period": 1, "reduction_factor": 3},
+        "asha": dict(ASHA),
         "resources": {"cpu": 1, "gpu": 0},
     }
 
@@ -93,14 +103,15 @@ def _params(trials: Any) -> list[tuple]:
     return sorted(tuple(round(float(v), 12) for v in row) for row in trials[cols].values)
 
 
-def _spearman_rung1(metrics: Any) -> float | None:
-    """Spearman of val R@1 after epoch 1 vs last epoch, over trials (FIFO: all finished)."""
+def _spearman_rung1(metrics: Any, rung: int = 1) -> float | None:
+    """Spearman of val R@1 after epoch ``rung`` (ASHA's first rung) vs the last epoch, over
+    trials (FIFO: all finished)."""
     from scipy.stats import spearmanr
 
     if metrics is None or metrics.empty:
         return None
     m = metrics[metrics["epoch"] >= 1].sort_values("epoch")
-    first = m.groupby("trial_id")["val/R@1"].first()
+    first = m[m["epoch"] <= rung].groupby("trial_id")["val/R@1"].last()
     last = m.groupby("trial_id")["val/R@1"].last()
     if len(first) < 3 or first.nunique() < 2 or last.nunique() < 2:
         return None
@@ -110,11 +121,12 @@ def _spearman_rung1(metrics: Any) -> float | None:
 
 def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Trial-epochs ASHA / FIFO on the same sampled configs and seeds."""
-    samples, epochs, batches = (3, 3, 1) if quick else (12, 9, 15)
+    samples, epochs, batches = ASHA_QUICK if quick else ASHA_SIZE
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         runs = {}
         for sched in ("asha", "fifo"):
-            runs[sched] = _run(_space(quick, sched, samples, epochs, batches), sched,
+            # street-world `bench`: demo with 600 val queries, so close trials rank less noisily
+            runs[sched] = _run(_space(quick, sched, samples, epochs, batches, "bench"), sched,
                                Path(tmp), log)
     (asha_wall, asha, _), (fifo_wall, fifo, fifo_metrics) = runs["asha"], runs["fifo"]
     asha_epochs, fifo_epochs = int(asha["epochs"].sum()), int(fifo["epochs"].sum())
@@ -126,10 +138,12 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     result = record("asha", "trial-epochs ASHA / FIFO (best val R@1 within 1 point)", ratio,
                     ASHA_BAR, quick, asha_trial_epochs=asha_epochs,
                     fifo_trial_epochs=fifo_epochs, trials=samples, max_epochs=epochs,
-                    reduction_factor=3, grace_period=1, best_val_r1_asha=best_asha,
+                    reduction_factor=ASHA["reduction_factor"],
+                    grace_period=ASHA["grace_period"], image_size=48 if not quick else 32,
+                    batches_per_epoch=batches, best_val_r1_asha=best_asha,
                     best_val_r1_fifo=best_fifo, best_within_1_point=within,
                     same_configs=same_configs, spearman_rung1_vs_final=_spearman_rung1(
-                        fifo_metrics), asha_wall_s=round(asha_wall, 2),
+                        fifo_metrics, ASHA["grace_period"]), asha_wall_s=round(asha_wall, 2),
                     fifo_wall_s=round(fifo_wall, 2),
                     asha_epochs_per_trial=[int(e) for e in asha["epochs"]])
     # The budget saving only counts when ASHA found (nearly) what FIFO found.

@@ -60,6 +60,19 @@ SIZES: dict[str, dict[str, Any]] = {
         "db_wh": (128, 128),
         "q_wh": (144, 108),
     },
+    # demo with 4x the val queries: val R@1 moves in steps of 1/600, so rankings of close
+    # trials (ASHA's rungs, `vpr-tune bench asha`) are less noisy; val costs 2x demo's.
+    "bench": {
+        "train_cities": 6,
+        "places_per_city": 80,
+        "images_per_place": (4, 6),
+        "val": {"length": 1200, "db_step": 16, "queries": 600},
+        "test": {"length": 2400, "db_step": 16, "queries": 100},
+        "tokyo": {"length": 800, "db_step": 16, "query_positions": 20},
+        "train_wh": (128, 96),
+        "db_wh": (128, 128),
+        "q_wh": (144, 108),
+    },
     "full": {
         "train_cities": 10,
         "places_per_city": 600,
