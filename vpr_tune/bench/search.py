@@ -153,7 +153,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
 
 def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Σ trial busy time / (wall x cores), 2 concurrent 1-CPU trials."""
-    samples, epochs, batches = (2, 2, 1) if quick else (4, 5, 15)
+    samples, epochs, batches = (2, 2, 1) if quick else (4, 5, 45)
     cores = 2  # the search runs 2 concurrent trials of 1 CPU each
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         wall, trials, _ = _run(_space(quick, "fifo", samples, epochs, batches), "search",
