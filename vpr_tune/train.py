@@ -327,6 +327,8 @@ class Trainer:
         self.precision = str((cfg.get("resources") or {}).get("precision") or "auto")
         self.amp_dtype = autocast_dtype(self.precision, self.device)
         self.channels_last = channels_last(self.device, self.amp_dtype)
+        amp = f"{str(self.amp_dtype)[len('torch.'):]} autocast" if self.amp_dtype else "float32"
+        log(f"precision: {self.precision} -> {amp} on {self.device.type}")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg["loss"], self.train_split.num_places,
