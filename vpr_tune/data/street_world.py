@@ -60,19 +60,6 @@ SIZES: dict[str, dict[str, Any]] = {
         "db_wh": (128, 128),
         "q_wh": (144, 108),
     },
-    # demo with 4x the val queries: val R@1 moves in steps of 1/600, so rankings of close
-    # trials (ASHA's rungs, `vpr-tune bench asha`) are less noisy; val costs 2x demo's.
-    "bench": {
-        "train_cities": 6,
-        "places_per_city": 80,
-        "images_per_place": (4, 6),
-        "val": {"length": 1200, "db_step": 16, "queries": 600},
-        "test": {"length": 2400, "db_step": 16, "queries": 100},
-        "tokyo": {"length": 800, "db_step": 16, "query_positions": 20},
-        "train_wh": (128, 96),
-        "db_wh": (128, 128),
-        "q_wh": (144, 108),
-    },
     "full": {
         "train_cities": 10,
         "places_per_city": 600,
@@ -85,6 +72,10 @@ SIZES: dict[str, dict[str, Any]] = {
         "q_wh": (192, 144),
     },
 }
+
+# demo with 4x the val queries: val R@1 moves in steps of 1/600, so rankings of close
+# trials (ASHA's rungs, `vpr-tune bench asha`) are less noisy; val costs 2x demo's.
+SIZES["bench"] = {**SIZES["demo"], "val": {**SIZES["demo"]["val"], "queries": 600}}
 
 # name, UTM zone, band letter, centre east/north (roughly the real city centres).
 TRAIN_CITIES = [
