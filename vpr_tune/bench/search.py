@@ -122,12 +122,11 @@ def _spearman_rung1(metrics: Any, rung: int = 1) -> float | None:
 def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Trial-epochs ASHA / FIFO on the same sampled configs and seeds."""
     samples, epochs, batches = ASHA_QUICK if quick else ASHA_SIZE
+    # street-world `bench`: demo with 600 val queries, so close trials rank less noisily
+    spaces = {sched: _space(quick, sched, samples, epochs, batches, "bench")
+              for sched in ("asha", "fifo")}
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
-        runs = {}
-        for sched in ("asha", "fifo"):
-            # street-world `bench`: demo with 600 val queries, so close trials rank less noisily
-            runs[sched] = _run(_space(quick, sched, samples, epochs, batches, "bench"), sched,
-                               Path(tmp), log)
+        runs = {sched: _run(space, sched, Path(tmp), log) for sched, space in spaces.items()}
     (asha_wall, asha, _), (fifo_wall, fifo, fifo_metrics) = runs["asha"], runs["fifo"]
     asha_epochs, fifo_epochs = int(asha["epochs"].sum()), int(fifo["epochs"].sum())
     best_asha = float(asha["best_val/R@1"].max())
@@ -139,7 +138,8 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
                     ASHA_BAR, quick, asha_trial_epochs=asha_epochs,
                     fifo_trial_epochs=fifo_epochs, trials=samples, max_epochs=epochs,
                     reduction_factor=ASHA["reduction_factor"],
-                    grace_period=ASHA["grace_period"], image_size=48 if not quick else 32,
+                    grace_period=ASHA["grace_period"],
+                    image_size=spaces["asha"]["data"]["image_size"][0],
                     batches_per_epoch=batches, best_val_r1_asha=best_asha,
                     best_val_r1_fifo=best_fifo, best_within_1_point=within,
                     same_configs=same_configs, spearman_rung1_vs_final=_spearman_rung1(
