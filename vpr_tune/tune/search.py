@@ -359,6 +359,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     images once into the memmap caches the trials then only map (same keys as the loaders)."""
     from vpr_tune.data import cached_images
     from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
+    from vpr_tune.progress import log_progress
 
     data = space.base["data"]
     skip = bool(data["skip_bad_files"])
@@ -369,9 +370,8 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     if build_cache and data["cache"]:
         sizes = _possible(space, "data.image_size") or [data["image_size"]]
         for size in sizes:
-            log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
-                f"images at {size} ...")
-            cached_images(train.paths, size, skip_bad_files=skip)
-            cached_images([*val.db_paths, *val.q_paths], size, skip_bad_files=skip)
+            for what, paths in (("train", train.paths), ("val", [*val.db_paths, *val.q_paths])):
+                cached_images(paths, size, skip_bad_files=skip,
+                              progress=log_progress(log, f"image cache ({what}, {size})"))
     return {"train images": len(train.paths), "train places": int(train.num_places),
             "val database": len(val.db_paths), "val queries": len(val.q_paths)}
