@@ -21,11 +21,12 @@ from vpr_tune.cli import main
 from vpr_tune.errors import UserError
 
 BARS = {"loader": (0.90, ">="), "cache": (5.0, ">="), "eval": (1.15, "<="),
-        "asha": (0.35, "<="), "search": (0.80, ">="), "memory": (0.10, "<=")}
+        "asha": (0.35, "<="), "search": (0.80, ">="), "memory": (0.10, "<="),
+        "trials": (0.5, "<=")}
 # The raw numbers behind each ratio: lists of per-repetition measurements.
 RAW = {"loader": ("real_img_s", "in_memory_img_s"), "cache": ("cache_img_s", "pil_img_s"),
        "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x"),
-       "search": ("trial_busy_s",), "asha": ()}
+       "search": ("trial_busy_s",), "asha": (), "trials": ("driver_rss_mb",)}
 
 
 def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -75,6 +76,7 @@ def test_python_m_vpr_tune_bench_is_the_cli() -> None:
 # with a fake run below)
 @pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory",
                                   pytest.param("search", marks=pytest.mark.slow),
+                                  pytest.param("trials", marks=pytest.mark.slow),
                                   pytest.param("asha", marks=pytest.mark.slow)])
 def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) -> None:
     rc, out, _err = _run_cli(["bench", name, "--quick", "--json", "--out", str(tmp_path)],
@@ -100,7 +102,7 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
         assert all(math.isfinite(v) and v > 0 for v in values), (key, values)
 
 
-def _fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
+def _fake_run(space_path: Path, name: str, storage: str, log=print, **_kw) -> Path:
     """Stands in for `run_experiment`: writes trials.csv/metrics.csv as `vpr-tune run` does.
     Trial i has R@1 = 10 * i after every epoch; ASHA keeps the last trial to the end."""
     import pandas as pd
@@ -120,6 +122,8 @@ def _fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
                        "time_s": 2.0 * epochs})
     (storage / name).mkdir(parents=True)
     time.sleep(0.2)  # a wall time that rounds to something
+    for i in range(n):  # the progress lines `vpr-tune run` prints at each trial end
+        log(f"[0:0{i}] trials {i + 1}/{n} done (finished {i + 1}), running 0")
     pd.DataFrame(trials).to_csv(storage / name / "trials.csv", index=False)
     pd.DataFrame(metrics).to_csv(storage / name / "metrics.csv", index=False)
     return storage / name
@@ -139,3 +143,20 @@ def test_asha_and_search_figures_from_the_run_outputs(monkeypatch) -> None:
     search = bench_search(quick=True, log=lambda _m: None)
     assert search["trial_busy_s"] == [4.0, 4.0] and search["cores"] == 2
     assert search["ratio"] == pytest.approx(8.0 / (2 * search["wall_s"]), rel=0.1)
+
+
+def test_trials_figures_from_the_run_outputs(monkeypatch) -> None:
+    import vpr_tune.tune
+    from vpr_tune.bench.trials import bench_trials
+
+    monkeypatch.setattr(vpr_tune.tune, "run_experiment", _fake_run)
+    lines: list[str] = []
+    result = bench_trials(quick=True, log=lines.append)
+    n = result["trials"]
+    # the fake's trials report 2 s each: overhead = (wall x 2 - 2 s x n) / n
+    assert result["trial_time_s"] == 2.0 * n and result["concurrency"] == 2
+    assert result["ratio"] == pytest.approx((result["wall_s"] * 2 - 2.0 * n) / n, abs=1e-3)
+    assert len(result["driver_rss_mb"]) == n  # one reading at each trial end
+    assert math.isfinite(result["driver_rss_growth_mb_per_trial"])
+    assert result["driver_cpu_s_per_trial"] >= 0
+    assert any(f"trials {n}/{n} done" in ln for ln in lines)

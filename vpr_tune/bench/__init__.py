@@ -60,6 +60,12 @@ def _memory(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     return bench_memory(quick, log)
 
 
+def _trials(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.trials import bench_trials
+
+    return bench_trials(quick, log)
+
+
 BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = {
     "loader": _loader,
     "cache": _cache,
@@ -67,6 +73,7 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = 
     "asha": _asha,
     "search": _search,
     "memory": _memory,
+    "trials": _trials,
 }
 
 # What each ratio means, for tables and docs.
@@ -77,6 +84,7 @@ BAR_TEXT = {
     "asha": "trial-epochs ASHA / FIFO, best R@1 within 1 point (<= 0.35)",
     "search": "sum trial busy / (wall x cores) (>= 0.80)",
     "memory": "per-trial USS growth / cache growth (<= 0.10)",
+    "trials": "driver s per trial, 100 short trials (<= 0.5; RSS growth <= 0.5 MB/trial)",
 }
 
 

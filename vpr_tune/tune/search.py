@@ -254,8 +254,11 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     tuner = tune.Tuner(
         trainable,
         param_space={},
+        # reuse_actors: a finished trial's worker process runs the next trial (no new
+        # process, imports and cache opening); safe because train_trial builds all its state
+        # (seeded trainer, threads, scratch folder) per call.
         tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
-                                    num_samples=n),
+                                    num_samples=n, reuse_actors=True),
         run_config=tune.RunConfig(
             name=str(exp_dir).rstrip("/").rpartition("/")[2],
             storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
@@ -279,7 +282,7 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
     """A Ray Tune callback: rewrites the tables and prints one progress line per trial end."""
     from ray.tune import Callback
 
-    from vpr_tune.tune.results import write_tables
+    from vpr_tune.tune.results import trial_tables, write_tables
 
     metric, mode = space.base["search"]["metric"], space.base["search"]["mode"]
 
@@ -290,10 +293,13 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
 
             self.started: set[str] = set()
             self.ended: set[str] = set()
+            self.rows: dict[str, Any] = {}  # finished trials' table rows, built once
+            self.written, self.write_cost = 0.0, 0.0
 
         def __getstate__(self) -> dict[str, Any]:
             # Ray pickles the run config; the console behind ``log`` holds locks.
-            return {"start": self.start, "started": set(), "ended": set()}
+            return {"start": self.start, "started": set(), "ended": set(), "rows": {},
+                    "written": 0.0, "write_cost": 0.0}
 
         def __setstate__(self, state: dict[str, Any]) -> None:
             self.__dict__.update(state, log=print)
@@ -302,7 +308,15 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             # Ctrl-C: Ray marks the trials it stops TERMINATED, but they resume later.
             cut = {t.trial_id for t in trials if t.trial_id in self.started - self.ended
                    and str(t.status) == "TERMINATED"} if final else set()
-            frame = write_tables(exp_dir, trials, space.base, metric, running=cut)
+            # Rewrite the tables at a trial end unless writing would take more than ~5 % of
+            # the driver's time (many short trials); the last write is always complete.
+            now = time.time()
+            if final or now - self.written >= 20 * self.write_cost:
+                frame = write_tables(exp_dir, trials, space.base, metric, running=cut,
+                                     cache=self.rows)
+                self.written, self.write_cost = time.time(), time.time() - now
+            else:
+                frame = trial_tables(trials, space.base, metric, cache=self.rows)[0]
             if cut:
                 self.log(f"interrupted: {len(cut)} unfinished trial(s) continue from their last "
                          "checkpoint with --resume")
