@@ -22,11 +22,12 @@ from vpr_tune.errors import UserError
 
 BARS = {"loader": (0.90, ">="), "cache": (5.0, ">="), "eval": (1.15, "<="),
         "asha": (0.35, "<="), "search": (0.80, ">="), "memory": (0.10, "<="),
-        "trials": (0.5, "<=")}
+        "trials": (0.5, "<="), "scale": (1.1, "<=")}
 # The raw numbers behind each ratio: lists of per-repetition measurements.
 RAW = {"loader": ("real_img_s", "in_memory_img_s"), "cache": ("cache_img_s", "pil_img_s"),
        "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x"),
-       "search": ("trial_busy_s",), "asha": (), "trials": ("driver_rss_mb",)}
+       "search": ("trial_busy_s",), "asha": (), "trials": ("driver_rss_mb",),
+       "scale": ("eval_s", "cache_build_img_s", "builder_peak_mb_above_start")}
 
 
 def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -74,7 +75,7 @@ def test_python_m_vpr_tune_bench_is_the_cli() -> None:
 
 # search and asha start Ray and run real searches: slow suite (their arithmetic is tested
 # with a fake run below)
-@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory",
+@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory", "scale",
                                   pytest.param("search", marks=pytest.mark.slow),
                                   pytest.param("trials", marks=pytest.mark.slow),
                                   pytest.param("asha", marks=pytest.mark.slow)])

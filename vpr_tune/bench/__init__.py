@@ -66,6 +66,12 @@ def _trials(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     return bench_trials(quick, log)
 
 
+def _scale(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.scale import bench_scale
+
+    return bench_scale(quick, log)
+
+
 BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = {
     "loader": _loader,
     "cache": _cache,
@@ -74,6 +80,7 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = 
     "search": _search,
     "memory": _memory,
     "trials": _trials,
+    "scale": _scale,
 }
 
 # What each ratio means, for tables and docs.
@@ -85,6 +92,7 @@ BAR_TEXT = {
     "search": "sum trial busy / (wall x cores) (>= 0.80)",
     "memory": "per-trial USS growth / cache growth (<= 0.10)",
     "trials": "driver s per trial, 100 short trials (<= 0.5; RSS growth <= 0.5 MB/trial)",
+    "scale": "exponent of eval wall vs database size, 1k..27k (<= 1.1)",
 }
 
 

@@ -31,7 +31,7 @@ from vpr_tune.atomic import atomic_path, file_lock
 from vpr_tune.errors import UserError
 from vpr_tune.progress import Progress
 
-CHUNK_BYTES = 32 << 20  # decoded images a cache builder holds at once
+CHUNK_BYTES = 8 << 20  # decoded images a cache builder holds at once
 
 
 def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -84,7 +84,7 @@ def _write(
     progress: Progress | None,
 ) -> None:
     """Decode ``paths`` chunk by chunk and append them to ``fh`` (just after the .npy
-    header): the builder holds one chunk (~32 MB), never the whole array, so its memory does
+    header): the builder holds one chunk (~8 MB), never the whole array, so its memory does
     not grow with the dataset (a memmap being filled would keep every dirty page resident)."""
     def one(i: int) -> np.ndarray:
         try:
