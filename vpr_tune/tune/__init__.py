@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,15 @@ def run_experiment(
                                   size=space.base["data"]["synth_size"], log=log)
     n = search.count_trials(space, int(sconf["num_samples"]))
     res = space.base["resources"]
-    summary = search.prepare_data(space, data_root, build_cache=not dry_run, log=log)
-    log(f"space {space_path}: {len(space.params)} searched parameter(s), {n} trials, "
-        f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
-        f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
-    log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+    def describe(summary: dict[str, int]) -> None:
+        log(f"space {space_path}: {len(space.params)} searched parameter(s), {n} trials, "
+            f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a "
+            f"time, {res['cpu']} CPU / {res['gpu']} GPU per trial")
+        log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
     if dry_run:
+        describe(search.prepare_data(space, data_root, build_cache=False, log=log))
         log(yaml.safe_dump({"base": space.base, "params": {
             p.path: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
                                         if p.when else {})}
@@ -86,17 +90,33 @@ def run_experiment(
         log("dry run: nothing started")
         return None
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {**space.raw, "resolved": {"data_root": str(data_root), "trials": n,
-                                          "experiment": str(exp_dir)}}
-    if not resume:
-        from vpr_tune.atomic import write_text
-
-        write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
-    started_ray = search.init_ray(address)
+    # The data check and image-cache build run in a thread while Ray starts (seconds of
+    # process start-up either way): the search starts sooner.
+    with ThreadPoolExecutor(1) as pool:
+        data_ready = pool.submit(search.prepare_data, space, data_root, True, log)
+        try:
+            started_ray = search.init_ray(address)
+        except BaseException:
+            data_ready.cancel()
+            raise
+        try:
+            describe(data_ready.result())
+        except BaseException:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+            raise
     try:
+        exp_dir.mkdir(parents=True, exist_ok=True)  # only once the data has passed its check
+        resolved = {**space.raw, "resolved": {"data_root": str(data_root), "trials": n,
+                                              "experiment": str(exp_dir)}}
+        if not resume:
+            from vpr_tune.atomic import write_text
+
+            write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
         search.check_cluster_resources(space, int(sconf["max_concurrent"]))
         callback = search.progress_callback(exp_dir, space, n, log)
         log(f"experiment {name}: {exp_dir}")
