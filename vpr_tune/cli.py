@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from vpr_tune import __version__
+from vpr_tune.bench import BENCHMARKS
 from vpr_tune.errors import UserError
 from vpr_tune.metrics import SEARCHABLE
 
@@ -417,7 +418,7 @@ def report(
 @app.command("bench")
 def bench(
     name: Annotated[
-        str, typer.Argument(help="loader | cache | eval | asha | search | memory | all")
+        str, typer.Argument(help=" | ".join([*BENCHMARKS, "all"]))
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,
