@@ -254,11 +254,13 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     tuner = tune.Tuner(
         trainable,
         param_space={},
-        # reuse_actors: a finished trial's worker process runs the next trial (no new
-        # process, imports and cache opening); safe because train_trial builds all its state
-        # (seeded trainer, threads, scratch folder) per call.
+        # reuse_actors: a finished trial's worker process runs the next trial (no process
+        # start, no imports); safe because train_trial builds all its state (seeded trainer,
+        # threads, scratch folder) per call. FIFO only: a trial that ASHA stops is still
+        # training its next epoch, Ray's reset waits 2 s for it and then fails the *new*
+        # trial instead of starting a fresh process.
         tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
-                                    num_samples=n, reuse_actors=True),
+                                    num_samples=n, reuse_actors=search["scheduler"] == "fifo"),
         run_config=tune.RunConfig(
             name=str(exp_dir).rstrip("/").rpartition("/")[2],
             storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
