@@ -208,9 +208,20 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
         else:
             # "local": always a fresh Ray of our own, even if `ray start` left a cluster
             # running on this machine (joining it needs --address or RAY_ADDRESS).
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
-                     include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
+            for attempt in (1, 2):
+                try:
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                             include_dashboard=False, log_to_driver=False,
+                             logging_level="ERROR")
+                    break
+                except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception here
+                    # An overloaded machine: Ray gives its raylet 30 s to register.
+                    if "timed out during startup" not in str(exc):
+                        raise
+                    ray.shutdown()
+                    if attempt == 2:
+                        raise UserError(f"Ray did not start on this machine in time ({exc}); "
+                                        "the machine is overloaded: retry later") from exc
     except ConnectionError as exc:
         raise UserError(f"cannot reach a Ray cluster at {address}: {exc}") from exc
     return True
