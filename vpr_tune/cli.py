@@ -251,6 +251,13 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Validate YAML and data, print the plan, start nothing.")
     ] = False,
+    time_budget: Annotated[
+        str | None, typer.Option(help="Override search.time_budget (e.g. 90m, 6h, 3600s).")
+    ] = None,
+    warm_start: Annotated[
+        str | None, typer.Option(help="Give the finished trials of experiment NAME to the "
+                                 "sampler first.")
+    ] = None,
 ) -> None:
     """Run a hyperparameter search: Ray Tune trials with ASHA early stopping."""
     from vpr_tune.tune import run_experiment
@@ -260,7 +267,8 @@ def run(
 
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
-                   storage=storage, dry_run=dry_run, log=log)
+                   storage=storage, dry_run=dry_run, time_budget=time_budget,
+                   warm_start=warm_start, log=log)
 
 
 @app.command("best")

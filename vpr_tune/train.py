@@ -223,6 +223,16 @@ class LRSchedule:
         elif self.scheduler is not None:
             self.scheduler.step()
 
+    def rebase(self, base: list[float]) -> None:
+        """New base lr per group (a PBT exploit): the current lrs scale with the bases, so
+        the schedule keeps its progress (cosine half-way stays half-way)."""
+        for group, old, new in zip(self.optimizer.param_groups, self.base, base, strict=True):
+            group["lr"] = group["lr"] * new / old if old > 0 else new
+            group["initial_lr"] = new
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = list(base)
+        self.base = list(base)
+
     def state_dict(self) -> dict[str, Any]:
         return {"base": self.base,
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None}
@@ -234,6 +244,20 @@ class LRSchedule:
 
 
 # ------------------------------------------------------------------------------ helpers
+def optimizer_hyperparams(optimizer_cfg: dict[str, Any], loss_cfg: dict[str, Any] | None,
+                          groups: int) -> tuple[list[float], dict[str, Any]]:
+    """(base lr per param group, other group settings) as ``build_optimizer`` sets them."""
+    _, params = resolve_params("optimizer", optimizer_cfg)
+    loss_lr = (loss_cfg or {}).get("lr")
+    base = [float(params["lr"])] + [float(params["lr"] if loss_lr is None else loss_lr)] * (
+        groups - 1)
+    settings = {k: params[k] for k in ("weight_decay", "momentum", "eps", "lambd", "alpha", "t0")
+                if k in params}
+    if "beta1" in params:
+        settings["betas"] = (params["beta1"], params["beta2"])
+    return base, settings
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -486,12 +510,24 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UserError(f"{path}: checkpoint does not match this config ({exc})") from exc
         self.schedule.load_state_dict(state["schedule"])
+        self._apply_optimizer_config()
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.best = state.get("best")
         self.history = list(state.get("history") or [])
         _set_rng_state(state["rng"])
+
+
+    def _apply_optimizer_config(self) -> None:
+        """Set this config's lr, weight decay, momentum... on the restored optimizer: after a
+        PBT exploit the checkpoint holds the source trial's values. The same config -> no-op."""
+        base, settings = optimizer_hyperparams(self.cfg["optimizer"], self.cfg["loss"],
+                                               len(self.optimizer.param_groups))
+        for group in self.optimizer.param_groups:
+            group.update({k: v for k, v in settings.items() if k in group})
+        if [round(b, 15) for b in base] != [round(b, 15) for b in self.schedule.base]:
+            self.schedule.rebase(base)
 
 
 # ------------------------------------------------------------------------- train command

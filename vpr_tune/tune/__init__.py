@@ -21,6 +21,7 @@ def run_experiment(
     space_path: Path, name: str | None = None, data: str | None = None,
     num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
     address: str | None = None, storage: str | None = None, dry_run: bool = False,
+    time_budget: str | None = None, warm_start: str | None = None,
     log: Callable[[str], Any] = print,
 ) -> Path | None:
     """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
@@ -41,6 +42,15 @@ def run_experiment(
         if max_concurrent < 1:
             raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
         sconf["max_concurrent"] = max_concurrent
+    if time_budget is not None:
+        from vpr_tune.config import parse_duration
+
+        try:
+            parse_duration(time_budget)
+        except ValueError as exc:
+            raise UserError(f"--time-budget: {exc}") from None
+        sconf["time_budget"] = time_budget
+    notes = search.check_plan(space)
     storage = storage or space.base.get("storage")
     name = name or space.base.get("name") or (
         f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
@@ -77,6 +87,13 @@ def run_experiment(
         f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
         f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
     log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    for note in notes:
+        log(note)
+    warm = None
+    if warm_start and not resume:
+        warm = search.load_warm_start(space, experiment_dir(warm_start, storage
+                                                            if remote is None else None))
+        log(f"warm start: {len(warm)} finished trial(s) of {warm_start} given to the sampler")
     if dry_run:
         log(yaml.safe_dump({"base": space.base, "params": {
             p.path: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
@@ -103,7 +120,8 @@ def run_experiment(
             log(f"Ray storage: {remote} (trials.csv and metrics.csv: {exp_dir})")
         try:
             search.run_tuner(space, remote or exp_dir, data_root, int(sconf["num_samples"]),
-                             int(sconf["max_concurrent"]), resume, [callback])
+                             int(sconf["max_concurrent"]), resume, [callback],
+                             tables_dir=exp_dir, warm=warm)
         finally:
             _report_best(exp_dir, sconf["metric"], log)
             if is_synthetic(data_root):

@@ -19,7 +19,8 @@ from vpr_tune.config import materialize
 from vpr_tune.errors import UserError
 
 METRICS = ["train/loss", "lr", "val/R@1", "val/R@5", "val/R@10", "val/R@25"]
-STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
+STATUSES = ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED", "RUNNING",
+            "PENDING")
 
 
 def storage_root(storage: str | None = None) -> Path:
@@ -69,8 +70,9 @@ def _error_message(trial: Any) -> str:
 
 
 def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
-                 running: bool = False) -> dict[str, Any]:
-    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``."""
+                 running: bool = False, budget: bool = False) -> dict[str, Any]:
+    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``;
+    ``running``: cut short by an interrupt, ``budget``: and the time budget is spent."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
     candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
     rows = [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
@@ -89,6 +91,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
         pass
     elif diverged:
         status = "DIVERGED"
+    elif budget and (running or status != "TERMINATED" or not rows):
+        status = "STOPPED_BUDGET"  # ended (or never started) when search.time_budget ran out
     elif status == "TERMINATED" and not rows:  # Ctrl-C before it started: Ray says TERMINATED
         status = "PENDING"
     elif running:  # stopped by Ctrl-C, continues from its checkpoint on --resume
@@ -135,10 +139,12 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
-                 metric: str = "val/R@1", running: set[str] | None = None) -> pd.DataFrame:
+                 metric: str = "val/R@1", running: set[str] | None = None,
+                 budget: bool = False) -> pd.DataFrame:
     """Write ``trials.csv`` and ``metrics.csv`` for ``trials`` (ids in ``running`` were cut
-    short by an interrupt); returns the trials frame."""
-    records = [trial_record(t, base, metric, t.trial_id in (running or ())) for t in trials]
+    short by an interrupt, or by the time budget when ``budget``); returns the trials frame."""
+    records = [trial_record(t, base, metric, t.trial_id in (running or ()), budget)
+               for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
     tail = ["best_val/R@1", "last_val/R@1", "best_val/R@5", "last_val/R@5", "epochs",

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: one trial = one :class:`vpr_tune.train.Trainer`.
 
 Reports after every epoch (``val/R@1`` ... ``train/loss``, ``lr``, ``epoch``, ``node_id``)
-with a checkpoint, so ASHA can stop it and a restarted trial resumes from its checkpoint.
+with a checkpoint (PBT/PB2: every perturbation interval), so ASHA can stop it, PBT can
+clone it, and a restarted trial resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
     metric = cfg["search"]["metric"]
     last: dict[str, Any] = {metric: 0.0}
+    max_epochs = int(cfg["budget"]["max_epochs"])
+    # PBT exploits (and resumes) at perturbation epochs: checkpoint there, not every epoch.
+    every = (int(cfg["pbt"]["perturbation_interval"])
+             if cfg["search"]["scheduler"] in ("pbt", "pb2") else 1)
     try:
-        while trainer.epoch < int(cfg["budget"]["max_epochs"]):
+        while trainer.epoch < max_epochs:
             try:
                 row = trainer.run_epoch()
             except DivergedError as exc:
@@ -76,11 +81,14 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
             last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
             if trainer.is_best or not best.exists():
                 trainer.save_model(best)
+            report = {**last, "epoch": int(row["epoch"]), "diverged": 0, **extra}
+            if trainer.epoch % every and trainer.epoch < max_epochs:
+                tune.report(report)
+                continue
             with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
                 trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
                 _link_or_copy(best, Path(tmp) / BEST_FILE)
-                tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
-                            checkpoint=tune.Checkpoint.from_directory(tmp))
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
