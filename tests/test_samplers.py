@@ -93,7 +93,8 @@ def test_points_to_evaluate_come_first_and_partial_ones_are_completed():
     ({"optimizer.lrr": 0.01}, r"optimizer.lrr is not searched .*did you mean 'optimizer.lr'"),
     ({"optimizer.lr": 0.5}, r"optimizer.lr: 0.5 is outside loguniform"),
     ({"optimizer.name": "rmsprop"}, r"optimizer.name: 'rmsprop' is outside choice"),
-    ({"optimizer.name": "adam", "optimizer.momentum": 0.9}, r"optimizer.momentum applies only when optimizer.name in \['sgd'\] "
+    ({"optimizer.name": "adam", "optimizer.momentum": 0.9},
+     r"optimizer.momentum applies only when optimizer.name in \['sgd'\] "
      r"\(got optimizer.name 'adam'\)"),
     ({"optimizer.momentum": 0.9}, "optimizer.momentum applies only when .*give that too"),
     ({"loss.name": "triplet"}, "loss.name is not searched"),
