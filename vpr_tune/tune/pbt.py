@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ray.tune.schedulers import PB2, PopulationBasedTraining
+from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers.pb2 import PB2
 
 from vpr_tune.atomic import write_csv
 from vpr_tune.config import Param, Space

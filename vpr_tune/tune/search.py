@@ -294,8 +294,9 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
         # Ray's PBT takes no searcher: the population is fixed before the search starts.
         points = (expand_points(space, num_samples, int(search["seed"])) if uses_points(space)
                   else draw_points(space, num_samples, int(search["seed"]), first))
-        return BasicVariantGenerator(points_to_evaluate=points,
-                                     max_concurrent=max_concurrent), len(points)
+        alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
+        alg._points = sorted({k for p in points for k in p})  # keys for run_tuner's param_space
+        return alg, len(points)
     if not uses_points(space):
         return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm),
                                   max_concurrent=max_concurrent), num_samples
@@ -459,11 +460,15 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     population = search["scheduler"] in POPULATION_SCHEDULERS
     tuner = tune.Tuner(
         trainable,
-        param_space={},
+        # PBT's points: Ray checks every preset key against param_space; a key a point lacks
+        # (a conditional one) stays None and is dropped by the trial.
+        param_space={k: None for k in getattr(alg, "_points", ())},
         tune_config=tune.TuneConfig(
             search_alg=alg, num_samples=n,
             scheduler=trial_scheduler(space, Path(tables_dir or exp_dir)),
-            time_budget_s=parse_duration(search["time_budget"])),
+            time_budget_s=parse_duration(search["time_budget"]),
+            # PBT restarts a trial at every exploit: in the same worker, not a new process
+            reuse_actors=population),
         run_config=tune.RunConfig(
             name=str(exp_dir).rstrip("/").rpartition("/")[2],
             storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
@@ -471,8 +476,9 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             # Keep the 2 newest folders (each also holds the best model so far). Not by
             # score: that deletes the folder a driver killed between two state saves would
             # resume from; Ray saves its state at least every num_to_keep checkpoints.
-            # PBT: a third folder, so a clone's checkpoint outlives its next save.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3 if population else 2),
+            # PBT: all (one per perturbation interval). A trial that cloned another shares
+            # its checkpoint, and Ray's retention would delete it under the other trial.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if population else 2),
             failure_config=tune.FailureConfig(max_failures=int(search["max_failures"]))),
     )
     return tuner.fit()
@@ -489,7 +495,7 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
     from ray.tune import Callback
 
     from vpr_tune.config import parse_duration
-    from vpr_tune.tune.results import write_tables
+    from vpr_tune.tune.results import append_epoch_row, write_tables
 
     metric, mode = space.base["search"]["metric"], space.base["search"]["mode"]
     budget = parse_duration(space.base["search"]["time_budget"])
@@ -550,6 +556,7 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
+            append_epoch_row(exp_dir, result)
             # long epochs (real data): a line at most every 2 minutes between trial ends
             if time.time() - getattr(self, "last_line", self.start) > 120:
                 self._update(trials)

@@ -38,7 +38,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     import torch
     from ray import tune
 
-    cfg = materialize(base, config)
+    cfg = materialize(base, {k: v for k, v in config.items() if v is not None})
     ctx = ray.get_runtime_context()
     resources = ctx.get_assigned_resources()
     threads = max(1, int(resources.get("CPU", 1)))
