@@ -17,6 +17,7 @@ import pytest
 from vpr_tune.analysis import read_table
 from vpr_tune.config import Param, space_from_dict
 from vpr_tune.errors import UserError
+from vpr_tune.lineage import lineage
 from vpr_tune.tune import trainable
 from vpr_tune.tune.pbt import LOG_FACTORS, check_pbt, explore_value
 
@@ -216,6 +217,21 @@ def test_pbt_search_logs_perturbations_and_trials_train_with_the_new_lr(
         if later.index[-1] != row.Index:
             continue
         assert math.isclose(metrics.loc[(row.trial_id, row.epoch + 1), "lr"], row.new), row
+    # the winner's lineage: every epoch trained with the lr the schedule says, the score
+    # (carried in the fake's checkpoints) never drops along it
+    best = trials.loc[trials["best_val/R@1"].idxmax(), "trial_id"]
+    path = lineage(exp, best)
+    assert list(path["epoch"]) == list(range(1, 9))
+    assert (path["lr"] - path["optimizer.lr"]).abs().max() < 1e-12
+    assert path["val/R@1"].is_monotonic_increasing
+    from vpr_tune.cli import main
+
+    assert main(["best", sched, "--storage", str(exp.parent)]) == 0
+    out = capsys.readouterr().out
+    assert f"Schedule of {best}" in out and "ran_in" in out
+    assert main(["report", sched, "--storage", str(exp.parent)]) == 0
+    assert (exp / "report" / "lr_schedule.png").stat().st_size > 10_000
+    assert "Schedule of the best trial" in (exp / "report" / "report.md").read_text()
 
 
 def test_time_budget_ends_a_search_with_stopped_budget(tmp_path, pbt_fake, street_world_tiny,

@@ -295,11 +295,18 @@ def best(
 
         log_console = err_console if json_out else console  # keep --json stdout pure JSON
         retested = run_retest(exp, top, metric, data, force, log=log_console.print)
+    from vpr_tune.lineage import lineage, read_perturbations
+
+    schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
+    if read_perturbations(exp.path) is not None and len(table):
+        schedule = lineage(exp.path, str(table["trial_id"].iloc[0]))
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
         if retested is not None:
             out["retest"] = _records(retested)
+        if schedule is not None:
+            out["schedule"] = _records(schedule)
         print(json.dumps(out, indent=1))
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
@@ -309,6 +316,10 @@ def best(
     else:  # the retest table holds every column of the best table but epochs
         _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
+    if schedule is not None:
+        _print_wide(_rich_table(schedule, f"Schedule of {table['trial_id'].iloc[0]} (PBT "
+                                "lineage: ran_in = the trial that trained that epoch)",
+                                f"exploits: {exp.path / 'perturbations.csv'}"))
 
 
 def _print_wide(renderable) -> None:
