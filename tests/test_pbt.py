@@ -17,8 +17,8 @@ import pytest
 from vpr_tune.analysis import read_table
 from vpr_tune.config import Param, space_from_dict
 from vpr_tune.errors import UserError
-from vpr_tune.lineage import lineage
 from vpr_tune.tune import trainable
+from vpr_tune.tune.lineage import lineage
 from vpr_tune.tune.pbt import LOG_FACTORS, check_pbt, explore_value
 
 

@@ -33,6 +33,7 @@ from ray.tune.schedulers.pb2 import PB2
 from vpr_tune.atomic import write_csv
 from vpr_tune.config import Param, Space
 from vpr_tune.errors import UserError
+from vpr_tune.tune.results import read_table
 
 COLUMNS = ["trial_id", "epoch", "source_trial_id", "param", "old", "new"]
 # Keys a trial can change between two epochs without rebuilding its model.
@@ -119,7 +120,7 @@ class PerturbationLog:
     def add(self, trial: Any, source: Any, epoch: int, new_config: dict[str, Any],
             keys: list[str]) -> None:
         if self.rows is None:
-            self.rows = (pd.read_csv(self.path).to_dict("records") if self.path.exists()
+            self.rows = (read_table(self.path).to_dict("records") if self.path.exists()
                          else [])
         for key in keys:
             self.rows.append({"trial_id": trial.trial_id, "epoch": epoch,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
 
@@ -239,6 +240,7 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
     import yaml
 
     from vpr_tune.config import space_from_dict
+    from vpr_tune.tune.results import read_table
 
     if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
         raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
@@ -252,8 +254,8 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
         raise UserError(f"--warm-start {earlier.name}: it searched different keys "
                         f"({', '.join(diff)} in only one of the two spaces)")
     metric = space.base["search"]["metric"]
-    trials = pd.read_csv(earlier / "trials.csv")
-    curves = pd.read_csv(earlier / "metrics.csv")
+    trials = read_table(earlier / "trials.csv")
+    curves = read_table(earlier / "metrics.csv")
     last = curves.sort_values("epoch").groupby("trial_id")[metric].last()
     out = []
     for row in trials[trials["status"].isin(["TERMINATED", "STOPPED_EARLY"])].itertuples():
@@ -353,7 +355,7 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
             pass
 
         def save(self, checkpoint_path: str) -> None:
-            with open(checkpoint_path, "wb") as fh:
+            with atomic_path(Path(checkpoint_path)) as tmp, open(tmp, "wb") as fh:
                 pickle.dump({"points": self.points, "next": self.next}, fh)
 
         def restore(self, checkpoint_path: str) -> None:
@@ -585,7 +587,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     """Load the train/val file lists (validates the data); with ``build_cache`` decode the
     images once into the memmap caches the trials then only map (same keys as the loaders)."""
     from vpr_tune.data import cached_images
-    from vpr_tune.data.datasets import find_split, load_eval_split, load_train_split
+    from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
 
     data = space.base["data"]
     skip = bool(data["skip_bad_files"])

@@ -17,13 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from vpr_tune.tune.results import read_table
+
 FILE = "perturbations.csv"
 
 
 def read_perturbations(exp_dir: Path | str) -> pd.DataFrame | None:
     """``perturbations.csv`` of a PBT/PB2 experiment, or None for other searches."""
     path = Path(exp_dir) / FILE
-    return pd.read_csv(path) if path.exists() else None
+    return read_table(path) if path.exists() else None
 
 
 def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
@@ -31,8 +33,8 @@ def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
     trained that epoch), ``lr``, ``val/R@1`` and every mutated parameter's value."""
     exp_dir = Path(exp_dir)
     moves = read_perturbations(exp_dir)
-    trials = pd.read_csv(exp_dir / "trials.csv").set_index("trial_id")
-    curves = pd.read_csv(exp_dir / "metrics.csv").set_index(["trial_id", "epoch"])
+    trials = read_table(exp_dir / "trials.csv").set_index("trial_id")
+    curves = read_table(exp_dir / "metrics.csv").set_index(["trial_id", "epoch"])
     params = sorted(moves["param"].unique()) if moves is not None else []
     end = int(trials.loc[trial_id, "epochs"])
     rows: list[dict[str, Any]] = []
@@ -70,7 +72,7 @@ def plot_lr_schedules(exp_dir: Path | str, best: str | None = None) -> Any:
     import matplotlib.pyplot as plt
 
     exp_dir = Path(exp_dir)
-    curves = pd.read_csv(exp_dir / "metrics.csv").dropna(subset=["lr"])
+    curves = read_table(exp_dir / "metrics.csv").dropna(subset=["lr"])
     moves = read_perturbations(exp_dir)
     fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
     for trial_id, group in curves.groupby("trial_id", sort=False):
