@@ -84,8 +84,10 @@ def run_experiment(
     n = search.count_trials(space, int(sconf["num_samples"]))
     res = space.base["resources"]
     summary = search.prepare_data(space, data_root, build_cache=not dry_run, log=log)
+    algorithm = sconf["algorithm"] + (f" ({sconf['sampler']})" if sconf["algorithm"] == "optuna"
+                                       else "")
     log(f"space {space_path}: {len(space.params)} searched parameter(s), {n} trials, "
-        f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+        f"{algorithm} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
         f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
     log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     for note in notes:
