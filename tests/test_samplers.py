@@ -129,6 +129,12 @@ def test_warm_start_refuses_a_space_with_other_keys(hand_experiment):
         load_warm_start(space, hand_experiment)
 
 
+def test_warm_start_needs_a_sampler(hand_experiment):
+    space = demo_space(scheduler="pbt")
+    with pytest.raises(UserError, match="--warm-start feeds a sampler"):
+        load_warm_start(space, hand_experiment)
+
+
 def test_run_says_how_many_trials_it_warm_starts_with(hand_experiment, tmp_path, capsys,
                                                        monkeypatch, street_world_tiny):
     monkeypatch.setenv("VPR_TUNE_RESULTS", str(hand_experiment.parent))

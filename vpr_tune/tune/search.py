@@ -242,6 +242,10 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
     from vpr_tune.config import space_from_dict
     from vpr_tune.tune.results import read_table
 
+    if uses_points(space) or space.base["search"]["scheduler"] in POPULATION_SCHEDULERS:
+        raise UserError("--warm-start feeds a sampler: use search.algorithm random or optuna "
+                        "with scheduler asha or fifo (grid and pbt/pb2 draw their trials up "
+                        "front)")
     if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
         raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
     raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
