@@ -163,7 +163,11 @@ class SpacePB2(PB2):
         self.keys, self.log = [p.path for p in params], log
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
-        new, ops = super()._get_new_config(trial, trial_to_clone)
+        import warnings
+
+        with warnings.catch_warnings():  # a GP on a handful of points rarely "converges"
+            warnings.simplefilter("ignore")
+            new, ops = super()._get_new_config(trial, trial_to_clone)
         self.log.add(trial, trial_to_clone, _epoch_of(self, trial_to_clone), new, self.keys)
         return new, ops
 
