@@ -222,7 +222,7 @@ def test_pbt_search_logs_perturbations_and_trials_train_with_the_new_lr(
     best = trials.loc[trials["best_val/R@1"].idxmax(), "trial_id"]
     path = lineage(exp, best)
     assert list(path["epoch"]) == list(range(1, 9))
-    assert (path["lr"] - path["optimizer.lr"]).abs().max() < 1e-12
+    assert (path["trained_lr"] - path["optimizer.lr"]).abs().max() < 1e-12
     assert path["val/R@1"].is_monotonic_increasing
     from vpr_tune.cli import main
 

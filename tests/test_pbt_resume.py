@@ -75,4 +75,4 @@ def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
     for trial_id in trials["trial_id"]:
         path = lineage(exp, trial_id)
         assert list(path["epoch"]) == list(range(1, 11))
-        assert path["lr"].notna().all()
+        assert path["trained_lr"].notna().all()

@@ -6,7 +6,7 @@ returns one row per epoch: which trial ran it, the metrics it reported, and the 
 hyperparameters it trained with -- the schedule PBT found.
 
 >>> exp = load_experiment("pbt-demo")
->>> lineage(exp.path, "9aa1f_00001")      # epoch, ran_in, lr, val/R@1, optimizer.lr, ...
+>>> lineage(exp.path, "9aa1f_00001")  # epoch, ran_in, trained_lr, val/R@1, optimizer.lr
 >>> fig = plot_lr_schedules(exp.path)      # lr per epoch, exploits marked
 """
 
@@ -30,7 +30,8 @@ def read_perturbations(exp_dir: Path | str) -> pd.DataFrame | None:
 
 def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
     """One row per epoch of ``trial_id``'s lineage: ``epoch``, ``ran_in`` (the trial that
-    trained that epoch), ``lr``, ``val/R@1`` and every mutated parameter's value."""
+    trained that epoch), ``trained_lr`` (its lr in metrics.csv), ``val/R@1`` and every
+    mutated parameter's value."""
     exp_dir = Path(exp_dir)
     moves = read_perturbations(exp_dir)
     trials = read_table(exp_dir / "trials.csv").set_index("trial_id")
@@ -42,7 +43,7 @@ def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
     out = []
     for epoch, ran_in, config in rows:
         metrics = curves.loc[(ran_in, epoch)] if (ran_in, epoch) in curves.index else {}
-        out.append({"epoch": epoch, "ran_in": ran_in, "lr": metrics.get("lr"),
+        out.append({"epoch": epoch, "ran_in": ran_in, "trained_lr": metrics.get("lr"),
                     "val/R@1": metrics.get("val/R@1"), **config})
     return pd.DataFrame(out)
 
@@ -84,7 +85,7 @@ def plot_lr_schedules(exp_dir: Path | str, best: str | None = None) -> Any:
                    label="exploit: new lr from here")
     if best is not None:
         path = lineage(exp_dir, best)
-        ax.plot(path["epoch"], path["lr"], color="black", lw=2.5, zorder=3,
+        ax.plot(path["epoch"], path["trained_lr"], color="black", lw=2.5, zorder=3,
                 label=f"best: {best} (lineage)")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
