@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from vpr_tune.errors import UserError
+from vpr_tune.errors import SearchFailed, UserError
+from vpr_tune.tune.results import all_failed, failure_summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -280,6 +281,9 @@ def top_table(exp: Experiment, top: int = 5, metric: str = "val/R@1") -> pd.Data
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     frame = ranked(exp, metric)
+    if frame.empty and all_failed(exp.trials):
+        raise SearchFailed(f"experiment {exp.name}: no trial finished: "
+                           f"{failure_summary(exp.trials)}")
     if frame.empty:
         counts = exp.trials["status"].astype(str).value_counts().to_dict()
         raise UserError(

@@ -263,13 +263,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """Load a vpr-tune checkpoint dict; anything else -> UserError."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; expected a .pt file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path} is not a vpr-tune checkpoint (cannot load: "
-                        f"{type(exc).__name__})") from exc
+        raise UserError(f"checkpoint {path} is truncated or corrupt, or not a vpr-tune "
+                        f"checkpoint (cannot load: {type(exc).__name__})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a vpr-tune checkpoint (written by train or run)")
     if state.get("version", 0) > CHECKPOINT_VERSION:
@@ -522,6 +524,8 @@ def load_train_config(path: Path | str) -> dict[str, Any]:
     from vpr_tune import config as config_mod
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config {path} is a directory; expected a YAML file")
     if not path.is_file():
         raise UserError(f"config {path} does not exist")
     if hasattr(config_mod, "load_space"):
@@ -567,6 +571,8 @@ def train_run(
             with metrics_path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= trainer.epoch]
         log(f"resumed from {out_dir / 'last.pt'} after epoch {trainer.epoch}")
+    elif resume:
+        log(f"--resume: nothing to resume in {out_dir} (no last.pt): starting fresh")
     writer = SummaryWriter(log_dir=str(out_dir))
 
     def record(row: dict[str, Any]) -> None:
