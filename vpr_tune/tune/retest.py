@@ -31,8 +31,8 @@ from vpr_tune.analysis import (
     top_table,
 )
 from vpr_tune.atomic import write_csv, write_text
-from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.config import DEFAULTS
+from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
