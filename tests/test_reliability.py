@@ -458,3 +458,72 @@ def test_retest_records_the_data_fingerprint_and_warns_when_it_changed(
     assert "the data changed since the search" in md
     assert any("the data changed since the search" in m for m in logs)
     assert len(calls) == 4  # the cached results of the old data were not reused
+
+
+# ------------------------------------------------------ a full disk in a real (fake) search
+class DiskFullTrainer:
+    """Trains nothing; its checkpoint write fails with ENOSPC from epoch 2 while the file
+    ``disk-full`` exists in ``data.root`` (the disk is freed by deleting it)."""
+
+    def __init__(self, cfg, data_root, device=None, num_threads=None, log=print):
+        self.cfg, self.epoch, self.is_best = cfg, 0, True
+        self.flag = Path(cfg["data"]["root"]) / "disk-full"
+
+    def run_epoch(self):
+        self.epoch += 1
+        r1 = 10.0 * self.epoch
+        return {"epoch": self.epoch, "train/loss": 1.0, "lr": 0.01, "val/R@1": r1,
+                "val/R@5": r1, "val/R@10": r1, "val/R@25": r1}
+
+    def save_checkpoint(self, path):
+        if self.epoch >= 2 and self.flag.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        Path(path).write_text(json.dumps({"epoch": self.epoch}))
+        return Path(path)
+
+    save_model = save_checkpoint
+
+    def load_checkpoint(self, path):
+        self.epoch = json.loads(Path(path).read_text())["epoch"]
+
+
+def test_full_disk_in_trials_then_resume_finishes(tmp_path, monkeypatch, capsys,
+                                                  street_world_tiny):
+    import ray.cloudpickle
+
+    from vpr_tune.analysis import read_table
+    from vpr_tune.tune import trainable
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(trainable, "TRAINER_FACTORY", DiskFullTrainer)
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    (flags / "disk-full").write_text("")
+    space = write(tmp_path, f"""
+        data: {{root: {flags}, image_size: [32, 32], cache: false}}
+        optimizer: {{lr: {{grid: [0.1, 0.2]}}}}
+        budget: {{max_epochs: 3}}
+        search: {{algorithm: grid, num_samples: 1, max_concurrent: 2, scheduler: fifo}}
+    """)
+    args = ["run", str(space), "--data", str(street_world_tiny), "--name", "full",
+            "--storage", str(tmp_path / "res")]
+    try:
+        rc = main(args)
+        captured = capsys.readouterr()
+        assert rc == 1, captured.out + captured.err
+        trials = read_table(tmp_path / "res" / "full" / "trials.csv")
+        assert (trials["status"] == "ERROR").all() and len(trials) == 2
+        assert trials["error"].str.startswith("no space left on device: /").all(), trials["error"]
+        assert "no trial finished: 2 ERROR; most common error" in captured.err
+        assert "no space left on device" in captured.err
+        last = captured.err.strip().splitlines()[-1]  # Ray logs each trial's failure above
+        assert last.startswith("error: experiment full: no trial finished"), last
+
+        (flags / "disk-full").unlink()  # space freed
+        assert main([*args, "--resume"]) == 0
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    trials = read_table(tmp_path / "res" / "full" / "trials.csv")
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == 3).all(), trials
+    metrics = read_table(tmp_path / "res" / "full" / "metrics.csv")
+    assert len(metrics) == 6 and not metrics.duplicated(["trial_id", "epoch"]).any()

@@ -141,7 +141,8 @@ def _error_message(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-        return lines[-1][:500] if lines else ""
+        # our own errors are the whole story: no exception class in front
+        return lines[-1].removeprefix("vpr_tune.errors.UserError: ")[:500] if lines else ""
     return ""
 
 
