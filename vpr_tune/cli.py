@@ -412,20 +412,24 @@ def _print_error(message: str) -> None:
                       soft_wrap=True)
 
 
-def _one_line_warnings() -> None:
+@contextlib.contextmanager
+def _one_line_warnings():
     """Our own warnings (a skipped corrupt image) as one ``warning: ...`` line each, not
     Python's file:line + source-code format; other libraries' warnings are left alone."""
     import warnings
 
-    default = warnings.showwarning
+    default = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
+    def short(message, category, filename, lineno, line=None) -> str:
         if "vpr_tune" in str(filename):
-            err_console.print(f"warning: {message}", highlight=False, soft_wrap=True)
-        else:
-            default(message, category, filename, lineno, file, line)
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
 
-    warnings.showwarning = show
+    warnings.formatwarning = short
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,9 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     command = typer.main.get_command(app)
-    _one_line_warnings()
     try:
-        rc = command.main(args=args, prog_name="vpr-tune", standalone_mode=False)
+        with _one_line_warnings():
+            rc = command.main(args=args, prog_name="vpr-tune", standalone_mode=False)
     except UserError as exc:
         if debug:
             raise
