@@ -242,6 +242,23 @@ def test_train_resume_with_nothing_says_it_starts_fresh(tmp_path, street_world_t
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+def test_train_resume_from_a_truncated_last_pt_names_the_file(tmp_path, street_world_tiny,
+                                                               capsys):
+    cfg = write(tmp_path, """
+        data: {image_size: [32, 32], augment: false, cache: false}
+        budget: {max_epochs: 1, batches_per_epoch: 1, places_per_batch: 4, images_per_place: 2,
+                 eval_batch_size: 32}
+    """, "one.yaml")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"PK\x03\x04")
+    rc = main(["train", str(cfg), "--data", str(street_world_tiny), "--out", str(run),
+               "--resume", "--threads", "1"])
+    assert rc == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"checkpoint {run / 'last.pt'} is truncated or corrupt" in line
+
+
 # ----------------------------------------------------------------- resources, resume
 def test_dry_run_checks_resources_like_a_run(tmp_path, capsys, street_world_tiny):
     space = write(tmp_path, SPACE.replace("gpu: 0", "gpu: 1"))
@@ -318,7 +335,11 @@ def test_running_lock_names_the_pid_and_a_dead_holder_does_not_block(tmp_path, c
     # the file stays with the old pid (a killed driver), but no process holds the lock
     assert (exp / ".running").read_text().strip() == str(os.getpid())
     assert running_pid(exp) is None
+    (exp / ".running").write_text("999999\n")
+    assert running_pid(exp) is None
+    assert (exp / ".running").read_text() == "999999\n"  # only read
     lock_experiment(exp).close()
+    assert (exp / ".running").read_text().strip() == str(os.getpid())
 
 
 # ------------------------------------------------------------------------ failures

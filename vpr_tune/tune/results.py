@@ -87,13 +87,19 @@ def lock_experiment(exp_dir: Path) -> Any:
 
 
 def running_pid(exp_dir: Path) -> str | None:
-    """The pid of the driver running ``exp_dir`` right now, or None."""
-    if not (exp_dir / LOCK_FILE).is_file():
-        return None
+    """The pid of the driver running ``exp_dir`` right now, or None (the file is only read)."""
+    import fcntl
+
     try:
-        lock_experiment(exp_dir).close()
-    except UserError as exc:
-        return str(exc).split("pid ", 1)[1].split(" ", 1)[0]
+        fh = open(exp_dir / LOCK_FILE)  # noqa: SIM115
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "unknown"
+        fcntl.flock(fh, fcntl.LOCK_UN)
     return None
 
 

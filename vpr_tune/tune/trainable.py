@@ -83,8 +83,9 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                 with _disk_full_names_file(Path(tmp) / CHECKPOINT_FILE):
                     trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
                     _link_or_copy(best, Path(tmp) / BEST_FILE)
-                tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
-                            checkpoint=tune.Checkpoint.from_directory(tmp))
+                with _disk_full_names_file(Path(tune.get_context().get_trial_dir())):
+                    tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
+                                checkpoint=tune.Checkpoint.from_directory(tmp))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
