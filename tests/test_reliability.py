@@ -537,8 +537,9 @@ def test_full_disk_in_trials_then_resume_finishes(tmp_path, monkeypatch, capsys,
         assert trials["error"].str.startswith("no space left on device: /").all(), trials["error"]
         assert "no trial finished: 2 ERROR; most common error" in captured.err
         assert "no space left on device" in captured.err
-        last = captured.err.strip().splitlines()[-1]  # Ray logs each trial's failure above
+        last = captured.err.strip().splitlines()[-1]
         assert last.startswith("error: experiment full: no trial finished"), last
+        assert "Traceback" not in captured.err, captured.err  # in each trial's error.txt
 
         (flags / "disk-full").unlink()  # space freed
         assert main([*args, "--resume"]) == 0

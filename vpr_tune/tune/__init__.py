@@ -119,6 +119,7 @@ def run_experiment(
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     started_ray = search.init_ray(address)
+    search.quiet_trial_tracebacks()
     created = not exp_dir.exists()
     lock = None
     try:

@@ -251,6 +251,26 @@ def local_node() -> list[tuple[float, float]]:
     return [(float(os.cpu_count() or 1), float(gpus))]
 
 
+class _NoTrialTraceback:
+    """Logging filter: Ray's "Trial task failed" line without the worker's traceback (the
+    trial's error.txt keeps it; trials.csv has its message)."""
+
+    def filter(self, record: Any) -> bool:
+        if record.exc_info and str(record.msg).startswith("Trial task failed"):
+            record.exc_info = None
+            record.msg = f"{record.msg} (traceback: error.txt in the trial folder)"
+        return True
+
+
+def quiet_trial_tracebacks() -> None:
+    """Install :class:`_NoTrialTraceback` on Ray Tune's controller logger (once)."""
+    import logging
+
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _NoTrialTraceback) for f in log.filters):
+        log.addFilter(_NoTrialTraceback())
+
+
 @contextmanager
 def sigterm_stops_search() -> Iterator[dict[str, bool]]:
     """SIGTERM (pre-emption, ``timeout``, a job scheduler) stops the search as Ctrl-C does:
