@@ -351,7 +351,7 @@ def test_failure_summary_names_the_most_common_error():
 
 
 def test_best_on_an_all_failed_experiment_exits_1(tmp_path, capsys):
-    from tests.conftest import write_hand_experiment
+    from tests.helpers import write_hand_experiment
 
     write_hand_experiment(tmp_path / "res" / "bad", trials=[
         ("t0", "ERROR", "sgd", 0.01, 1e-3, "none", [10.0]),
@@ -383,7 +383,7 @@ def test_corrupt_trial_checkpoint_falls_back_to_the_previous_kept_one(tmp_path, 
 
     class Loader:
         def load_checkpoint(self, path):
-            from vpr_tune.train import read_checkpoint
+            from vpr_tune.checkpoint import read_checkpoint
 
             self.state = read_checkpoint(path)
 
@@ -393,7 +393,7 @@ def test_corrupt_trial_checkpoint_falls_back_to_the_previous_kept_one(tmp_path, 
         folder.mkdir(parents=True)
     import torch
 
-    from vpr_tune.train import CHECKPOINT_FORMAT
+    from vpr_tune.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
     torch.save({"format": CHECKPOINT_FORMAT, "epoch": 1}, old / CHECKPOINT_FILE)
     (new / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 truncated")
@@ -410,8 +410,8 @@ def test_corrupt_trial_checkpoint_falls_back_to_the_previous_kept_one(tmp_path, 
 def test_retest_falls_back_from_a_truncated_best_pt(tmp_path, tiny_checkpoints):
     import shutil
 
-    from vpr_tune.train import load_model_from_checkpoint
-    from vpr_tune.tune.retest import _load_with_fallback
+    from vpr_tune.checkpoint import load_model_from_checkpoint
+    from vpr_tune.retest import _load_with_fallback
 
     _, paths = tiny_checkpoints
     trial = tmp_path / "trial"
@@ -451,7 +451,7 @@ def test_retest_records_the_data_fingerprint_and_warns_when_it_changed(
 
     from vpr_tune.analysis import load_experiment
     from vpr_tune.data.fingerprint import data_fingerprint
-    from vpr_tune.tune.retest import retest
+    from vpr_tune.retest import retest
 
     root = tmp_path / "data"
     shutil.copytree(street_world_tiny, root)
@@ -512,8 +512,8 @@ def test_full_disk_in_trials_then_resume_finishes(tmp_path, monkeypatch, capsys,
                                                   street_world_tiny):
     import ray.cloudpickle
 
-    from vpr_tune.analysis import read_table
     from vpr_tune.tune import trainable
+    from vpr_tune.tune.results import read_table
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setattr(trainable, "TRAINER_FACTORY", DiskFullTrainer)

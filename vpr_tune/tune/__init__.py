@@ -1,7 +1,8 @@
 """``vpr-tune run``: a YAML search space -> a Ray Tune experiment in ``results/<name>/``.
 
 Modules: ``search`` (sampling, Optuna, Tuner, resume), ``trainable`` (one trial),
-``results`` (experiment folders, trials.csv / metrics.csv), ``retest`` (best --retest).
+``results`` (experiment folders, trials.csv / metrics.csv). Reading an experiment back
+(``vpr_tune.analysis``, ``vpr_tune.retest``) sits above this package and is never imported here.
 Imports of Ray/torch happen inside functions so ``import vpr_tune.tune`` stays cheap.
 """
 
@@ -27,7 +28,7 @@ def run_experiment(
     import yaml
 
     from vpr_tune.config import load_space
-    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.data.splits import is_synthetic, resolve_data_root
     from vpr_tune.tune import search
     from vpr_tune.tune.results import (
         check_name,
@@ -152,7 +153,7 @@ def run_experiment(
                                  int(sconf["num_samples"]), int(sconf["max_concurrent"]),
                                  resume, [callback])
         finally:
-            finished = _report_best(exp_dir, sconf["metric"], log)
+            finished = _report_best(exp_dir, sconf["metric"], sconf["mode"], log)
             if is_synthetic(data_root):
                 log(f"note: {SYNTHETIC_NOTE}")
             log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
@@ -206,12 +207,12 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"]
 
 
-def _report_best(exp_dir: Path, metric: str, log: Callable[[str], Any]) -> str | None:
+def _report_best(exp_dir: Path, metric: str, mode: str, log: Callable[[str], Any]) -> str | None:
     """Print the best trial; returns the failure summary when every trial failed."""
     import pandas as pd
 
-    from vpr_tune.analysis import read_table
-    from vpr_tune.tune.results import all_failed, failure_summary
+    from vpr_tune.metrics import best_index, summary_column
+    from vpr_tune.tune.results import all_failed, failure_summary, read_table
 
     path = exp_dir / "trials.csv"
     if not path.exists():
@@ -220,13 +221,14 @@ def _report_best(exp_dir: Path, metric: str, log: Callable[[str], Any]) -> str |
     if all_failed(frame):
         return failure_summary(frame)
     ok = frame[~frame["status"].isin(["ERROR", "DIVERGED"])]
-    col = f"best_{metric}"
-    if ok.empty or col not in ok or ok[col].isna().all():
+    col = summary_column(metric)
+    best = best_index(ok[col], mode) if col in ok else None
+    if best is None:
         log("no trial finished an epoch")
         return None
-    row = ok.loc[ok[col].idxmax()]
+    row = ok.iloc[best]
     params = {c: row[c] for c in frame.columns if "." in c and pd.notna(row[c])}
-    log(f"best trial {row['trial_id']}: {metric} {row[col]:.2f} after {row['epochs']} "
+    log(f"best trial {row['trial_id']}: {metric} {row[col]:.4g} after {row['epochs']} "
         f"epochs; " + ", ".join(f"{k}={v}" for k, v in params.items()))
     log(f"checkpoint: {row['checkpoint']}")
     return None

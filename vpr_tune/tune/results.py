@@ -7,6 +7,7 @@ columns are listed in docs/CONTRACTS.md. Tables are written atomically (tmp + re
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -15,12 +16,22 @@ from typing import Any
 
 import pandas as pd
 
-from vpr_tune.atomic import write_csv
+from vpr_tune import metrics
+from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
 from vpr_tune.config import materialize
 from vpr_tune.errors import UserError
 
-METRICS = ["train/loss", "lr", "val/R@1", "val/R@5", "val/R@10", "val/R@25"]
 STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """One of an experiment's CSV tables (``trials.csv``, ``metrics.csv``, ``retest.csv``)
+    with ``trial_id`` kept as text: Ray's ids are hex, and pandas would read ``00123456`` as
+    an int (losing the zeros) and ``12e45678`` as a float.
+
+    >>> trials = read_table("results/demo/trials.csv")   # doctest: +SKIP
+    """
+    return pd.read_csv(path, dtype={"trial_id": str})
 
 
 def storage_root(storage: str | None = None) -> Path:
@@ -62,45 +73,23 @@ def check_name(name: str, where: str = "experiment name") -> str:
 LOCK_FILE = ".running"  # holds the driver's pid while a search runs
 
 
-def lock_experiment(exp_dir: Path) -> Any:
-    """Mark ``exp_dir`` as running (an open file holding an ``fcntl`` lock and our pid) or
-    raise UserError naming the pid of the driver that runs it. The kernel drops the lock
-    when the driver exits, even by SIGKILL, so a stale file never blocks ``--resume``.
-    Keep the returned object alive as long as the search runs."""
-    import fcntl
-
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(exp_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole run
+def lock_experiment(exp_dir: Path) -> contextlib.ExitStack:
+    """Mark ``exp_dir`` as running (:func:`vpr_tune.atomic.file_lock` on ``.running``, which
+    holds our pid) or raise UserError naming the pid of the driver that runs it. The kernel
+    drops the lock when the driver exits, even by SIGKILL, so a stale file never blocks
+    ``--resume``. ``close()`` the returned stack when the search ends."""
+    stack = contextlib.ExitStack()
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        pid = fh.read().strip() or "unknown"
-        fh.close()
-        raise UserError(f"experiment {exp_dir.name!r} is already running, pid {pid} "
+        stack.enter_context(file_lock(exp_dir / LOCK_FILE, wait=False))
+    except LockHeld as held:
+        raise UserError(f"experiment {exp_dir.name!r} is already running, pid {held.holder} "
                         f"({exp_dir}); wait for it or pick another --name") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
+    return stack
 
 
 def running_pid(exp_dir: Path) -> str | None:
     """The pid of the driver running ``exp_dir`` right now, or None (the file is only read)."""
-    import fcntl
-
-    try:
-        fh = open(exp_dir / LOCK_FILE)  # noqa: SIM115
-    except OSError:
-        return None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return fh.read().strip() or "unknown"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
+    return lock_holder(exp_dir / LOCK_FILE)
 
 
 def failure_summary(trials: pd.DataFrame) -> str:
@@ -152,7 +141,7 @@ def _error_message(trial: Any) -> str:
     return ""
 
 
-def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
+def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT_METRIC,
                  running: bool = False) -> dict[str, Any]:
     """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
@@ -188,23 +177,26 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
                               **dict(sorted(trial.config.items()))}
-    for m in ("val/R@1", "val/R@5"):
-        vals = [r[m] for r in good if m in r]
-        record[f"best_{m}"] = max(vals) if vals else None
-        record[f"last_{m}"] = vals[-1] if vals else None
+    for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
+        vals = [r[m] for r in good if r.get(m) is not None]
+        record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
+        record[metrics.summary_column(m, "last")] = vals[-1] if vals else None
     record["epochs"] = reached
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
     record["error"] = error
-    record["checkpoint"] = _best_checkpoint(Path(trial.path or ""), good, metric)
+    mode = metrics.mode_of({**cfg["search"], "metric": metric})
+    record["checkpoint"] = _best_checkpoint(Path(trial.path or ""), good, metric, mode)
     record["_rows"] = [{"trial_id": trial.trial_id, "epoch": int(r["epoch"]),
-                        **{m: r.get(m) for m in METRICS}} for r in good]
+                        **{m: r.get(m) for m in metrics.REPORTED}} for r in good]
     return record
 
 
-def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -> str:
+def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str,
+                     mode: str = "max") -> str:
     """The best model of the trial: ``best.pt`` in its newest checkpoint folder (each folder
-    carries the best model so far); else the kept ``checkpoint.pt`` with the best ``metric``."""
+    carries the best model so far); else the kept ``checkpoint.pt`` with the best ``metric``
+    under ``mode``."""
     from vpr_tune.tune.trainable import BEST_FILE, CHECKPOINT_FILE
 
     kept = [r for r in rows if r.get("checkpoint_dir_name")
@@ -214,24 +206,24 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -
     newest = trial_dir / kept[-1]["checkpoint_dir_name"] / BEST_FILE
     if newest.exists():
         return str(newest.resolve())
-    best = max(kept, key=lambda r: r.get(metric, float("-inf")))  # first of equal: earliest
+    best = kept[metrics.best_index([r.get(metric) for r in kept], mode) or 0]  # first of equal
     return str((trial_dir / best["checkpoint_dir_name"] / CHECKPOINT_FILE).resolve())
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
-                 metric: str = "val/R@1", running: set[str] | None = None) -> pd.DataFrame:
+                 metric: str = metrics.DEFAULT_METRIC,
+                 running: set[str] | None = None) -> pd.DataFrame:
     """Write ``trials.csv`` and ``metrics.csv`` for ``trials`` (ids in ``running`` were cut
     short by an interrupt); returns the trials frame."""
     records = [trial_record(t, base, metric, t.trial_id in (running or ())) for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
-    tail = ["best_val/R@1", "last_val/R@1", "best_val/R@5", "last_val/R@5", "epochs",
-            "time_s", "node_id", "error", "checkpoint"]
+    tail = [*metrics.summary_columns(), "epochs", "time_s", "node_id", "error", "checkpoint"]
     frame = pd.DataFrame(records, columns=None if records else fixed + tail)
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
     write_table(frame, Path(exp_dir) / "trials.csv")
-    write_table(pd.DataFrame(curves, columns=["trial_id", "epoch", *METRICS]),
+    write_table(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
                 Path(exp_dir) / "metrics.csv")
     return frame
 
