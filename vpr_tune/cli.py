@@ -19,8 +19,9 @@ from vpr_tune import __version__
 from vpr_tune.errors import UserError
 from vpr_tune.metrics import SEARCHABLE
 
-console = Console()
-err_console = Console(stderr=True)
+# markup=False: messages, paths and names are printed literally ("[low, high]", "x[/bold]")
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 app = typer.Typer(
     help="Hyperparameter search for visual place recognition (VPR) on Ray Tune.",
@@ -60,7 +61,8 @@ def data_synth(
     ] = False,
     workers: Annotated[
         int | None,
-        typer.Option(help="Processes (default: all cores for full, 1 otherwise); same bytes."),
+        typer.Option(min=1,
+                     help="Processes (default: all cores for full, 1 otherwise); same bytes."),
     ] = None,
 ) -> None:
     """Write the street-world synthetic dataset in the real GSV-XS/SF-XS/Tokyo-XS format."""
@@ -120,7 +122,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start over in an existing run folder.")] = False,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
+        int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).")
     ] = None,
 ) -> None:
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
@@ -180,7 +182,7 @@ def evaluate(
     data: Annotated[str, typer.Option(help="An eval split folder or a data root.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     save_preds: Annotated[
-        int, typer.Option(help="Write predictions.csv with the top N and pictures.")
+        int, typer.Option(min=0, help="Write predictions.csv with the top N and pictures.")
     ] = 0,
     only_wrong: Annotated[bool, typer.Option(help="Pictures only for wrong queries.")] = False,
     split: Annotated[
@@ -190,7 +192,8 @@ def evaluate(
         Path | None,
         typer.Option(help="Where predictions.csv goes (default: next to the checkpoint)."),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per forward pass.")] = None,
 ) -> None:
     """Recall@1/5/10/25 of a checkpoint on an eval split (25 m rule)."""
     import json
@@ -247,9 +250,10 @@ def run(
         str | None, typer.Option(help="Experiment name (default: <file>-<time>).")
     ] = None,
     data: Annotated[str | None, typer.Option(help="Data root (default: street-world).")] = None,
-    num_samples: Annotated[int | None, typer.Option(help="Override search.num_samples.")] = None,
+    num_samples: Annotated[
+        int | None, typer.Option(min=1, help="Override search.num_samples.")] = None,
     max_concurrent: Annotated[
-        int | None, typer.Option(help="Override search.max_concurrent.")
+        int | None, typer.Option(min=1, help="Override search.max_concurrent.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the experiment NAME.")] = False,
     address: Annotated[
@@ -274,7 +278,7 @@ def run(
 @app.command("best")
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
-    top: Annotated[int, typer.Option(help="How many trials to show.")] = 5,
+    top: Annotated[int, typer.Option(min=1, help="How many trials to show.")] = 5,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
     retest: Annotated[bool, typer.Option(help="Evaluate on SF-XS test and Tokyo-XS.")] = False,
     data: Annotated[str | None, typer.Option(help="Data root for --retest.")] = None,
@@ -358,7 +362,7 @@ def _rich_table(frame, title: str, caption: str):
 def report(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
-    top: Annotated[int, typer.Option(help="Trials in the top table.")] = 5,
+    top: Annotated[int, typer.Option(min=1, help="Trials in the top table.")] = 5,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
@@ -409,24 +413,51 @@ def _click_usage_errors() -> tuple[type[Exception], ...]:
 _CLICK_ERRORS = _click_usage_errors()
 
 
+def _print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr, the message printed literally (never read as markup)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
+                      soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Our own warnings (a skipped corrupt image) as one ``warning: ...`` line each, not
+    Python's file:line + source-code format; other libraries' warnings are left alone."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def short(message, category, filename, lineno, line=None) -> str:
+        if "vpr_tune" in str(filename):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = short
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: user errors -> one line and exit 2 (``--debug`` for traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     command = typer.main.get_command(app)
     try:
-        rc = command.main(args=args, prog_name="vpr-tune", standalone_mode=False)
+        with _one_line_warnings():
+            rc = command.main(args=args, prog_name="vpr-tune", standalone_mode=False)
     except UserError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        _print_error(str(exc))
+        return exc.exit_code
     except _CLICK_ERRORS as exc:  # bad command line: unknown command/option, bad value
         if debug:
             raise
-        err_console.print(
-            f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True
-        )
+        _print_error(exc.format_message())
         return 2
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
