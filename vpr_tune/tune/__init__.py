@@ -17,19 +17,10 @@ from vpr_tune import SYNTHETIC_NOTE
 from vpr_tune.errors import UserError
 
 
-def run_experiment(
-    space_path: Path, name: str | None = None, data: str | None = None,
-    num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
-    address: str | None = None, storage: str | None = None, dry_run: bool = False,
-    log: Callable[[str], Any] = print,
-) -> Path | None:
-    """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
-    import yaml
-
+def load_run_space(space_path: Path, num_samples: int | None = None,
+                   max_concurrent: int | None = None) -> Any:
+    """The validated space with ``--num-samples`` / ``--max-concurrent`` applied."""
     from vpr_tune.config import load_space
-    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
-    from vpr_tune.tune import search
-    from vpr_tune.tune.results import experiment_dir, storage_root
 
     space = load_space(space_path)
     sconf = space.base["search"]
@@ -41,6 +32,24 @@ def run_experiment(
         if max_concurrent < 1:
             raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
         sconf["max_concurrent"] = max_concurrent
+    return space
+
+
+def run_experiment(
+    space_path: Path, name: str | None = None, data: str | None = None,
+    num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
+    address: str | None = None, storage: str | None = None, dry_run: bool = False,
+    log: Callable[[str], Any] = print,
+) -> Path | None:
+    """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
+    import yaml
+
+    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.tune import search
+    from vpr_tune.tune.results import experiment_dir, storage_root
+
+    space = load_run_space(space_path, num_samples, max_concurrent)
+    sconf = space.base["search"]
     storage = storage or space.base.get("storage")
     name = name or space.base.get("name") or (
         f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
@@ -71,11 +80,8 @@ def run_experiment(
     data_root = resolve_data_root(data or space.base["data"]["root"],
                                   size=space.base["data"]["synth_size"], log=log)
     n = search.count_trials(space, int(sconf["num_samples"]))
-    res = space.base["resources"]
     summary = search.prepare_data(space, data_root, build_cache=not dry_run, log=log)
-    log(f"space {space_path}: {len(space.params)} searched parameter(s), {n} trials, "
-        f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
-        f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+    log(f"space {space_path}: {search.plan_line(space, n)}")
     log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     if dry_run:
         log(yaml.safe_dump({"base": space.base, "params": {

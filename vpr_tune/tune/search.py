@@ -110,6 +110,14 @@ def count_trials(space: Space, num_samples: int) -> int:
     return len(expand_points(space, num_samples, 0))
 
 
+def plan_line(space: Space, trials: int) -> str:
+    """The plan in one line (``run``, ``--dry-run``, ``--estimate`` and ``doctor`` print it)."""
+    sconf, res = space.base["search"], space.base["resources"]
+    return (f"{len(space.params)} searched parameter(s), {trials} trials, "
+            f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+            f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+
+
 # ----------------------------------------------------------------------------- the tuner
 def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tuple[Any, int]:
     """(Ray search algorithm, number of trials)."""

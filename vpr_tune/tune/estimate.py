@@ -1,0 +1,301 @@
+"""What a search will cost before it runs: ``vpr-tune run SPACE --estimate``.
+
+Two halves:
+
+- arithmetic (pure, no torch): how many trial-epochs a search runs under FIFO or ASHA
+  (:func:`trial_epochs`), and the projection of wall time and GPU hours from per-epoch
+  timings (:func:`project`);
+- timing (:func:`estimate`): build the space's smallest and largest configurations, time a
+  few training batches, one val pass and one checkpoint with the real ``Trainer`` on this
+  machine, time a local Ray start and a worker's imports, and project the whole search.
+
+>>> trial_epochs(12, 4, "asha", grace_period=1, reduction_factor=3)["trial_epochs"]
+25.7...
+>>> project(trial_epochs=25.7, trials=12, epoch_s=7.0, trial_start_s=4.0, ray_start_s=5.0,
+...         concurrency=2, gpus_per_trial=0, max_epochs=4)["wall_s"]
+119.9...
+
+Nothing is written under ``results/``: the timing trainer writes its checkpoint to a temp dir.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+# Ray Tune's own work per trial besides what is timed (actor start, trial folder, checkpoint
+# hand-over each epoch, result processing): seconds, from the demo on our 2-core machine.
+TUNE_TRIAL_S = 2.0
+
+
+# ---------------------------------------------------------------------------- arithmetic
+def asha_rungs(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
+    """ASHA's milestones (epochs), ascending: ``grace * rf**k`` as Ray's async bracket makes
+    them (same formula, so the same float rounding)."""
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor ** k for k in range(max(count, 0))]
+
+
+def pass_probability(i: int, reduction_factor: float) -> float:
+    """Chance that the ``i``-th trial to reach a rung (0-based) continues past it.
+
+    Ray's async ASHA compares a trial with the ``1 - 1/rf`` percentile of the values already
+    recorded at that rung: the first trial always passes, the second passes half the time,
+    and the chance falls towards ``1/rf`` (exact for independent, identically distributed
+    results: the interpolated percentile of ``i`` uniform draws)."""
+    if i <= 0:
+        return 1.0
+    q = 1.0 - 1.0 / reduction_factor
+    return (i - (i - 1) * q) / (i + 1)
+
+
+def expected_survivors(arrivals: float, reduction_factor: float) -> float:
+    """Expected trials that pass a rung which ``arrivals`` trials (may be fractional) reach."""
+    whole = int(math.floor(arrivals))
+    total = sum(pass_probability(i, reduction_factor) for i in range(whole))
+    return total + (arrivals - whole) * pass_probability(whole, reduction_factor)
+
+
+def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: float = 1,
+                 reduction_factor: float = 3) -> dict[str, Any]:
+    """Trial-epochs the search trains: ``trials * max_epochs`` under FIFO; under ASHA every
+    trial trains to the first rung and the expected survivors of each rung to the next one
+    (the last rung's survivors to ``max_epochs``).
+
+    Returns ``{"fifo": ..., "trial_epochs": ..., "rungs": [{"epoch", "reach"}, ...]}``;
+    ``reach`` is the expected number of trials that train up to that epoch."""
+    fifo = float(trials * max_epochs)
+    if scheduler != "asha":
+        return {"fifo": fifo, "trial_epochs": fifo, "rungs": []}
+    rungs = [r for r in asha_rungs(grace_period, reduction_factor, max_epochs) if r < max_epochs]
+    total, done, reach, out = 0.0, 0.0, float(trials), []
+    for milestone in rungs:
+        epochs = math.ceil(milestone)  # a trial reports whole epochs: stops at the first >= rung
+        total += reach * (epochs - done)
+        out.append({"epoch": epochs, "reach": reach})
+        done = epochs
+        reach = expected_survivors(reach, reduction_factor)
+    total += reach * (max_epochs - done)
+    out.append({"epoch": max_epochs, "reach": reach})
+    return {"fifo": fifo, "trial_epochs": total, "rungs": out}
+
+
+def project(trial_epochs: float, trials: int, epoch_s: float, trial_start_s: float,
+            ray_start_s: float, concurrency: int, gpus_per_trial: float,
+            max_epochs: int) -> dict[str, float]:
+    """Wall time and GPU hours of a search from its per-epoch and start-up costs.
+
+    Trials run ``concurrency`` at a time; the search takes at least one full-length trial.
+    GPU hours are what the trials book: their time times ``gpus_per_trial``."""
+    trial_s = trial_epochs * epoch_s + trials * trial_start_s
+    longest = trial_start_s + max_epochs * epoch_s
+    wall = ray_start_s + max(trial_s / max(1, concurrency), longest)
+    return {"trial_s": trial_s, "wall_s": wall, "gpu_hours": trial_s * gpus_per_trial / 3600}
+
+
+# ------------------------------------------------------------------ smallest / largest
+# How a value of a cost-relevant key ranks (bigger = slower); keys not listed do not change
+# the time of an epoch much (optimizer, lr, loss margins) and keep their sampled value.
+_AGGREGATOR_COST = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")
+_COST: dict[str, Any] = {
+    "data.image_size": lambda v: int(v[0]) * int(v[1]),
+    "model.backbone": lambda v: ("resnet18", "resnet50").index(v),
+    "model.cut": lambda v: ("layer3", "layer4").index(v),
+    "model.freeze_stages": lambda v: -int(v),  # fewer frozen stages: more backward work
+    "model.aggregator.name": _AGGREGATOR_COST.index,
+    "budget.places_per_batch": float,
+    "budget.images_per_place": float,
+    "budget.batches_per_epoch": float,
+}
+
+
+def _cost_key(path: str) -> Any:
+    if path in _COST:
+        return _COST[path]
+    if path.startswith("model.aggregator."):  # dim, clusters, out_channels, ...
+        return lambda v: float(v) if isinstance(v, (int, float)) else 0.0
+    return None
+
+
+def extreme_config(space: Any, largest: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, chosen cost values)`` of the space's smallest or largest trial: every
+    cost-relevant parameter at its cheapest or dearest value, the others as sampled."""
+    from vpr_tune.config import materialize
+    from vpr_tune.tune.search import sample_param
+
+    rng = np.random.default_rng(int(space.base["search"]["seed"]))
+    gating = {s for p in space.params.values() for s in p.when}
+    params = sorted(space.params.values(), key=lambda p: 0 if p.path in gating else 1)
+    chosen: dict[str, Any] = {}
+    extremes: dict[str, Any] = {}
+    for p in params:
+        if not p.applies(chosen):
+            continue
+        key = _cost_key(p.path)
+        if key is None or p.kind == "value":
+            chosen[p.path] = sample_param(p, rng) if p.kind != "grid" else p.args[0]
+            continue
+        if p.kind in ("choice", "grid"):
+            value = (max if largest else min)(p.args, key=key)
+        else:  # numeric range: its ends (int stays int)
+            value = p.args[1] if largest else p.args[0]
+        chosen[p.path] = extremes[p.path] = value
+    return materialize(space.base, chosen), extremes
+
+
+# ----------------------------------------------------------------------------- timing
+def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
+                batches: int = 4) -> dict[str, float]:
+    """Seconds of one trial's parts for ``cfg`` with the real ``Trainer`` on ``device``:
+    ``build_s`` (data lists, model, optimizer), ``first_batch_s`` and steady ``batch_s`` of
+    training, ``val_s`` (one val pass) and ``checkpoint_s`` (checkpoint + best model)."""
+    import copy
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from vpr_tune.train import Trainer
+
+    cfg = copy.deepcopy(cfg)
+    cfg["budget"]["batches_per_epoch"] = max(2, int(batches))
+    start = time.perf_counter()
+    trainer = Trainer(cfg, Path(data_root), device=device, num_threads=threads,
+                      log=lambda *_a, **_k: None)
+    build = time.perf_counter() - start
+    stamps: list[float] = []
+    start = time.perf_counter()
+    trainer.train_epoch(on_batch=lambda _b, _loss: stamps.append(time.perf_counter()))
+    trainer.epoch += 1
+    first = stamps[0] - start
+    steady = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    start = time.perf_counter()
+    trainer.validate()
+    val = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="vpr-estimate-") as tmp:
+        start = time.perf_counter()
+        trainer.save_checkpoint(Path(tmp) / "checkpoint.pt")
+        trainer.save_model(Path(tmp) / "best.pt")
+        ckpt = time.perf_counter() - start
+    return {"build_s": build, "first_batch_s": first, "batch_s": steady, "val_s": val,
+            "checkpoint_s": ckpt}
+
+
+def worker_import_s() -> float:
+    """Seconds a fresh Python process takes to import what a trial worker imports."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import ray.tune, vpr_tune.train, vpr_tune.evaluate"],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def estimate_search(space: Any, data_root: Any, address: str | None = None,
+                    batches: int = 4, log: Any = print) -> dict[str, Any]:
+    """Time the space's smallest and largest trials here and project the whole search.
+
+    Returns one JSON-ready dict: ``wall_s``, ``trial_epochs``, ``gpu_hours`` and the parts
+    they come from (timings per config, overheads, concurrency, ASHA rungs)."""
+    import os
+    import time
+
+    import torch
+
+    from vpr_tune.tune.search import _possible, count_trials, init_ray, prepare_data
+
+    sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
+    trials = count_trials(space, int(sconf["num_samples"]))
+    max_epochs = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    epochs = trial_epochs(trials, max_epochs, sconf["scheduler"], float(asha["grace_period"]),
+                          float(asha["reduction_factor"]))
+
+    start = time.perf_counter()
+    prepare_data(space, data_root, build_cache=True, log=log)  # what `run` does first
+    data_s = time.perf_counter() - start
+    log("timing a local Ray start ...")
+    start = time.perf_counter()
+    started = init_ray(address)
+    import ray
+
+    cluster = ray.cluster_resources()
+    if started:
+        ray.shutdown()
+    ray_s = time.perf_counter() - start
+    gpu, cpu = float(res["gpu"]), float(res["cpu"])
+    fits = [int(sconf["max_concurrent"]), trials, int(cluster.get("CPU", 1) // max(cpu, 1e-9))]
+    if gpu > 0:
+        fits.append(int(cluster.get("GPU", 0) // gpu))
+    concurrency = max(1, min(fits))
+    device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
+    threads = max(1, int(cpu))
+    imports = worker_import_s()
+
+    configs = {}
+    for label, largest in (("smallest", False), ("largest", True)):
+        cfg, chosen = extreme_config(space, largest)
+        if any(cfg == c for c, _ in configs.values()):  # nothing cost-relevant varies
+            configs["every trial"] = configs.pop("smallest")
+            continue
+        configs[label] = (cfg, chosen)
+    timed = []
+    saved_threads = torch.get_num_threads()
+    try:
+        for label, (cfg, chosen) in configs.items():
+            log(f"timing the {label} configuration on {device} ({threads} thread(s)): "
+                f"{batches} training batches, one val pass, one checkpoint ...")
+            t = time_config(cfg, data_root, device, threads, batches)
+            bpe = int(cfg["budget"]["batches_per_epoch"])
+            t.update(label=label, chosen=chosen, batches_per_epoch=bpe,
+                     epoch_s=bpe * t["batch_s"] + t["val_s"] + t["checkpoint_s"],
+                     start_s=imports + t["build_s"] + max(0.0, t["first_batch_s"] - t["batch_s"]))
+            timed.append(t)
+    finally:
+        torch.set_num_threads(saved_threads)
+    epoch_s = sum(t["epoch_s"] for t in timed) / len(timed)
+    start_s = sum(t["start_s"] for t in timed) / len(timed)
+    out = project(epochs["trial_epochs"], trials, epoch_s, start_s + TUNE_TRIAL_S,
+                  ray_s + data_s + imports, concurrency, gpu, max_epochs)
+    return {"wall_s": out["wall_s"], "trial_epochs": epochs["trial_epochs"],
+            "gpu_hours": out["gpu_hours"], "fifo_trial_epochs": epochs["fifo"],
+            "trials": trials, "max_epochs": max_epochs, "scheduler": sconf["scheduler"],
+            "rungs": epochs["rungs"], "concurrency": concurrency, "device": device,
+            "threads": threads, "gpus_per_trial": gpu, "epoch_s": epoch_s,
+            "trial_start_s": start_s + TUNE_TRIAL_S, "trial_s": out["trial_s"],
+            "ray_start_s": ray_s, "data_s": data_s, "worker_import_s": imports,
+            "cpu_cores": os.cpu_count(), "configs": timed}
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def format_estimate(e: dict[str, Any]) -> list[str]:
+    """The human-readable lines ``run --estimate`` prints."""
+    lines = []
+    for t in e["configs"]:
+        chosen = ", ".join(f"{k}={v}" for k, v in t["chosen"].items()) or "as in the space"
+        lines.append(f"{t['label']}: {chosen}")
+        lines.append(f"  {t['batches_per_epoch']} batches x {t['batch_s']:.2f}s + val "
+                     f"{t['val_s']:.1f}s + checkpoint {t['checkpoint_s']:.1f}s = "
+                     f"{t['epoch_s']:.1f}s per epoch; start-up {t['start_s']:.1f}s")
+    sched = e["scheduler"]
+    if e["rungs"]:
+        reach = ", ".join(f"{r['reach']:.1f} reach epoch {r['epoch']}" for r in e["rungs"])
+        sched = f"ASHA ({reach})"
+    lines += [
+        f"trial-epochs: {e['fifo_trial_epochs']:.0f} under FIFO ({e['trials']} trials x "
+        f"{e['max_epochs']} epochs); expected {e['trial_epochs']:.1f} with {sched}",
+        f"overheads: Ray start {e['ray_start_s']:.1f}s, data {e['data_s']:.1f}s, per trial "
+        f"{e['trial_start_s']:.1f}s (worker imports {e['worker_import_s']:.1f}s)",
+        f"projected wall time: {_hms(e['wall_s'])} ({e['wall_s']:.0f}s) at {e['concurrency']} "
+        f"trial(s) at a time on {e['device']}; trials {e['trial_s'] / 3600:.2f} h in all",
+        f"GPU hours: {e['gpu_hours']:.2f} ({e['gpus_per_trial']:g} GPU per trial"
+        + (", timed on the CPU: a GPU is faster)" if e["device"] == "cpu" and
+           e["gpus_per_trial"] > 0 else ")"),
+    ]
+    return lines
