@@ -5,15 +5,15 @@ Two halves:
 - arithmetic (pure, no torch): how many trial-epochs a search runs under FIFO or ASHA
   (:func:`trial_epochs`), and the projection of wall time and GPU hours from per-epoch
   timings (:func:`project`);
-- timing (:func:`estimate`): build the space's smallest and largest configurations, time a
+- timing (:func:`estimate_search`): build the space's smallest and largest configurations, time a
   few training batches, one val pass and one checkpoint with the real ``Trainer`` on this
   machine, time a local Ray start and a worker's imports, and project the whole search.
 
->>> trial_epochs(12, 4, "asha", grace_period=1, reduction_factor=3)["trial_epochs"]
-25.7...
->>> project(trial_epochs=25.7, trials=12, epoch_s=7.0, trial_start_s=4.0, ray_start_s=5.0,
+>>> round(trial_epochs(12, 4, "asha", grace_period=1, reduction_factor=3)["trial_epochs"], 1)
+26.3
+>>> project(trial_epochs=26.3, trials=12, epoch_s=7.0, trial_start_s=4.0, ray_start_s=5.0,
 ...         concurrency=2, gpus_per_trial=0, max_epochs=4)["wall_s"]
-119.9...
+121.05
 
 Nothing is written under ``results/``: the timing trainer writes its checkpoint to a temp dir.
 """
@@ -38,31 +38,40 @@ def asha_rungs(grace_period: float, reduction_factor: float, max_t: float) -> li
     return [grace_period * reduction_factor ** k for k in range(max(count, 0))]
 
 
-def pass_probability(i: int, reduction_factor: float) -> float:
-    """Chance that the ``i``-th trial to reach a rung (0-based) continues past it.
+def _asha_reach(trials: int, rungs: list[float], reduction_factor: float,
+                rng: np.random.Generator) -> list[int]:
+    """One simulated search under Ray's async rule: how many trials pass each rung.
 
-    Ray's async ASHA compares a trial with the ``1 - 1/rf`` percentile of the values already
-    recorded at that rung: the first trial always passes, the second passes half the time,
-    and the chance falls towards ``1/rf`` (exact for independent, identically distributed
-    results: the interpolated percentile of ``i`` uniform draws)."""
-    if i <= 0:
-        return 1.0
+    Trials arrive one after another; a trial's result keeps its rank at every rung (ASHA's
+    own premise); it continues past a rung unless it is below the ``1 - 1/rf`` percentile
+    (numpy's linear interpolation, as Ray computes it) of the results already recorded
+    there. The first trial at a rung always passes."""
+    import bisect
+
     q = 1.0 - 1.0 / reduction_factor
-    return (i - (i - 1) * q) / (i + 1)
-
-
-def expected_survivors(arrivals: float, reduction_factor: float) -> float:
-    """Expected trials that pass a rung which ``arrivals`` trials (may be fractional) reach."""
-    whole = int(math.floor(arrivals))
-    total = sum(pass_probability(i, reduction_factor) for i in range(whole))
-    return total + (arrivals - whole) * pass_probability(whole, reduction_factor)
+    recorded: list[list[float]] = [[] for _ in rungs]
+    passed = [0] * len(rungs)
+    for quality in rng.random(trials):
+        for k, seen in enumerate(recorded):
+            if seen:
+                h = (len(seen) - 1) * q
+                lo = int(h)
+                hi = min(lo + 1, len(seen) - 1)
+                if quality < seen[lo] + (h - lo) * (seen[hi] - seen[lo]):
+                    bisect.insort(seen, quality)
+                    break
+            bisect.insort(seen, quality)
+            passed[k] += 1
+    return passed
 
 
 def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: float = 1,
-                 reduction_factor: float = 3) -> dict[str, Any]:
-    """Trial-epochs the search trains: ``trials * max_epochs`` under FIFO; under ASHA every
+                 reduction_factor: float = 3, runs: int = 200) -> dict[str, Any]:
+    """Trial-epochs the search trains: ``trials * max_epochs`` under FIFO. Under ASHA every
     trial trains to the first rung and the expected survivors of each rung to the next one
-    (the last rung's survivors to ``max_epochs``).
+    (the last rung's survivors to ``max_epochs``): about ``1/rf`` of a rung's trials pass
+    it, more in a small search, where the first trials at a rung pass for lack of rivals;
+    the expectation is the mean of ``runs`` seeded simulations of Ray's rule.
 
     Returns ``{"fifo": ..., "trial_epochs": ..., "rungs": [{"epoch", "reach"}, ...]}``;
     ``reach`` is the expected number of trials that train up to that epoch."""
@@ -70,13 +79,15 @@ def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: flo
     if scheduler != "asha":
         return {"fifo": fifo, "trial_epochs": fifo, "rungs": []}
     rungs = [r for r in asha_rungs(grace_period, reduction_factor, max_epochs) if r < max_epochs]
-    total, done, reach, out = 0.0, 0.0, float(trials), []
-    for milestone in rungs:
+    rng = np.random.default_rng(0)
+    passed = np.mean([_asha_reach(trials, rungs, reduction_factor, rng)
+                      for _ in range(runs)], axis=0) if rungs else np.zeros(0)
+    total, done, reach, out = 0.0, 0, float(trials), []
+    for milestone, survivors in zip(rungs, passed, strict=True):
         epochs = math.ceil(milestone)  # a trial reports whole epochs: stops at the first >= rung
         total += reach * (epochs - done)
         out.append({"epoch": epochs, "reach": reach})
-        done = epochs
-        reach = expected_survivors(reach, reduction_factor)
+        done, reach = epochs, float(survivors)
     total += reach * (max_epochs - done)
     out.append({"epoch": max_epochs, "reach": reach})
     return {"fifo": fifo, "trial_epochs": total, "rungs": out}
