@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from vpr_tune import doctor
-from vpr_tune.config import space_from_dict
 from vpr_tune.doctor import FAIL, OK, WARN, Context, exit_code, run_checks
 
 SPACE = """
