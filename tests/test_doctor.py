@@ -226,3 +226,15 @@ def test_doctor_on_the_demo_space_passes_here() -> None:
     """Everything, Ray start and a training step included, on this machine."""
     checks = run_checks(Context(space_path=Path("search_spaces/demo.yaml")))
     assert exit_code(checks) == 0, [c for c in checks if c.status == FAIL]
+
+
+def test_torchvision_ops_that_do_not_match_torch(monkeypatch) -> None:
+    import torchvision
+
+    def nms(*_a, **_k):
+        raise RuntimeError("Could not run 'torchvision::nms' with arguments from the 'CPU' "
+                           "backend")
+
+    monkeypatch.setattr(torchvision.ops, "nms", nms)
+    checks = doctor.check_packages(Context())
+    assert "force-reinstall" in _only(checks, FAIL, "torchvision ops").fix

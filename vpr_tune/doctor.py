@@ -79,6 +79,8 @@ PACKAGES = {  # import name -> (pip name, what needs it)
     "faiss": ("faiss-cpu", "Recall@N"), "pytorch_metric_learning": ("pytorch-metric-learning",
                                                                     "losses and miners"),
 }
+_MISMATCH = ("torchvision does not match torch: pip install --force-reinstall torchvision "
+             "(let pip pick the torch it needs).")
 
 
 def check_python(ctx: Context) -> list[Check]:
@@ -103,12 +105,27 @@ def check_packages(ctx: Context) -> list[Check]:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             fix = f"pip install '{pip_name}' (needed for {why})."
             if module == "torchvision" and "torchvision::" in msg:
-                fix = ("torchvision does not match torch: pip install --force-reinstall "
-                       "torchvision (let pip pick the torch it needs).")
+                fix = _MISMATCH
             out.append(Check(FAIL, module, f"cannot import: {msg}", fix))
             continue
         out.append(Check(OK, module, str(getattr(mod, "__version__", "installed"))))
+    if all(c.status == OK for c in out if c.name in ("torch", "torchvision")):
+        out.append(_torchvision_ops())
     return out
+
+
+def _torchvision_ops() -> Check:
+    """torchvision's compiled ops must match torch (a CPU-only torch with a CUDA
+    torchvision imports but has no kernels)."""
+    import torch
+    import torchvision
+
+    try:
+        torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+    except Exception as exc:
+        return Check(FAIL, "torchvision ops", f"{type(exc).__name__}: {str(exc)[:200]}",
+                     _MISMATCH)
+    return Check(OK, "torchvision ops", f"match torch {torch.__version__}")
 
 
 def check_space(ctx: Context) -> list[Check]:

@@ -171,6 +171,7 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
 
     cfg = copy.deepcopy(cfg)
     cfg["budget"]["batches_per_epoch"] = max(2, int(batches))
+    cfg["model"]["pretrained"] = "none"  # same time as loaded weights, and no download
     start = time.perf_counter()
     trainer = Trainer(cfg, Path(data_root), device=device, num_threads=threads,
                       log=lambda *_a, **_k: None)
@@ -190,6 +191,7 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
         trainer.save_model(Path(tmp) / "best.pt")
         ckpt = time.perf_counter() - start
     return {"build_s": build, "first_batch_s": first, "batch_s": steady, "val_s": val,
+            "val_images": len(trainer.val_split.db_paths) + len(trainer.val_split.q_paths),
             "checkpoint_s": ckpt}
 
 
@@ -242,7 +244,10 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
         fits.append(int(cluster.get("GPU", 0) // gpu))
     concurrency = max(1, min(fits))
     device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
-    threads = max(1, int(cpu))
+    threads = max(1, min(int(cpu), os.cpu_count() or 1))
+    if cpu > (os.cpu_count() or 1):
+        log(f"note: resources.cpu {cpu:g} > {os.cpu_count()} cores here: timed with "
+            f"{threads} thread(s)")
     imports = worker_import_s()
 
     configs = {}
@@ -292,8 +297,9 @@ def format_estimate(e: dict[str, Any]) -> list[str]:
         chosen = ", ".join(f"{k}={v}" for k, v in t["chosen"].items()) or "as in the space"
         lines.append(f"{t['label']}: {chosen}")
         lines.append(f"  {t['batches_per_epoch']} batches x {t['batch_s']:.2f}s + val "
-                     f"{t['val_s']:.1f}s + checkpoint {t['checkpoint_s']:.1f}s = "
-                     f"{t['epoch_s']:.1f}s per epoch; start-up {t['start_s']:.1f}s")
+                     f"{t['val_s']:.1f}s ({t['val_images']} images) + checkpoint "
+                     f"{t['checkpoint_s']:.1f}s = {t['epoch_s']:.1f}s per epoch; "
+                     f"start-up {t['start_s']:.1f}s")
     sched = e["scheduler"]
     if e["rungs"]:
         reach = ", ".join(f"{r['reach']:.1f} reach epoch {r['epoch']}" for r in e["rungs"])
