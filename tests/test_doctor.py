@@ -128,7 +128,9 @@ def test_imagenet_weights_cached_missing_or_unreachable(tmp_path, monkeypatch) -
     monkeypatch.setattr(doctor, "can_reach", lambda *a, **k: False)
     check = _only(doctor.check_weights(ctx), FAIL, "weights")
     assert "unreachable" in check.detail and "pretrained: PATH" in check.fix
-    cached = doctor.weights_file("resnet18")
+    from vpr_tune.model.backbones import imagenet_weights_file
+
+    cached = imagenet_weights_file("resnet18")
     assert cached.is_relative_to(tmp_path / "torch")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")

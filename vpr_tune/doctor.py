@@ -256,17 +256,6 @@ def _largest(ctx: Context) -> dict[str, Any]:
     return extreme_config(ctx.space, largest=True)[0] if ctx.space else defaults()
 
 
-def weights_file(backbone: str) -> Path:
-    """Where torchvision keeps the ImageNet weights of ``backbone`` once downloaded."""
-    import torch
-    import torchvision
-
-    from vpr_tune.model.backbones import BACKBONES
-
-    url = getattr(torchvision.models, BACKBONES[backbone][1]).IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
 def can_reach(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3) -> bool:
     """True when a TCP connection to ``host`` opens (nothing is downloaded)."""
     try:
@@ -277,7 +266,7 @@ def can_reach(host: str = "download.pytorch.org", port: int = 443, timeout: floa
 
 
 def check_weights(ctx: Context) -> list[Check]:
-    from vpr_tune.model.backbones import _load_local, _resnet
+    from vpr_tune.model.backbones import check_weights_file, imagenet_weights_file
 
     out = []
     for backbone in ctx.model_values("model.backbone"):
@@ -286,7 +275,7 @@ def check_weights(ctx: Context) -> list[Check]:
             if str(choice).lower() == "none":
                 out.append(Check(OK, name, "pretrained: none (random init, nothing to load)"))
             elif str(choice).lower() == "imagenet":
-                path = weights_file(backbone)
+                path = imagenet_weights_file(backbone)
                 if path.is_file():
                     out.append(Check(OK, name, f"ImageNet weights in the torch cache: {path}"))
                 elif can_reach():
@@ -300,8 +289,7 @@ def check_weights(ctx: Context) -> list[Check]:
                                      "local .pth."))
             else:
                 try:
-                    _load_local(_resnet(backbone, "none"), Path(choice).expanduser(), backbone,
-                                ("stem",))
+                    check_weights_file(choice, backbone)
                     out.append(Check(OK, name, f"{choice} loads"))
                 except UserError as exc:
                     out.append(Check(FAIL, name, str(exc), "Point model.pretrained at a "

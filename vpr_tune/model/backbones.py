@@ -66,6 +66,18 @@ def _load_local(net: nn.Module, path: Path, name: str, used: tuple[str, ...]) ->
         )
 
 
+def imagenet_weights_file(name: str) -> Path:
+    """Where torchvision keeps backbone ``name``'s ImageNet weights once downloaded."""
+    url = getattr(torchvision.models, BACKBONES[name][1]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def check_weights_file(path: Path | str, name: str = "resnet18") -> None:
+    """Raise :class:`UserError` unless ``path`` loads as ``name`` weights (what
+    ``pretrained: PATH`` does at build time, without building the model)."""
+    _load_local(BACKBONES[name][0](weights=None), Path(path).expanduser(), name, ("stem",))
+
+
 def _resnet(name: str, pretrained: str | None, used: tuple[str, ...] = STAGES) -> nn.Module:
     factory, weights_enum, _ = BACKBONES[name]
     choice = str(pretrained or "none")

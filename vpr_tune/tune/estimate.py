@@ -20,6 +20,7 @@ Nothing is written under ``results/``: the timing trainer writes its checkpoint 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -157,11 +158,16 @@ def extreme_config(space: Any, largest: bool) -> tuple[dict[str, Any], dict[str,
 
 
 # ----------------------------------------------------------------------------- timing
+class _EnoughBatches(Exception):
+    pass
+
+
 def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
-                batches: int = 4) -> dict[str, float]:
+                batches: int = 4, max_steady_s: float = 20.0) -> dict[str, float]:
     """Seconds of one trial's parts for ``cfg`` with the real ``Trainer`` on ``device``:
     ``build_s`` (data lists, model, optimizer), ``first_batch_s`` and steady ``batch_s`` of
-    training, ``val_s`` (one val pass) and ``checkpoint_s`` (checkpoint + best model)."""
+    training (``batches`` batches, fewer once the steady ones took ``max_steady_s``),
+    ``val_s`` (one val pass) and ``checkpoint_s`` (checkpoint + best model)."""
     import copy
     import tempfile
     import time
@@ -177,8 +183,15 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
                       log=lambda *_a, **_k: None)
     build = time.perf_counter() - start
     stamps: list[float] = []
+
+    def on_batch(_b: int, _loss: float) -> None:
+        stamps.append(time.perf_counter())
+        if len(stamps) >= 2 and stamps[-1] - stamps[0] > max_steady_s:
+            raise _EnoughBatches  # slow batches (a big config on a CPU): two are enough
+
     start = time.perf_counter()
-    trainer.train_epoch(on_batch=lambda _b, _loss: stamps.append(time.perf_counter()))
+    with contextlib.suppress(_EnoughBatches):
+        trainer.train_epoch(on_batch=on_batch)
     trainer.epoch += 1
     first = stamps[0] - start
     steady = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
@@ -190,7 +203,8 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
         trainer.save_checkpoint(Path(tmp) / "checkpoint.pt")
         trainer.save_model(Path(tmp) / "best.pt")
         ckpt = time.perf_counter() - start
-    return {"build_s": build, "first_batch_s": first, "batch_s": steady, "val_s": val,
+    return {"build_s": build, "first_batch_s": first, "batch_s": steady,
+            "timed_batches": len(stamps), "val_s": val,
             "val_images": len(trainer.val_split.db_paths) + len(trainer.val_split.q_paths),
             "checkpoint_s": ckpt}
 
