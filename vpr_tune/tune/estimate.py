@@ -258,6 +258,9 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
         fits.append(int(cluster.get("GPU", 0) // gpu))
     concurrency = max(1, min(fits))
     device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
+    if gpu > 0 and device == "cpu":
+        log(f"note: resources.gpu {gpu:g} but torch sees no GPU here: timed on the CPU, "
+            "so the times are far above a GPU's")
     threads = max(1, min(int(cpu), os.cpu_count() or 1))
     if cpu > (os.cpu_count() or 1):
         log(f"note: resources.cpu {cpu:g} > {os.cpu_count()} cores here: timed with "
