@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import write_space
 from vpr_tune.config import space_from_dict
 from vpr_tune.tune.estimate import (
     asha_rungs,
@@ -103,12 +104,9 @@ def test_extreme_configs_pick_cost_ends_and_respect_conditions() -> None:
 
 def test_estimate_on_a_tiny_space_writes_nothing(tmp_path, monkeypatch, capsys,
                                                  street_world_tiny) -> None:
-    from conftest import TINY_SPACE
-
     from vpr_tune.cli import main
 
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_space(tmp_path / "tiny.yaml", search={"scheduler": "asha"})
     monkeypatch.chdir(tmp_path)
     rc = main(["run", str(space), "--estimate", "--json", "--data", str(street_world_tiny)])
     assert rc == 0
@@ -126,10 +124,7 @@ def test_estimate_on_a_tiny_space_writes_nothing(tmp_path, monkeypatch, capsys,
 
 
 def test_json_needs_estimate(tmp_path) -> None:
-    from conftest import TINY_SPACE
-
     from vpr_tune.cli import main
 
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_space(tmp_path / "tiny.yaml")
     assert main(["run", str(space), "--json"]) == 2

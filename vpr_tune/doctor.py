@@ -299,8 +299,8 @@ def check_weights(ctx: Context) -> list[Check]:
 
 def check_data(ctx: Context) -> list[Check]:
     from vpr_tune.config import DEFAULTS
-    from vpr_tune.data.datasets import check_data as scan
-    from vpr_tune.data.datasets import find_split, resolve_data_root
+    from vpr_tune.data.splits import check_data as scan
+    from vpr_tune.data.splits import find_split, resolve_data_root
 
     data = (ctx.space.base if ctx.space else DEFAULTS)["data"]
     root = ctx.data or data.get("root") or os.environ.get("VPR_TUNE_DATA")

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune.components import BACKBONES, CUTS
+
 # Ray Tune's own work per trial besides what is timed (actor start, trial folder, checkpoint
 # hand-over each epoch, result processing): seconds, from the demo on our 2-core machine.
 TUNE_TRIAL_S = 2.0
@@ -110,13 +112,23 @@ def project(trial_epochs: float, trials: int, epoch_s: float, trial_start_s: flo
 # ------------------------------------------------------------------ smallest / largest
 # How a value of a cost-relevant key ranks (bigger = slower); keys not listed do not change
 # the time of an epoch much (optimizer, lr, loss margins) and keep their sampled value.
-_AGGREGATOR_COST = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")
+_AGGREGATOR_COST = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")  # cheap first
+
+
+def _rank(order: tuple[str, ...]) -> Any:
+    return lambda v: order.index(v) if v in order else len(order)  # unknown: dearest
+
+
+def _area(size: Any) -> int:
+    return int(size) ** 2 if isinstance(size, (int, float)) else int(size[0]) * int(size[1])
+
+
 _COST: dict[str, Any] = {
-    "data.image_size": lambda v: int(v[0]) * int(v[1]),
-    "model.backbone": lambda v: ("resnet18", "resnet50").index(v),
-    "model.cut": lambda v: ("layer3", "layer4").index(v),
+    "data.image_size": _area,
+    "model.backbone": _rank(tuple(BACKBONES)),  # registry order: resnet18, resnet50
+    "model.cut": _rank(CUTS),
     "model.freeze_stages": lambda v: -int(v),  # fewer frozen stages: more backward work
-    "model.aggregator.name": _AGGREGATOR_COST.index,
+    "model.aggregator.name": _rank(_AGGREGATOR_COST),
     "budget.places_per_batch": float,
     "budget.images_per_place": float,
     "budget.batches_per_epoch": float,
@@ -232,11 +244,11 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
 
     import torch
 
-    from vpr_tune.tune.search import _possible, count_trials, init_ray, prepare_data
+    from vpr_tune.tune.search import count_trials, init_ray, possible_values, prepare_data
 
     sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
     trials = count_trials(space, int(sconf["num_samples"]))
-    max_epochs = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    max_epochs = max(int(v) for v in possible_values(space, "budget.max_epochs"))
     epochs = trial_epochs(trials, max_epochs, sconf["scheduler"], float(asha["grace_period"]),
                           float(asha["reduction_factor"]))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
 
@@ -163,7 +164,7 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
             pass
 
         def save(self, checkpoint_path: str) -> None:
-            with open(checkpoint_path, "wb") as fh:
+            with atomic_path(Path(checkpoint_path)) as tmp, open(tmp, "wb") as fh:
                 pickle.dump({"points": self.points, "next": self.next}, fh)
 
         def restore(self, checkpoint_path: str) -> None:
@@ -180,13 +181,13 @@ def trial_scheduler(space: Space) -> Any:
     search, asha = space.base["search"], space.base["asha"]
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
-    max_t = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
     return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
                          max_t=max_t, grace_period=int(asha["grace_period"]),
                          reduction_factor=float(asha["reduction_factor"]))
 
 
-def _possible(space: Space, dotted: str) -> list[Any]:
+def possible_values(space: Space, dotted: str) -> list[Any]:
     p = space.params.get(dotted)
     if p is None:
         return [materialize(space.base, {})["budget"]["max_epochs"]] if dotted.startswith(
@@ -365,7 +366,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     """Load the train/val file lists (validates the data); with ``build_cache`` decode the
     images once into the memmap caches the trials then only map (same keys as the loaders)."""
     from vpr_tune.data import cached_images
-    from vpr_tune.data.datasets import find_split, load_eval_split, load_train_split
+    from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
 
     data = space.base["data"]
     skip = bool(data["skip_bad_files"])
@@ -374,7 +375,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
                              skip_bad_files=skip)
     val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
     if build_cache and data["cache"]:
-        sizes = _possible(space, "data.image_size") or [data["image_size"]]
+        sizes = possible_values(space, "data.image_size") or [data["image_size"]]
         for size in sizes:
             log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
                 f"images at {size} ...")
