@@ -29,7 +29,8 @@ import numpy as np
 from vpr_tune.components import BACKBONES, CUTS
 
 # Ray Tune's own work per trial besides what is timed (actor start, trial folder, checkpoint
-# hand-over each epoch, result processing): seconds, from the demo on our 2-core machine.
+# hand-over each epoch, result processing): a small allowance in seconds; the demo's trials
+# on our 2-core machine spent a few seconds each outside the timed parts.
 TUNE_TRIAL_S = 2.0
 
 
