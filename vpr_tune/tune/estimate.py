@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vpr_tune.components import BACKBONES, CUTS
+from vpr_tune.errors import UserError
 
 # Ray Tune's own work per trial besides what is timed (actor start, trial folder, checkpoint
 # hand-over each epoch, result processing): a small allowance in seconds; the demo's trials
@@ -258,7 +259,13 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     data_s = time.perf_counter() - start
     log("timing a local Ray start ...")
     start = time.perf_counter()
-    started = init_ray(address)
+    try:
+        started = init_ray(address)
+    except UserError:
+        raise
+    except Exception as exc:  # raylet/GCS start-up timeout on an overloaded machine
+        raise UserError(f"could not start Ray here ({str(exc).splitlines()[0]}); a search "
+                        "would fail the same way: retry when the machine is less busy") from exc
     import ray
 
     cluster = ray.cluster_resources()
