@@ -16,7 +16,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "vpr_tune"
 
 # Modules on top of the library: they may import tune/; nothing below tune/ may import them.
-ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.bench", "vpr_tune.analysis",
+ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.bench",
+              "vpr_tune.analysis",
               "vpr_tune.plots", "vpr_tune.report", "vpr_tune.retest", "vpr_tune.tune")
 # The YAML validator stays importable without training code.
 CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.trainer", "vpr_tune.evaluate",

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vpr_tune import __version__
 from vpr_tune.errors import UserError
@@ -263,16 +264,77 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Validate YAML and data, print the plan, start nothing.")
     ] = False,
+    estimate: Annotated[
+        bool, typer.Option(help="Time the smallest and largest trials here and project the "
+                           "search's wall time and GPU hours; writes nothing to results/.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="With --estimate: one JSON object.")
+                        ] = False,
 ) -> None:
     """Run a hyperparameter search: Ray Tune trials with ASHA early stopping."""
     from vpr_tune.tune import run_experiment
 
-    def log(msg: str) -> None:
-        console.print(msg, highlight=False, markup=False, soft_wrap=True)
+    out = err_console if json_out else console  # keep --json stdout pure JSON
 
+    def log(msg: str) -> None:
+        out.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+    if json_out and not estimate:
+        raise UserError("--json goes with --estimate")
+    if estimate:
+        import json
+
+        from vpr_tune.tune import load_run_space
+        from vpr_tune.tune.estimate import estimate_search, format_estimate
+
+        space = load_run_space(space, num_samples, max_concurrent)
+        result = estimate_search(space, _data_root(space, data, log), address=address, log=log)
+        if json_out:
+            print(json.dumps(result, indent=1))
+        else:
+            for line in format_estimate(result):
+                log(line)
+        return
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
                    storage=storage, dry_run=dry_run, log=log)
+
+
+def _data_root(space, data: str | None, log) -> Path:
+    from vpr_tune.data.splits import resolve_data_root
+
+    return resolve_data_root(data or space.base["data"]["root"],
+                             size=space.base["data"]["synth_size"], log=log)
+
+
+@app.command("doctor")
+def doctor(
+    space: Annotated[
+        Path | None, typer.Argument(help="Search-space YAML to check (model, weights, data).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Data root (default: the space's, "
+                                             "else street-world).")] = None,
+    decode: Annotated[bool, typer.Option(help="Decode every image (slow, thorough).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check this machine before a search: packages, GPUs, precision, weights, data, disk."""
+    import json
+
+    from vpr_tune.doctor import Context, as_json, exit_code, run_checks
+
+    def show(check) -> None:
+        if json_out:
+            return
+        colour = {"✔": "green", "✘": "bold red", "!": "yellow"}[check.status]
+        console.print(f"[{colour}]{check.status}[/] [bold]{check.name}[/]: "
+                      f"{escape(check.detail)}", highlight=False, soft_wrap=True)
+        if check.fix:
+            console.print(f"    {escape(check.fix)}", highlight=False, soft_wrap=True)
+
+    checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
+    if json_out:
+        print(json.dumps(as_json(checks), indent=1))
+    raise typer.Exit(exit_code(checks))
 
 
 @app.command("best")
@@ -459,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(exc.format_message())
         return 2
+    except typer.Exit as exc:  # a command's own exit status (doctor: 2 when a check fails)
+        return int(exc.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         return 130

@@ -18,6 +18,28 @@ from vpr_tune import SYNTHETIC_NOTE
 from vpr_tune.errors import SearchFailed, UserError
 
 
+def load_run_space(space_path: Path, num_samples: int | None = None,
+                   max_concurrent: int | None = None) -> Any:
+    """The validated space with ``--num-samples`` / ``--max-concurrent`` applied."""
+    from vpr_tune.config import load_space
+
+    return apply_overrides(load_space(space_path), num_samples, max_concurrent)
+
+
+def apply_overrides(space: Any, num_samples: int | None, max_concurrent: int | None) -> Any:
+    """Set ``search.num_samples`` / ``search.max_concurrent`` from the command line."""
+    sconf = space.base["search"]
+    if num_samples is not None:
+        if num_samples < 1:
+            raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+        sconf["num_samples"] = num_samples
+    if max_concurrent is not None:
+        if max_concurrent < 1:
+            raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+        sconf["max_concurrent"] = max_concurrent
+    return space
+
+
 def run_experiment(
     space_path: Path, name: str | None = None, data: str | None = None,
     num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
@@ -38,7 +60,7 @@ def run_experiment(
         storage_root,
     )
 
-    space = load_space(space_path)
+    space = load_space(space_path)  # on --resume replaced by the recorded space below
     storage = storage or space.base.get("storage")
     if name is not None:
         check_name(name, "--name")
@@ -78,23 +100,12 @@ def run_experiment(
         raise UserError(f"{space_path}: no searched parameter, so every trial would be the "
                         f"same run; use `vpr-tune train {space_path}` for one run, or search "
                         "the seed for repeats: seed: {choice: [0, 1, 2]}")
-    sconf = space.base["search"]
-    if num_samples is not None:
-        if num_samples < 1:
-            raise UserError(f"--num-samples must be at least 1, got {num_samples}")
-        sconf["num_samples"] = num_samples
-    if max_concurrent is not None:
-        if max_concurrent < 1:
-            raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
-        sconf["max_concurrent"] = max_concurrent
+    sconf = apply_overrides(space, num_samples, max_concurrent).base["search"]
     data_root = resolve_data_root(data or space.base["data"]["root"],
                                   size=space.base["data"]["synth_size"], log=log)
     n = search.count_trials(space, int(sconf["num_samples"]))
-    res = space.base["resources"]
     summary = search.prepare_data(space, data_root, build_cache=not dry_run, log=log)
-    log(f"space {space_path}: {len(space.params)} searched parameter(s), {n} trials, "
-        f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
-        f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+    log(f"space {space_path}: {search.plan_line(space, n)}")
     log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     if dry_run:
         # the cluster it would use: this machine, or the one --address names

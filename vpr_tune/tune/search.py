@@ -113,6 +113,14 @@ def count_trials(space: Space, num_samples: int) -> int:
     return len(expand_points(space, num_samples, 0))
 
 
+def plan_line(space: Space, trials: int) -> str:
+    """The plan in one line (``run``, ``--dry-run``, ``--estimate`` and ``doctor`` print it)."""
+    sconf, res = space.base["search"], space.base["resources"]
+    return (f"{len(space.params)} searched parameter(s), {trials} trials, "
+            f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+            f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+
+
 # ----------------------------------------------------------------------------- the tuner
 def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tuple[Any, int]:
     """(Ray search algorithm, number of trials)."""
@@ -175,13 +183,13 @@ def trial_scheduler(space: Space) -> Any:
     search, asha = space.base["search"], space.base["asha"]
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
-    max_t = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
     return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
                          max_t=max_t, grace_period=int(asha["grace_period"]),
                          reduction_factor=float(asha["reduction_factor"]))
 
 
-def _possible(space: Space, dotted: str) -> list[Any]:
+def possible_values(space: Space, dotted: str) -> list[Any]:
     p = space.params.get(dotted)
     if p is None:
         return [materialize(space.base, {})["budget"]["max_epochs"]] if dotted.startswith(
@@ -436,7 +444,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
                              skip_bad_files=skip)
     val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
     if build_cache and data["cache"]:
-        sizes = _possible(space, "data.image_size") or [data["image_size"]]
+        sizes = possible_values(space, "data.image_size") or [data["image_size"]]
         for size in sizes:
             log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
                 f"images at {size} ...")
