@@ -12,7 +12,9 @@ of it; each leaf is either a fixed value or a *distribution*::
 Distributions: ``choice``, ``uniform``, ``loguniform``, ``int``/``randint``, ``quniform``
 ([low, high, q]), ``grid``. ``when: {sibling: value-or-list}`` makes any leaf (fixed or
 distribution) apply only when a sibling key in the same section has one of the values; a
-leaf that does not apply is absent from the trial config and the factory default is used.
+dotted key starting with a top-level section names a key of another section
+(``miner: {name: {choice: [...], when: {loss.name: [contrastive, triplet]}}}``). A leaf that
+does not apply is absent from the trial config and the factory default is used.
 
 Public API (implemented below):
 
@@ -279,12 +281,16 @@ class _Builder:
         parent = dotted.rpartition(".")[0]
         out = {}
         for sib, vals in when.items():
-            sib_path = f"{parent}.{sib}" if parent else str(sib)
+            sib_path = when_path(parent, str(sib))
             if sib_path == dotted:
                 self.fail(f"{dotted}.when", "a parameter cannot depend on itself")
             vals = tuple(vals) if isinstance(vals, list) else (vals,)
             if not vals:
                 self.fail(f"{dotted}.when.{sib}", "empty list of values")
+            bad = [v for v in vals if sib_path in NAMES and v not in NAMES[sib_path]]
+            if bad:
+                self.fail(f"{dotted}.when", f"{sib_path} never takes {bad[0]!r} "
+                          f"(one of {', '.join(NAMES[sib_path])})")
             out[sib_path] = vals
         return out
 
@@ -364,8 +370,10 @@ class _Builder:
                     for k in sib.split("."):
                         node = node.get(k, {}) if isinstance(node, dict) else {}
                     if node == {}:
-                        self.fail(f"{p.path}.when", f"{sib.rpartition('.')[2]!r} is not a key "
-                                  "of this section")
+                        parent, _, key = sib.rpartition(".")
+                        where = ("this section" if parent == p.path.rpartition(".")[0]
+                                 else parent or "the top level")
+                        self.fail(f"{p.path}.when", f"{key!r} is not a key of {where}")
                     self.fixed.setdefault(sib, node)
             static = {s: v for s, v in p.when.items() if s in self.fixed}
             if not all(_in(self.fixed[s], v) for s, v in static.items()):
@@ -439,6 +447,21 @@ class _Builder:
         storage = self.fixed.get("storage")
         if storage and "://" not in storage and not Path(storage).expanduser().is_absolute():
             self.fail("storage", f"must be an absolute path or a URI (s3://...), got {storage!r}")
+
+
+def when_path(parent: str, key: str) -> str:
+    """The dotted path a ``when`` key names: a key whose first part is a top-level section
+    (``loss.name``) is absolute, any other is a sibling in ``parent``.
+
+    >>> when_path("miner", "loss.name"), when_path("miner", "name")
+    ('loss.name', 'miner.name')
+    >>> when_path("model", "aggregator.name")
+    'model.aggregator.name'
+    """
+    head = key.split(".")[0]
+    if "." in key and isinstance(DEFAULTS.get(head), dict):
+        return key
+    return f"{parent}.{key}" if parent else key
 
 
 def _ordered(params: dict[str, Param]) -> dict[str, Param]:
