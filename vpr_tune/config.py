@@ -15,6 +15,12 @@ distribution) apply only when a sibling key in the same section has one of the v
 dotted key starting with a top-level section names a key of another section
 (``miner: {name: {choice: [...], when: {loss.name: [contrastive, triplet]}}}``). A leaf that
 does not apply is absent from the trial config and the factory default is used.
+A key whose range depends on another key is a list of conditional alternatives (the first
+that applies is used)::
+
+    margin:
+      - {uniform: [20.0, 40.0], when: {name: arcface}}   # degrees
+      - {uniform: [0.2, 0.5], when: {name: cosface}}     # cosine units
 
 Public API (implemented below):
 
@@ -123,6 +129,8 @@ NAMES = {
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "data.root", "data.train",
                   "data.val", "data.test")
+# Marks an alternative's search name: ``loss.margin#arcface`` (see Param.alias).
+ALIAS_MARK = "#"
 NUMERIC_DISTS = ("uniform", "loguniform", "int", "randint", "quniform")
 
 
@@ -134,6 +142,14 @@ class Param:
     kind: str
     args: Any
     when: dict[str, tuple] = field(default_factory=dict)  # dotted sibling path -> values
+    # Set on one of several alternatives for the same path: the name it is searched under
+    # (``loss.margin#arcface``), unique in the space.
+    alias: str = ""
+
+    @property
+    def id(self) -> str:
+        """The key of this leaf in ``Space.params`` and the name Optuna suggests it under."""
+        return self.alias or self.path
 
     def applies(self, sampled: dict[str, Any]) -> bool:
         """True when every ``when`` sibling was sampled and has one of its values."""
@@ -162,6 +178,8 @@ def materialize(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]
     """Nested trial config: ``base`` with each dotted ``sampled`` value set (deep copy)."""
     cfg = copy.deepcopy(base)
     for path, value in sampled.items():
+        if ALIAS_MARK in path:  # an alternative's search name; its value is also under path
+            continue
         node = cfg
         *parents, leaf = path.split(".")
         for key in parents:
@@ -213,11 +231,15 @@ class _Builder:
             self.fail("", f"expected a mapping of sections at the top, got {_tname(raw)}")
         self.walk(raw, DEFAULTS, "")
         self.resolve_static()
+        paths = [p.path for p in self.leaves]
+        for p in self.leaves:  # one alternative left: searched under its plain path
+            if paths.count(p.path) == 1:
+                p.alias = ""
         self.check_names()
         self.check_free_params()
         self.check_search()
         base = materialize(defaults(), self.fixed)
-        params = _ordered({p.path: p for p in self.leaves})
+        params = _ordered({p.id: p for p in self.leaves})
         return Space(base=base, params=params, source=self.source, raw=copy.deepcopy(raw))
 
     def walk(self, node: dict, schema: dict, prefix: str) -> None:
@@ -242,8 +264,24 @@ class _Builder:
                     if not isinstance(v, str):
                         self.fail(f"{dotted}.{k}", f"expected a split path, got {_tname(v)}")
                 self.fixed[dotted] = value
+            elif _is_alternatives(value):
+                self.alternatives(dotted, value, default, key in schema)
             else:
                 self.leaf(dotted, value, default, key in schema)
+
+    def alternatives(self, dotted: str, value: list, default: Any, known: bool) -> None:
+        """Several conditional specs for one key: each becomes a Param with its own alias."""
+        for i, spec in enumerate(value):
+            if "when" not in spec:
+                self.fail(f"{dotted}[{i}]", "each alternative of a list needs a when:")
+            before = len(self.leaves)
+            self.leaf(dotted, spec, default, known)
+            for p in self.leaves[before:]:
+                tag = "+".join(str(v) for vals in p.when.values() for v in vals)
+                taken = {q.id for q in self.leaves}
+                p.alias = f"{dotted}{ALIAS_MARK}{tag}"
+                if p.alias in taken:
+                    p.alias = f"{dotted}{ALIAS_MARK}{i}"
 
     def leaf(self, dotted: str, value: Any, default: Any, known: bool) -> None:
         if isinstance(value, dict) and _is_leaf_spec(value):
@@ -411,16 +449,15 @@ class _Builder:
             from vpr_tune.train import allowed_params
         except ImportError:  # training module not importable: names only
             return
-        keys = {d: p for d, p in self.fixed.items()} | {p.path: p for p in self.leaves}
+        keys = [(d, None) for d in self.fixed] + [(p.path, p) for p in self.leaves]
         for section, family in FREE_SECTIONS.items():
             names = self.possible(f"{section}.name") or (
                 DEFAULTS[section]["name"] if "." not in section
                 else DEFAULTS["model"]["aggregator"]["name"],)
-            for dotted in keys:
+            for dotted, leaf in keys:
                 parent, _, key = dotted.rpartition(".")
                 if parent != section or key == "name":
                     continue
-                leaf = next((p for p in self.leaves if p.path == dotted), None)
                 when_names = leaf.when.get(f"{section}.name") if leaf else None
                 applies_to = [n for n in names if when_names is None or _in(n, when_names)]
                 bad = [n for n in applies_to if key not in allowed_params(family, n)]
@@ -471,8 +508,9 @@ def _ordered(params: dict[str, Param]) -> dict[str, Param]:
     while pending:
         progress = False
         for p in list(pending):
-            if all(s in done or s not in params for s in p.when):
-                done[p.path] = p
+            waiting = {q.path for q in pending if q is not p}
+            if not any(s in waiting for s in p.when):
+                done[p.id] = p
                 pending.remove(p)
                 progress = True
         if not progress:
@@ -480,6 +518,12 @@ def _ordered(params: dict[str, Param]) -> dict[str, Param]:
 
             raise UserError(f"circular when between {', '.join(p.path for p in pending)}")
     return done
+
+
+def _is_alternatives(value: Any) -> bool:
+    """A list of conditional specs (``[{uniform: ..., when: ...}, ...]``), not a list value."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, dict) and _is_leaf_spec(v) for v in value))
 
 
 def _is_leaf_spec(value: dict) -> bool:

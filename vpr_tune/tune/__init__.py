@@ -79,7 +79,7 @@ def run_experiment(
     log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     if dry_run:
         log(yaml.safe_dump({"base": space.base, "params": {
-            p.path: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
+            p.id: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
                                         if p.when else {})}
             for p in space.params.values()}}, sort_keys=False))
         log("dry run: nothing started")

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from vpr_tune.atomic import write_csv
-from vpr_tune.config import materialize
+from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
 
 METRICS = ["train/loss", "lr", "val/R@1", "val/R@5", "val/R@10", "val/R@25"]
@@ -103,7 +103,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
     if diverged:
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
-                              **dict(sorted(trial.config.items()))}
+                              **dict(sorted((k, v) for k, v in trial.config.items()
+                                            if ALIAS_MARK not in k))}
     for m in ("val/R@1", "val/R@5"):
         vals = [r[m] for r in good if m in r]
         record[f"best_{m}"] = max(vals) if vals else None
