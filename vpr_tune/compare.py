@@ -21,7 +21,14 @@ from typing import Any
 import pandas as pd
 
 from vpr_tune import metrics
-from vpr_tune.analysis import Experiment, best_so_far, failed_trials, ranked, table_column
+from vpr_tune.analysis import (
+    Experiment,
+    best_so_far,
+    failed_trials,
+    hyperparameter_columns,
+    ranked,
+    table_column,
+)
 from vpr_tune.errors import UserError
 
 # Keys of a resolved config that say where and how a run was launched, not what it trained.
@@ -82,10 +89,15 @@ def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def best_config(exp: Experiment, metric: str | None = None) -> dict[str, Any]:
-    """The resolved config of the experiment's best trial (from its checkpoint)."""
+    """The resolved config of the experiment's best trial, from its checkpoint; when that
+    cannot be read (moved or cleaned), its searched hyperparameters from trials.csv."""
     from vpr_tune.export import pick_trial, trial_config
 
-    return trial_config(exp, pick_trial(exp, None, metric))
+    row = pick_trial(exp, None, metric)
+    try:
+        return trial_config(exp, row)
+    except UserError:
+        return {c: row[c] for c in hyperparameter_columns(exp.trials) if pd.notna(row[c])}
 
 
 def differing_hyperparameters(exps: list[Experiment], metric: str | None = None,

@@ -14,6 +14,7 @@ trial's val curve on the same machine and precision::
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,30 @@ def pick_trial(exp: Experiment, trial_id: str | None = None,
 
 
 def trial_config(exp: Experiment, row: pd.Series) -> dict[str, Any]:
-    """The full resolved config the trial trained with (from its checkpoint)."""
+    """The full resolved config the trial trained with: from its checkpoint, else (a
+    checkpoint of another trainer) the experiment's space.yaml with the trial's sampled
+    values from Ray's ``params.json``."""
     from vpr_tune.checkpoint import read_checkpoint
     from vpr_tune.retest import checkpoint_of
 
-    return copy.deepcopy(read_checkpoint(checkpoint_of(exp, row))["config"])
+    ckpt = checkpoint_of(exp, row)
+    try:
+        return copy.deepcopy(read_checkpoint(ckpt)["config"])
+    except UserError:
+        params = next((d / "params.json" for d in ckpt.parents
+                       if (d / "params.json").is_file()), None)
+        if params is None:
+            raise
+    return space_config(exp, json.loads(params.read_text()))
+
+
+def space_config(exp: Experiment, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's space.yaml resolved with ``sampled`` dotted values (what the search's
+    trainable trained)."""
+    from vpr_tune.config import materialize, space_from_dict
+
+    raw = {k: v for k, v in exp.space.items() if k != "resolved"}
+    return materialize(space_from_dict(raw, str(exp.path / "space.yaml")).base, sampled)
 
 
 def train_yaml(exp: Experiment, row: pd.Series) -> dict[str, Any]:
