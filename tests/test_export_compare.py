@@ -14,9 +14,10 @@ from vpr_tune.compare import compare_table, differing_hyperparameters
 
 
 def test_export_refuses_unknown_trial_and_bad_name(hand_experiment, capsys):
-    assert main(["best", "hand", "--export", "x.yaml", "--trial", "nope"]) == 2
+    hand = str(hand_experiment)
+    assert main(["best", hand, "--export", "x.yaml", "--trial", "nope"]) == 2
     assert "--trial 'nope' is not a trial of hand" in capsys.readouterr().err
-    assert main(["best", "hand", "--export", "x.txt"]) == 2
+    assert main(["best", hand, "--export", "x.txt"]) == 2
     assert "expected a .yaml file name" in capsys.readouterr().err
 
 

@@ -41,8 +41,19 @@ def test_seeds_and_summary_on_a_hand_table():
     assert "winner changed: b (search rank 2)" in verdict(summary, True)
 
 
+@pytest.mark.slow  # Ray: a search then six repeated runs, ~1-3 min on 2 shared cores
 def test_repeat_with_a_fake_trainer_writes_csv_md_and_resumes(tmp_path, street_world_tiny,
                                                               monkeypatch, capsys):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one Ray for all
+    try:
+        fake_search_and_repeats(tmp_path, street_world_tiny, monkeypatch)
+    finally:
+        ray.shutdown()
+
+
+def fake_search_and_repeats(tmp_path, street_world_tiny, monkeypatch):
     logs = tmp_path / "logs"
     logs.mkdir()
     space = write_space(tmp_path / "s.yaml", data={"root": str(logs)},

@@ -46,7 +46,8 @@ def test_retest_has_every_recall_and_no_positive_counts(hand_experiment, monkeyp
     from vpr_tune import retest as retest_mod
 
     monkeypatch.setattr(retest_mod, "make_evaluator", lambda log=print: fake_eval)
-    rc = main(["best", "hand", "--retest", "--top", "all", "--data", str(street_world_tiny)])
+    rc = main(["best", str(hand_experiment), "--retest", "--top", "all",
+               "--data", str(street_world_tiny)])
     out = capsys.readouterr().out
     assert rc == 0, out
     table = pd.read_csv(hand_experiment / "retest.csv", dtype={"trial_id": str})
@@ -62,5 +63,5 @@ def test_retest_has_every_recall_and_no_positive_counts(hand_experiment, monkeyp
 
 @pytest.mark.parametrize("top, msg", [("0", "at least 1"), ("some", "a number or 'all'")])
 def test_bad_top_is_one_line(hand_experiment, capsys, top, msg):
-    assert main(["best", "hand", "--top", top]) == 2
+    assert main(["best", str(hand_experiment), "--top", top]) == 2
     assert msg in capsys.readouterr().err

@@ -90,11 +90,11 @@ def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
 
     from vpr_tune.atomic import write_text
 
-    row = pick_trial(exp, trial_id, metric)
-    cfg = train_yaml(exp, row)
     path = Path(path)
     if path.suffix not in (".yaml", ".yml"):
         raise UserError(f"--export {path}: expected a .yaml file name")
+    row = pick_trial(exp, trial_id, metric)
+    cfg = train_yaml(exp, row)
     header = (f"# Trial {row['trial_id']} of experiment {exp.name} ({exp.path}), exported by "
               "vpr-tune best --export.\n#   vpr-tune train "
               f"{path.name}    # repeats the trial's val curve (same machine and precision)\n")
