@@ -17,6 +17,7 @@ from rich.console import Console
 
 from vpr_tune import __version__
 from vpr_tune.errors import UserError
+from vpr_tune.metrics import SEARCHABLE
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+METRIC_HELP = f"Ranking metric (default: the search's): {', '.join(SEARCHABLE)}."
 data_app = typer.Typer(help="Make, check and preview datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -62,7 +64,8 @@ def data_synth(
     ] = None,
 ) -> None:
     """Write the street-world synthetic dataset in the real GSV-XS/SF-XS/Tokyo-XS format."""
-    from vpr_tune.data.street_world import make_preview, synthesize
+    from vpr_tune.data.preview import make_preview
+    from vpr_tune.data.street_world import synthesize
 
     root = synthesize(out, size=size, seed=seed, log=console.print, workers=workers)
     console.print(f"street-world ({size}, seed {seed}) is SYNTHETIC data, written to {root}")
@@ -87,7 +90,7 @@ def data_check(
 
     from rich.table import Table
 
-    from vpr_tune.data.datasets import check_data
+    from vpr_tune.data.splits import check_data
 
     info = check_data(path, skip_bad_files=skip_bad_files, decode=decode)
     if json_out:
@@ -123,7 +126,8 @@ def train(
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.data.splits import is_synthetic, resolve_data_root
+    from vpr_tune.metrics import RECALL_NS, best_index, mode_of
     from vpr_tune.train import load_train_config, train_run
 
     cfg = load_train_config(config)
@@ -152,10 +156,10 @@ def train(
     def on_epoch(row: dict) -> None:
         loss = row["train/loss"]
         loss = f"{float(loss):.4f}" if loss not in ("", None) else "-"
-        recalls = " ".join(f"{float(row[f'val/R@{n}']):5.1f}" for n in (1, 5, 10, 25))
+        recalls = " ".join(f"{float(row[f'val/R@{n}']):5.1f}" for n in RECALL_NS)
         progress.console.print(
             f"epoch {int(row['epoch']):>3}  loss {loss:>7}  lr {float(row['lr']):.1e}  "
-            f"val R@1/5/10/25 {recalls}  {float(row['time_s']):.0f}s",
+            f"val R@{'/'.join(map(str, RECALL_NS))} {recalls}  {float(row['time_s']):.0f}s",
             highlight=False, soft_wrap=True)
         progress.reset(task, total=int(budget["batches_per_epoch"]),
                        epoch=int(row["epoch"]) + 1, loss="-")
@@ -163,8 +167,9 @@ def train(
     with progress:
         rows = train_run(cfg, root, run_dir, resume=resume, num_threads=threads,
                          log=progress.console.print, on_epoch=on_epoch, on_batch=on_batch)
-    best = max(rows, key=lambda r: float(r["val/R@1"]))
-    console.print(f"best val R@1 {float(best['val/R@1']):.1f} at epoch {best['epoch']}; "
+    metric = cfg["search"]["metric"]  # best.pt follows the search metric and its mode
+    best = rows[best_index([r.get(metric) for r in rows], mode_of(cfg["search"])) or 0]
+    console.print(f"best {metric} {float(best[metric] or 'nan'):.4g} at epoch {best['epoch']}; "
                   f"wrote {run_dir}/ (metrics.csv, best.pt, last.pt, TensorBoard events)",
                   highlight=False)
 
@@ -193,12 +198,15 @@ def evaluate(
     import torch
     from rich.table import Table
 
-    from vpr_tune.data.datasets import is_synthetic, load_eval_split
+    from vpr_tune.checkpoint import load_model_from_checkpoint
+    from vpr_tune.config import normalize_config
+    from vpr_tune.data.splits import is_synthetic, load_eval_split
     from vpr_tune.evaluate import evaluate_split, save_predictions
-    from vpr_tune.train import load_model_from_checkpoint
+    from vpr_tune.metrics import RECALLS
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, cfg = load_model_from_checkpoint(checkpoint, device)
+    cfg = normalize_config(cfg)
     path = Path(data).expanduser()
     if not path.exists():
         raise UserError(f"--data {path} does not exist")
@@ -217,12 +225,12 @@ def evaluate(
         print(json.dumps(metrics))
         return
     table = Table(title=f"{eval_split.root}" + (" (synthetic)" if metrics["synthetic"] else ""))
-    for n in (1, 5, 10, 25):
-        table.add_column(f"R@{n}", justify="right")
+    for r in RECALLS:
+        table.add_column(r, justify="right")
     table.add_column("queries", justify="right")
     table.add_column("database", justify="right")
     table.add_column("no positive", justify="right")
-    table.add_row(*[f"{metrics[f'R@{n}']:.1f}" for n in (1, 5, 10, 25)],
+    table.add_row(*[f"{metrics[r]:.1f}" for r in RECALLS],
                   str(metrics["queries"]), str(metrics["database"]),
                   str(metrics["queries_without_positive"]))
     console.print(table)
@@ -266,32 +274,58 @@ def run(
 @app.command("best")
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
-    top: Annotated[int, typer.Option(help="How many trials to show.")] = 5,
-    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "val/R@1",
+    top: Annotated[
+        str | None, typer.Option(help="How many trials: a number or 'all' (default 5; 3 "
+                                 "with --repeat).")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
     retest: Annotated[bool, typer.Option(help="Evaluate on SF-XS test and Tokyo-XS.")] = False,
     data: Annotated[str | None, typer.Option(help="Data root for --retest.")] = None,
     force: Annotated[bool, typer.Option(help="Recompute retest results.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the trial's config as a train YAML.")
+    ] = None,
+    trial: Annotated[
+        str | None, typer.Option(help="Trial id for --export/--save-preds (default: best).")
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option(help="Retrain the top configs (--top, default 3) with N new seeds.")
+    ] = 0,
+    save_preds: Annotated[
+        int, typer.Option(help="Prediction pictures (top N) of the trial on val and tests.")
+    ] = 0,
 ) -> None:
-    """The top trials of a search; --retest re-evaluates them on the test sets."""
+    """The top trials of a search; --retest re-evaluates them on the test sets, --repeat
+    retrains them with new seeds, --export writes one as a train YAML."""
     import json
 
     from vpr_tune import analysis
 
     exp = analysis.load_experiment(name, storage)
-    table = analysis.top_table(exp, top, metric)
+    metric = metric or exp.metric
+    log_console = err_console if json_out else console  # keep --json stdout pure JSON
+    if export is not None or save_preds:
+        _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console)
+        return
+    top_n = _parse_top(top, exp, 3 if repeat else 5)
+    if repeat:
+        _best_repeat(exp, repeat, top_n, metric, data, json_out, log_console)
+        return
+    table = analysis.top_table(exp, top_n, metric)
     retested = None
     if retest:
-        from vpr_tune.tune.retest import retest as run_retest
+        from vpr_tune.retest import retest as run_retest
 
-        log_console = err_console if json_out else console  # keep --json stdout pure JSON
-        retested = run_retest(exp, top, metric, data, force, log=log_console.print)
+        retested = run_retest(exp, top_n, metric, data, force, log=log_console.print)
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
         if retested is not None:
             out["retest"] = _records(retested)
+            out["test_sets"] = retested.attrs.get("test_sets", {})
+            out["transfer"] = _records(analysis.rank_transfer(retested))
         print(json.dumps(out, indent=1))
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
@@ -299,8 +333,64 @@ def best(
     if retested is None:
         _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
     else:  # the retest table holds every column of the best table but epochs
+        from vpr_tune.retest import transfer_lines
+
         _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
+        for line in transfer_lines(retested):
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+def _parse_top(top: str | None, exp, default: int) -> int:
+    """``--top``: a number >= 1, or ``all`` (every trial); ``default`` when not given."""
+    if top is None:
+        return default
+    if top.strip().lower() == "all":
+        return max(1, len(exp.trials))
+    try:
+        n = int(top)
+    except ValueError:
+        raise UserError(f"--top takes a number or 'all', got {top!r}") from None
+    if n < 1:
+        raise UserError(f"--top must be at least 1, got {n}")
+    return n
+
+
+def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console) -> None:
+    """``best --export FILE`` and ``best --save-preds N`` for one trial (default: the best)."""
+    if export is not None:
+        from vpr_tune.export import export_trial
+
+        path, cfg = export_trial(exp, export, trial, metric)
+        log_console.print(f"wrote {path}: trial {cfg['name'].rpartition('-')[2]} of "
+                          f"{exp.name} as a train config; reproduce it with\n"
+                          f"  vpr-tune train {path}", highlight=False, soft_wrap=True)
+    if save_preds:
+        from vpr_tune.preds import save_trial_predictions
+
+        written = save_trial_predictions(exp, save_preds, trial, data, metric,
+                                         log=log_console.print)
+        log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
+                          f"{next(iter(written.values())).parent.parent}", highlight=False,
+                          soft_wrap=True)
+
+
+def _best_repeat(exp, seeds, top, metric, data, json_out, log_console) -> None:
+    """``best --repeat N``: the top configs retrained with N new seeds, mean ± std."""
+    import json
+
+    from vpr_tune.repeats import display_table, repeat, verdict
+
+    runs, summary, changed = repeat(exp, seeds, top, metric, data, log=log_console.print)
+    if json_out:
+        print(json.dumps({"experiment": exp.name, "runs": _records(runs),
+                          "summary": _records(summary), "winner_changed": changed}, indent=1))
+        return
+    _print_wide(_rich_table(display_table(summary),
+                            f"Repeats of {exp.label}: {seeds} new seed(s) per config",
+                            f"mean ± std over seeds; written to {exp.path / 'repeats.csv'} "
+                            "and repeats.md"))
+    console.print(verdict(summary, changed), highlight=False, soft_wrap=True)
 
 
 def _print_wide(renderable) -> None:
@@ -345,12 +435,45 @@ def _rich_table(frame, title: str, caption: str):
     return table
 
 
+@app.command("compare")
+def compare(
+    names: Annotated[list[str], typer.Argument(help="Two or more experiments.")],
+    metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write their best-so-far curves on one axis (PNG).")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Experiments side by side: cost, best val and retest recalls, differing settings."""
+    import json
+
+    from vpr_tune import analysis
+    from vpr_tune.compare import compare_table, differing_hyperparameters, plot_best_so_far
+
+    if len(names) < 2:
+        raise UserError("compare needs at least two experiments")
+    exps = [analysis.load_experiment(n, storage) for n in names]
+    table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
+    if json_out:
+        print(json.dumps({"experiments": _records(table), "differing": _records(diff)},
+                         indent=1))
+    else:
+        _print_wide(_rich_table(table, "Experiments (best trial of each; R@N %)",
+                                "trial_time_h: trial-seconds summed; wall_time_h: start to "
+                                "last table update"))
+        _print_wide(_rich_table(diff, "Where their best configs differ", ""))
+    if plot is not None:
+        path = plot_best_so_far(exps, plot, metric)
+        (err_console if json_out else console).print(f"wrote {path}", highlight=False)
+
+
 @app.command("report")
 def report(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
     top: Annotated[int, typer.Option(help="Trials in the top table.")] = 5,
-    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "val/R@1",
+    metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
     from vpr_tune import analysis

@@ -37,19 +37,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-# Names the YAML may use; each maps to one registry entry in its module.
-OPTIMIZERS = ("sgd", "adam", "adamw", "asgd")
-SCHEDULERS = ("none", "cosine", "plateau", "multistep")
-LOSSES = ("contrastive", "triplet", "multisimilarity", "circle", "arcface", "cosface")
-MINERS = ("none", "multisimilarity", "batchhard", "tripletmargin", "pairmargin")
-AGGREGATORS = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")
-BACKBONES = ("resnet18", "resnet50")
+from vpr_tune import components, metrics
+
 SEARCH_ALGORITHMS = ("random", "grid", "optuna")
 # Autocast of a trial (vpr_tune/precision.py): auto = fp16 on CUDA, bf16 on AMX CPUs, else fp32.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRIAL_SCHEDULERS = ("asha", "fifo")
-# What a trial reports that a search can rank on (best.pt follows the same metric).
-SEARCH_METRICS = ("val/R@1", "val/R@5", "val/R@10", "val/R@25")
 
 DEFAULTS: dict[str, Any] = {
     "name": None,  # experiment name; CLI --name wins
@@ -65,7 +58,17 @@ DEFAULTS: dict[str, Any] = {
         "min_images_per_place": 4,
         "cache": True,  # decode-once memory-mapped cache; False -> PIL every step
         "skip_bad_files": False,  # corrupt JPEGs: error (False) or warn and skip (True)
-        "augment": True,  # crop/scale/colour jitter on tensors for training
+        # Training augmentation on the cached tensors (vpr_tune/data/augment.py); the YAML
+        # may also say `augment: true/false` (= enabled).
+        "augment": {
+            "enabled": True,
+            "crop_min": 0.8,  # crop side / image side, uniform(crop_min, crop_max)
+            "crop_max": 1.0,
+            "aspect": 0.05,  # crop aspect ratio 1 +- aspect
+            "jitter": 0.25,  # brightness and contrast factors 1 +- jitter
+            "white_balance": 0.07,  # per-channel gain 1 +- white_balance
+            "perspective": 0.0,  # corners move up to this fraction of the side; 0 = off
+        },
     },
     "model": {
         "backbone": "resnet18",
@@ -76,8 +79,10 @@ DEFAULTS: dict[str, Any] = {
     },
     "loss": {"name": "contrastive"},  # + per-loss params (margins, scale, lr for arcface/cosface)
     "miner": {"name": "none"},  # + per-miner params (epsilon, margin, ...)
-    "optimizer": {"name": "sgd", "lr": 0.0025, "weight_decay": 0.001},  # + momentum, nesterov
-    "scheduler": {"name": "none", "warmup_epochs": 0},  # + per-scheduler params
+    # Registry-backed sections hold only their name here: each parameter's default lives in
+    # its registry entry (vpr_tune/components.py), so `adam` without an lr gets Adam's 1e-3.
+    "optimizer": {"name": "sgd"},  # + lr, weight_decay, momentum, ... (sgd: the course's)
+    "scheduler": {"name": "none"},  # + warmup_epochs and per-scheduler params
     "budget": {
         "max_epochs": 10,
         "batches_per_epoch": 100,
@@ -88,8 +93,8 @@ DEFAULTS: dict[str, Any] = {
     "search": {
         "algorithm": "optuna",
         "num_samples": 16,
-        "metric": "val/R@1",
-        "mode": "max",
+        "metric": metrics.DEFAULT_METRIC,
+        "mode": None,  # None -> the metric's direction (max for recalls, min for train/loss)
         "seed": 0,
         "max_concurrent": 2,
         "scheduler": "asha",
@@ -112,23 +117,24 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "randint", "quniform", "grid")
-# Sections whose keys depend on the chosen ``name`` (family for train.allowed_params).
-FREE_SECTIONS = {
-    "model.aggregator": "aggregator", "loss": "loss", "miner": "miner",
-    "optimizer": "optimizer", "scheduler": "scheduler",
-}
+# Sections whose keys depend on the chosen ``name``: the registries say which keys each
+# name takes (vpr_tune.components).
+FREE_SECTIONS = tuple(components.SECTIONS)
 # Fixed-name leaves and what they may be.
 NAMES = {
-    "optimizer.name": OPTIMIZERS, "scheduler.name": SCHEDULERS, "loss.name": LOSSES,
-    "miner.name": MINERS, "model.aggregator.name": AGGREGATORS, "model.backbone": BACKBONES,
+    **{f"{section}.name": tuple(registry) for section, registry in components.SECTIONS.items()},
+    "model.backbone": tuple(components.BACKBONES),
     "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
-    "search.metric": SEARCH_METRICS, "search.mode": ("max", "min"),
-    "data.synth_size": ("tiny", "demo", "bench", "full"), "model.cut": ("layer3", "layer4"),
+    "search.metric": metrics.SEARCHABLE, "search.mode": metrics.MODES,
+    "data.synth_size": ("tiny", "demo", "bench", "full"), "model.cut": components.CUTS,
     "resources.precision": PRECISIONS,
 }
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "data.root", "data.train",
                   "data.val", "data.test")
+# What each data.augment strength may be (fractions of the side, or of the brightness).
+AUGMENT_RANGES = {"crop_min": (0.1, 1.0), "crop_max": (0.1, 1.0), "aspect": (0.0, 0.5),
+                  "jitter": (0.0, 0.9), "white_balance": (0.0, 0.5), "perspective": (0.0, 0.4)}
 # Marks an alternative's search name: ``loss.margin#arcface`` (see Param.alias).
 ALIAS_MARK = "#"
 NUMERIC_DISTS = ("uniform", "loguniform", "int", "randint", "quniform")
@@ -185,6 +191,20 @@ def materialize(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = copy.deepcopy(value)
+    return normalize_config(cfg)
+
+
+def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Put ``cfg`` in the one shape every reader expects (in place; returns it): one int
+    ``data.image_size`` becomes ``[H, W]``. Applied to every loaded, trial and read-back config.
+
+    >>> normalize_config({"data": {"image_size": 224}})["data"]["image_size"]
+    [224, 224]
+    """
+    data = cfg.get("data")
+    size = data.get("image_size") if isinstance(data, dict) else None
+    if isinstance(size, int) and not isinstance(size, bool):
+        data["image_size"] = [size, size]
     return cfg
 
 
@@ -237,8 +257,10 @@ class _Builder:
                 p.alias = ""
         self.check_names()
         self.check_free_params()
+        self.check_augment()
         self.check_search()
         base = materialize(defaults(), self.fixed)
+        base["search"]["mode"] = metrics.mode_of(base["search"])
         params = _ordered({p.id: p for p in self.leaves})
         return Space(base=base, params=params, source=self.source, raw=copy.deepcopy(raw))
 
@@ -253,7 +275,10 @@ class _Builder:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(dotted, f"unknown key{hint}; allowed: {', '.join(schema)}")
             default = schema.get(key)
-            if isinstance(default, dict) and key != "test" or dotted in FREE_SECTIONS:
+            if dotted == "data.augment" and (isinstance(value, bool) or isinstance(
+                    value, dict) and _is_leaf_spec(value)):  # augment: true/false
+                self.leaf("data.augment.enabled", value, True, True)
+            elif isinstance(default, dict) and key != "test" or dotted in FREE_SECTIONS:
                 if not isinstance(value, dict) or _is_leaf_spec(value):
                     self.fail(dotted, f"expected a section (mapping), got {_tname(value)}")
                 self.walk(value, default or {}, dotted + ".")
@@ -445,31 +470,55 @@ class _Builder:
                               f"(possible: {list(possible)})")
 
     def check_free_params(self) -> None:
-        try:
-            from vpr_tune.train import allowed_params
-        except ImportError:  # training module not importable: names only
-            return
+        """Each key of a name-dependent section is a parameter of every name it applies to,
+        and a loss parameter's values are plausible in that loss's unit."""
+        allowed = components.allowed_params
         keys = [(d, None) for d in self.fixed] + [(p.path, p) for p in self.leaves]
-        for section, family in FREE_SECTIONS.items():
-            names = self.possible(f"{section}.name") or (
-                DEFAULTS[section]["name"] if "." not in section
-                else DEFAULTS["model"]["aggregator"]["name"],)
+        for section in FREE_SECTIONS:
+            node = DEFAULTS
+            for part in section.split("."):
+                node = node[part]
+            names = self.possible(f"{section}.name") or (node["name"],)
             for dotted, leaf in keys:
                 parent, _, key = dotted.rpartition(".")
                 if parent != section or key == "name":
                     continue
                 when_names = leaf.when.get(f"{section}.name") if leaf else None
                 applies_to = [n for n in names if when_names is None or _in(n, when_names)]
-                bad = [n for n in applies_to if key not in allowed_params(family, n)]
+                bad = [n for n in applies_to if key not in allowed(section, n)]
                 if bad:
-                    ok = sorted(n for n in NAMES[f"{section}.name"]
-                                if key in allowed_params(family, n))
+                    ok = sorted(n for n in NAMES[f"{section}.name"] if key in allowed(section, n))
                     self.fail(dotted, f"{bad[0]!r} takes no {key!r} (allowed for {bad[0]}: "
-                              f"{', '.join(sorted(allowed_params(family, bad[0]))) or 'none'}"
-                              f"; {key} applies to {', '.join(ok) or 'no ' + family}"
+                              f"{', '.join(sorted(allowed(section, bad[0]))) or 'none'}"
+                              f"; {key} applies to {', '.join(ok) or 'no ' + section}"
                               f"{' — add when: {name: [...]}' if ok else ''})")
+                if section == "loss":
+                    values = [self.fixed[dotted]] if leaf is None else _values(leaf)
+                    for n in applies_to:
+                        problem = next(filter(None, (components.unit_problem(n, key, v)
+                                                     for v in values)), None)
+                        if problem:
+                            self.fail(dotted, problem)
+
+    def check_augment(self) -> None:
+        """Augmentation strengths stay where the image survives them."""
+        keys = [(d, [v]) for d, v in self.fixed.items()] + [(p.path, _values(p))
+                                                              for p in self.leaves]
+        for dotted, values in keys:
+            key = dotted.removeprefix("data.augment.")
+            if key in AUGMENT_RANGES and dotted != key:
+                low, high = AUGMENT_RANGES[key]
+                bad = [v for v in values if not low <= v <= high]
+                if bad:
+                    self.fail(dotted, f"{bad[0]!r} is outside {low:g}-{high:g}")
 
     def check_search(self) -> None:
+        metric = self.fixed.get("search.metric", DEFAULTS["search"]["metric"])
+        mode = self.fixed.get("search.mode")
+        if mode is not None and mode != metrics.direction(metric):
+            self.fail("search.mode", f"{mode!r} contradicts search.metric {metric} (better when "
+                      f"{metrics.direction(metric)}); set {metrics.direction(metric)} or leave "
+                      "search.mode out")
         algo = self.fixed.get("search.algorithm", DEFAULTS["search"]["algorithm"])
         if algo == "optuna":
             for p in self.leaves:
@@ -518,6 +567,14 @@ def _ordered(params: dict[str, Param]) -> dict[str, Param]:
 
             raise UserError(f"circular when between {', '.join(p.path for p in pending)}")
     return done
+
+
+def _values(p: Param) -> list[Any]:
+    """The values a leaf can take that a range check must see: a fixed value, every choice,
+    both ends of a numeric distribution."""
+    if p.kind == "value":
+        return [p.args]
+    return list(p.args) if p.kind in ("choice", "grid") else list(p.args[:2])
 
 
 def _is_alternatives(value: Any) -> bool:

@@ -25,17 +25,10 @@ from typing import Any
 
 import numpy as np
 
-# The defaults of a ``data.augment`` section (config.DEFAULTS holds the same mapping);
-# ``augment: true`` means these, ``false`` turns augmentation off.
-DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "crop_min": 0.8,  # crop side as a fraction of the image side: uniform(crop_min, crop_max)
-    "crop_max": 1.0,
-    "aspect": 0.05,  # crop aspect ratio 1 +- aspect
-    "jitter": 0.25,  # brightness and contrast factors uniform(1 - jitter, 1 + jitter)
-    "white_balance": 0.07,  # per-channel gain 1 +- white_balance
-    "perspective": 0.0,  # each corner moves up to this fraction of the side; 0 = off
-}
+from vpr_tune import config as _config
+
+# ``augment: true`` means these (config.DEFAULTS is where they are written).
+DEFAULTS: dict[str, Any] = _config.DEFAULTS["data"]["augment"]
 
 
 def augment_params(value: Any) -> dict[str, Any]:

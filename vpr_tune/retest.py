@@ -7,7 +7,7 @@ split of the config's ``data.test`` (SF-XS test and Tokyo-XS test by default). W
 reuses them unless ``force``::
 
     from vpr_tune.analysis import load_experiment
-    from vpr_tune.tune.retest import retest
+    from vpr_tune.retest import retest
 
     table = retest(load_experiment("demo"), top=5)      # DataFrame, also written to disk
 """
@@ -15,13 +15,14 @@ reuses them unless ``force``::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vpr_tune import SYNTHETIC_NOTE
+from vpr_tune import SYNTHETIC_NOTE, metrics
 from vpr_tune.analysis import (
     SYNTHETIC_LABEL,
     Experiment,
@@ -31,11 +32,12 @@ from vpr_tune.analysis import (
     top_table,
 )
 from vpr_tune.atomic import write_csv, write_text
-from vpr_tune.config import DEFAULTS
+from vpr_tune.config import DEFAULTS, normalize_config
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
-RETEST_NS = (1, 5, 10)
+# What evaluate reports about a split besides recalls (the same for every config).
+SPLIT_COUNTS = ("queries", "database", "queries_without_positive")
 SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
 
 # (checkpoint path, data root, {set name: rel split}) -> {set name: metrics}; injectable in tests.
@@ -86,14 +88,14 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
     def run(checkpoint: Path, root: Path, tests: dict[str, str]) -> dict[str, dict[str, Any]]:
         import torch
 
-        from vpr_tune.data.datasets import find_split, load_eval_split
+        from vpr_tune.checkpoint import load_model_from_checkpoint
+        from vpr_tune.data.splits import find_split, load_eval_split
         from vpr_tune.evaluate import evaluate
-        from vpr_tune.train import load_model_from_checkpoint
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
         device = _device()
         model, cfg = load_model_from_checkpoint(checkpoint, device=device)
-        data = cfg.get("data", {})
+        data = normalize_config(cfg).get("data", {})
         out = {}
         for set_name, rel in tests.items():
             path = find_split(root, rel)
@@ -102,7 +104,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
                                                                              False))
             with torch.no_grad():
                 out[set_name] = evaluate(
-                    model, splits[path], tuple(data.get("image_size", (224, 224))),
+                    model, splits[path], data.get("image_size", DEFAULTS["data"]["image_size"]),
                     int(cfg.get("budget", {}).get("eval_batch_size", 64)), device,
                     precision=str(cfg.get("resources", {}).get("precision", "auto")),
                 )
@@ -122,7 +124,7 @@ def _load_cache(path: Path) -> dict[str, Any]:
 def resolve_root(exp: Experiment, data: str | None, log: Callable[[str], None]) -> Path:
     """The data root for retesting: ``--data``, else the experiment's (space.yaml / env /
     street-world of the experiment's ``data.synth_size``)."""
-    from vpr_tune.data.datasets import resolve_data_root
+    from vpr_tune.data.splits import resolve_data_root
 
     size = (exp.space.get("data") or {}).get("synth_size", DEFAULTS["data"]["synth_size"])
     return Path(resolve_data_root(data or data_root_of(exp.space), size=size, log=log))
@@ -131,17 +133,21 @@ def resolve_root(exp: Experiment, data: str | None, log: Callable[[str], None]) 
 def retest(
     exp: Experiment,
     top: int = 5,
-    metric: str = "val/R@1",
+    metric: str | None = None,
     data: str | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
     evaluate_fn: EvaluateFn | None = None,
 ) -> pd.DataFrame:
-    """Retest the top ``top`` trials on the test sets; returns and writes the retest table.
+    """Retest the top ``top`` trials by ``metric`` (default: the search's) on the test sets;
+    returns and writes the retest table.
 
-    Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``,
-    then ``<set>_R@1/5/10`` for each set of ``data.test`` (``sf_test``, ``tokyo``).
+    Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``
+    (and the ranking metric's column), then ``<set>_R@N`` for each N of ``metrics.RECALLS``
+    and each set of ``data.test`` (``sf_test``, ``tokyo``). ``table.attrs["test_sets"]``
+    holds each set's query, database and no-positive counts.
     """
+    metric = metric or exp.metric
     table = top_table(exp, top, metric)  # raises when no trial finished
     best = ranked(exp, metric).head(top)
     checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
@@ -168,10 +174,12 @@ def retest(
 
     table = table.drop(columns="epochs")
     for set_name in tests:
-        for n in RETEST_NS:
-            table[f"{set_name}_R@{n}"] = [float(r[set_name][f"R@{n}"]) for r in results]
+        for r in metrics.RECALLS:
+            table[f"{set_name}_{r}"] = [float(res[set_name][r]) for res in results]
+    table.attrs["test_sets"] = {s: {k: results[0][s].get(k) for k in SPLIT_COUNTS}
+                                for s in tests}
     synthetic = _root_is_synthetic(root)
-    write_retest(exp.path, table, synthetic)
+    write_retest(exp.path, table, synthetic, metric)
     exp.retest = table
     return table
 
@@ -179,12 +187,13 @@ def retest(
 def _root_is_synthetic(root: Path | None) -> bool:
     if root is None:
         return False
-    from vpr_tune.data.datasets import is_synthetic
+    from vpr_tune.data.splits import is_synthetic
 
     return bool(is_synthetic(root))
 
 
-def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Path, Path]:
+def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
+                 metric: str = metrics.DEFAULT_METRIC) -> tuple[Path, Path]:
     """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
     write_csv(table, csv_path)
@@ -192,11 +201,34 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Pa
     if synthetic:
         lines += [SYNTHETIC_MD, ""]
     lines += [
-        "Best checkpoint of each top trial (ranked by val R@1), Recall@N in percent "
+        f"Best checkpoint of each top trial (ranked by best {metric}), Recall@N in percent "
         "(25 m rule).",
         "",
         markdown_table(table),
         "",
+        *(f"- {line}" for line in transfer_lines(table)),
+        "",
     ]
     write_text(md_path, "\n".join(lines))
     return csv_path, md_path
+
+
+def transfer_lines(table: pd.DataFrame) -> list[str]:
+    """What a reader of the retest needs besides the table: each test set's queries without a
+    positive (they cap R@N), and how well the val ranking transferred to each test set."""
+    from vpr_tune.analysis import rank_transfer
+
+    lines = []
+    for name, c in table.attrs.get("test_sets", {}).items():
+        q, miss = c.get("queries"), c.get("queries_without_positive")
+        if q:
+            lines.append(f"{name}: {q} queries, {miss} without a positive within 25 m "
+                         f"(R@N cannot exceed {100 * (q - miss) / q:.1f} %)")
+    for row in rank_transfer(table).itertuples(index=False):
+        if math.isnan(row.spearman):
+            lines.append(f"val -> {row.test_set} ranking: needs 3+ configs with different "
+                         f"recalls (retested {row.configs}; use --top)")
+        else:
+            lines.append(f"val -> {row.test_set} ranking over {row.configs} configs (R@1): "
+                         f"Spearman {row.spearman:+.2f}, Kendall's tau {row.kendall:+.2f}")
+    return lines
