@@ -112,3 +112,35 @@ def test_trials_csv_lists_the_plain_key_not_the_search_name(tmp_path):
                                     "loss.margin": 30.0})
     record = trial_record(trial, defaults())
     assert record["loss.margin"] == 30.0 and not any("#" in k for k in record)
+
+
+@pytest.mark.parametrize("loss, text, msg", [
+    ("arcface", "margin: 0.3",
+     "loss.margin: 0.3 is not a plausible arcface margin: it is in degrees (library default "
+     "28.6; plausible 5-90)"),
+    ("arcface", "margin: {uniform: [0.05, 0.5]}", "it is in degrees (library default 28.6"),
+    ("cosface", "margin: 28.6", "it is in cosine units (library default 0.35"),
+    ("triplet", "margin: {choice: [0.1, 5.0]}", "5 is not a plausible triplet margin: it is "
+     "in distance units (library default 0.05"),
+])
+def test_a_value_in_another_loss_unit_is_refused(tmp_path, loss, text, msg):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"loss:\n  name: {loss}\n  {text}\n")
+    with pytest.raises(UserError) as info:
+        load_space(path)
+    assert msg in str(info.value)
+
+
+def test_units_are_checked_per_alternative_and_pass_in_their_own_unit(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent("""
+        loss:
+          name: {choice: [triplet, arcface]}
+          margin:
+            - {uniform: [0.02, 0.3], when: {name: triplet}}
+            - {uniform: [0.2, 0.5], when: {name: arcface}}
+    """))
+    with pytest.raises(UserError, match="0.2 is not a plausible arcface margin"):
+        load_space(path)
+    for shipped in ("losses", "course"):
+        load_space(f"search_spaces/{shipped}.yaml")  # every range in its own unit
