@@ -476,18 +476,20 @@ def retest_columns(retest: pd.DataFrame, n: int = 1) -> list[str]:
 
 
 def rank_transfer(retest: pd.DataFrame, n: int = 1) -> pd.DataFrame:
-    """Spearman correlation between val R@n and each test set's R@n across the retested
-    configs: does the val ranking transfer? One row per test set (NaN with < 3 configs)."""
-    from scipy.stats import spearmanr
+    """Spearman's rho and Kendall's tau between val R@n and each test set's R@n across the
+    retested configs: does the val ranking transfer? One row per test set with the number
+    of ``configs`` (NaN with < 3 configs or a constant column)."""
+    from scipy.stats import kendalltau, spearmanr
 
     rows = []
     for col in retest_columns(retest, n):
         val, test = retest[f"val_R@{n}"].astype(float), retest[col].astype(float)
         ok = len(retest) >= 3 and val.nunique() > 1 and test.nunique() > 1
         rho = float(spearmanr(val, test).statistic) if ok else math.nan
+        tau = float(kendalltau(val, test).statistic) if ok else math.nan
         rows.append({"test_set": col.removesuffix(f"_R@{n}"), "configs": len(retest),
-                     "spearman": rho})
-    return pd.DataFrame(rows, columns=["test_set", "configs", "spearman"])
+                     "spearman": rho, "kendall": tau})
+    return pd.DataFrame(rows, columns=["test_set", "configs", "spearman", "kendall"])
 
 
 # ------------------------------------------------------------------------------ tables

@@ -15,6 +15,7 @@ reuses them unless ``force``::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
-RETEST_NS = metrics.RECALL_NS[:3]  # R@25 of a few hundred queries adds little
+# What evaluate reports about a split besides recalls (the same for every config).
+SPLIT_COUNTS = ("queries", "database", "queries_without_positive")
 SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
 
 # (checkpoint path, data root, {set name: rel split}) -> {set name: metrics}; injectable in tests.
@@ -166,8 +168,9 @@ def retest(
     returns and writes the retest table.
 
     Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``
-    (and the ranking metric's column), then ``<set>_R@1/5/10`` for each set of ``data.test``
-    (``sf_test``, ``tokyo``).
+    (and the ranking metric's column), then ``<set>_R@N`` for each N of ``metrics.RECALLS``
+    and each set of ``data.test`` (``sf_test``, ``tokyo``). ``table.attrs["test_sets"]``
+    holds each set's query, database and no-positive counts.
     """
     metric = metric or exp.metric
     table = top_table(exp, top, metric)  # raises when no trial finished
@@ -197,8 +200,10 @@ def retest(
 
     table = table.drop(columns="epochs")
     for set_name in tests:
-        for n in RETEST_NS:
-            table[f"{set_name}_R@{n}"] = [float(r[set_name][f"R@{n}"]) for r in results]
+        for r in metrics.RECALLS:
+            table[f"{set_name}_{r}"] = [float(res[set_name][r]) for res in results]
+    table.attrs["test_sets"] = {s: {k: results[0][s].get(k) for k in SPLIT_COUNTS}
+                                for s in tests}
     synthetic = _root_is_synthetic(root)
     searched = str(((exp.space or {}).get("resolved") or {}).get("data_fingerprint") or "")
     note = f"Data: {root} ({fingerprint})."
@@ -235,8 +240,31 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
         "",
         markdown_table(table),
         "",
+        *(f"- {line}" for line in transfer_lines(table)),
+        "",
     ]
     if data_note:
         lines += [data_note, ""]
     write_text(md_path, "\n".join(lines))
     return csv_path, md_path
+
+
+def transfer_lines(table: pd.DataFrame) -> list[str]:
+    """What a reader of the retest needs besides the table: each test set's queries without a
+    positive (they cap R@N), and how well the val ranking transferred to each test set."""
+    from vpr_tune.analysis import rank_transfer
+
+    lines = []
+    for name, c in table.attrs.get("test_sets", {}).items():
+        q, miss = c.get("queries"), c.get("queries_without_positive")
+        if q:
+            lines.append(f"{name}: {q} queries, {miss} without a positive within 25 m "
+                         f"(R@N cannot exceed {100 * (q - miss) / q:.1f} %)")
+    for row in rank_transfer(table).itertuples(index=False):
+        if math.isnan(row.spearman):
+            lines.append(f"val -> {row.test_set} ranking: needs 3+ configs with different "
+                         f"recalls (retested {row.configs}; use --top)")
+        else:
+            lines.append(f"val -> {row.test_set} ranking over {row.configs} configs (R@1): "
+                         f"Spearman {row.spearman:+.2f}, Kendall's tau {row.kendall:+.2f}")
+    return lines

@@ -95,7 +95,7 @@ class Trainer:
         self.batches_per_epoch = int(budget["batches_per_epoch"])
         self.loader = TrainLoader(
             self.train_split, self.image_size, places, int(budget["images_per_place"]),
-            self.batches_per_epoch, self.seed, augment=bool(data["augment"]),
+            self.batches_per_epoch, self.seed, augment=data["augment"],
             cache=self.cache, device=str(self.device))
 
         if isinstance(self.model.aggregator, NetVLAD):

@@ -122,7 +122,7 @@ def run_experiment(
             search.check_cluster_resources(space, int(sconf["max_concurrent"]),
                                            search.local_node())
         log(yaml.safe_dump({"base": space.base, "params": {
-            p.path: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
+            p.id: {p.kind: p.args, **({"when": {k: list(v) for k, v in p.when.items()}}
                                         if p.when else {})}
             for p in space.params.values()}}, sort_keys=False))
         log("dry run: nothing started")

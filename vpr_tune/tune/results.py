@@ -18,7 +18,7 @@ import pandas as pd
 
 from vpr_tune import metrics
 from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
-from vpr_tune.config import materialize
+from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
 
 STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
@@ -176,7 +176,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     if diverged:
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
-                              **dict(sorted(trial.config.items()))}
+                              **dict(sorted((k, v) for k, v in trial.config.items()
+                                            if ALIAS_MARK not in k))}
     for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
         vals = [r[m] for r in good if r.get(m) is not None]
         record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))

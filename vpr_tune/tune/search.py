@@ -60,7 +60,7 @@ def expand_points(space: Space, num_samples: int, seed: int) -> list[dict[str, A
             points.append(dict(partial))
             return
         p = params[i]
-        if not p.applies(partial):
+        if not p.applies(partial) or p.path in partial:  # or an earlier alternative applied
             walk(i + 1, partial)
         elif p.kind == "grid":
             for value in p.args:
@@ -85,23 +85,25 @@ class OptunaDefineByRun:
         chosen: dict[str, Any] = {}
         constants: dict[str, Any] = {}
         for p in self.params:
-            if not p.applies(chosen):
+            if not p.applies(chosen) or p.path in chosen:  # or an earlier alternative applied
                 continue
-            a = p.args
+            a, name = p.args, p.id  # an alternative is suggested under its own name
             if p.kind == "value":
                 value = constants[p.path] = a
             elif p.kind == "choice":
-                value = trial.suggest_categorical(p.path, a)
+                value = trial.suggest_categorical(name, a)
             elif p.kind == "uniform":
-                value = trial.suggest_float(p.path, a[0], a[1])
+                value = trial.suggest_float(name, a[0], a[1])
             elif p.kind == "loguniform":
-                value = trial.suggest_float(p.path, a[0], a[1], log=True)
+                value = trial.suggest_float(name, a[0], a[1], log=True)
             elif p.kind in ("int", "randint"):
-                value = trial.suggest_int(p.path, a[0], a[1])
+                value = trial.suggest_int(name, a[0], a[1])
             elif p.kind == "quniform":
-                value = trial.suggest_float(p.path, a[0], a[1], step=a[2])
+                value = trial.suggest_float(name, a[0], a[1], step=a[2])
             else:
                 raise UserError(f"{p.path}: {p.kind} is not supported with optuna")
+            if name != p.path:  # the trial config holds it under its path too
+                constants[p.path] = value
             chosen[p.path] = value
         return constants or None
 
