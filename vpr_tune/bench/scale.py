@@ -10,7 +10,8 @@ and the faster run counts (other users' load only ever adds time).
 
 Also the decode-once cache build of each database: images/s, and the builder's peak memory
 above its start, measured in a fresh process: it must not grow with the number of images
-(the builder streams chunks to the file instead of holding the array).
+(the builder streams chunks to the file instead of holding the array):
+``builder_peak_growth_per_cache_growth`` is ~0 when it streams, ~1 when it holds the array.
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ def bench_scale(quick: bool = False, log: Any = print, data_size: str = "full") 
     slope = float(np.polyfit(np.log(sizes), np.log(best), 1)[0]) if len(sizes) > 1 else 1.0
     build_rates = [round((n + len(q_paths)) / builds[n][0], 1) for n in sizes]
     peaks_mb = [round(builds[n][1] / 2**20, 1) for n in sizes]
+    # ~0 when the builder streams the pixels (what grows is the list of paths), ~1 if it
+    # held the array: builder peak growth / cache file growth, smallest to largest database
+    small, large = builds[sizes[0]], builds[sizes[-1]]
+    peak_vs_cache = (large[1] - small[1]) / (large[2] - small[2]) if large[2] > small[2] \
+        else None
     return record("scale", "exponent b of eval wall ~ database^b (fixed queries)", slope,
                   SCALE_BAR, quick, database_sizes=list(sizes), queries=len(q_paths),
                   eval_s=[round(w, 3) for w in best], eval_s_all={str(n): walls[n]
@@ -157,6 +163,8 @@ def bench_scale(quick: bool = False, log: Any = print, data_size: str = "full") 
                   cache_build_img_s=build_rates,
                   cache_build_s=[round(builds[n][0], 2) for n in sizes],
                   builder_peak_mb_above_start=peaks_mb,
+                  builder_peak_growth_per_cache_growth=None if peak_vs_cache is None
+                  else round(peak_vs_cache, 4),
                   cache_mb=[round(builds[n][2] / 2**20, 1) for n in sizes],
                   image_size=IMAGE_SIZE, batch_size=128, data=str(root),
                   pool_images=len(pool))
