@@ -409,8 +409,10 @@ class _Builder:
                 self.fail(f"{dotted}.when.{sib}", "empty list of values")
             bad = [v for v in vals if sib_path in NAMES and v not in NAMES[sib_path]]
             if bad:
+                close = difflib.get_close_matches(str(bad[0]), NAMES[sib_path], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.fail(f"{dotted}.when", f"{sib_path} never takes {bad[0]!r} "
-                          f"(one of {', '.join(NAMES[sib_path])})")
+                          f"(one of {', '.join(NAMES[sib_path])}{hint})")
             out[sib_path] = vals
         return out
 
