@@ -326,10 +326,11 @@ def doctor(
         if json_out:
             return
         colour = {"✔": "green", "✘": "bold red", "!": "yellow"}[check.status]
-        console.print(f"[{colour}]{check.status}[/] [bold]{check.name}[/]: "
-                      f"{escape(check.detail)}", highlight=False, soft_wrap=True)
+        # our own markup for the symbol and name; the texts escaped (paths, "[low, high]")
+        console.print(f"[{colour}]{check.status}[/] [bold]{escape(check.name)}[/]: "
+                      f"{escape(check.detail)}", markup=True, highlight=False, soft_wrap=True)
         if check.fix:
-            console.print(f"    {escape(check.fix)}", highlight=False, soft_wrap=True)
+            console.print(f"    {check.fix}", highlight=False, soft_wrap=True)
 
     checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
     if json_out:
