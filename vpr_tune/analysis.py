@@ -34,9 +34,9 @@ import pandas as pd
 import yaml
 
 from vpr_tune import metrics
-from vpr_tune.errors import UserError
+from vpr_tune.errors import SearchFailed, UserError
 from vpr_tune.metrics import summary_column
-from vpr_tune.tune.results import read_table
+from vpr_tune.tune.results import all_failed, failure_summary, read_table
 
 # trials.csv columns that are not hyperparameters.
 SUMMARY_COLUMNS = (
@@ -287,6 +287,9 @@ def top_table(exp: Experiment, top: int = 5, metric: str | None = None) -> pd.Da
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     frame = ranked(exp, metric)
+    if frame.empty and all_failed(exp.trials):
+        raise SearchFailed(f"experiment {exp.name}: no trial finished: "
+                           f"{failure_summary(exp.trials)}")
     if frame.empty:
         counts = exp.trials["status"].astype(str).value_counts().to_dict()
         raise UserError(

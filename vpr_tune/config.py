@@ -215,10 +215,12 @@ def load_space(path: str | Path) -> Space:
     from vpr_tune.errors import UserError
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; expected a search-space YAML file")
     if not path.is_file():
         raise UserError(f"{path}: search-space file does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -226,7 +228,60 @@ def load_space(path: str | Path) -> Space:
         raise UserError(f"{path}: YAML syntax error{where}: {problem}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from exc
-    return space_from_dict(raw if raw is not None else {}, str(path))
+    if raw is None:  # empty or only comments: 16 trials of the defaults is never meant
+        raise UserError(f"{path}: has no content (empty or only comments); see "
+                        "search_spaces/README.md for the schema")
+    return space_from_dict(raw, str(path))
+
+
+def read_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Parse YAML as the search spaces need it: a key given twice in one mapping is an error
+    naming both lines (PyYAML keeps the last silently), and ``1e-4`` is the number it means
+    (YAML 1.1 reads a float without a dot as text).
+
+    >>> read_yaml("lr: 1e-4")
+    {'lr': 0.0001}
+    """
+    loader = _loader()(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import re
+
+    import yaml
+
+    from vpr_tune.errors import UserError
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise UserError(f"{self.source}: key {key!r} is given twice, "
+                                    f"at lines {seen[key]} and {line}; keep one")
+                if isinstance(key, (str, int, float, bool)):
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    # YAML 1.1 floats need a dot: also read 1e-4, -3E+2 as numbers (copying PyYAML's list).
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    _LOADER = Loader
+    return Loader
 
 
 def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
@@ -250,6 +305,7 @@ class _Builder:
         if not isinstance(raw, dict):
             self.fail("", f"expected a mapping of sections at the top, got {_tname(raw)}")
         self.walk(raw, DEFAULTS, "")
+        self.check_when_values()
         self.resolve_static()
         paths = [p.path for p in self.leaves]
         for p in self.leaves:  # one alternative left: searched under its plain path
@@ -259,6 +315,7 @@ class _Builder:
         self.check_free_params()
         self.check_augment()
         self.check_search()
+        self.check_batch()
         base = materialize(defaults(), self.fixed)
         base["search"]["mode"] = metrics.mode_of(base["search"])
         params = _ordered({p.id: p for p in self.leaves})
@@ -422,6 +479,43 @@ class _Builder:
         if known and isinstance(default, (int, float)) and low < 0:
             self.fail(dotted, f"must not be negative, got low {low}")
         return list(args)
+
+    def check_when_values(self) -> None:
+        """Each ``when`` value is one its key can take: a name from the registry, or one of
+        the key's choices (a typo would otherwise silently drop the parameter)."""
+        for p in self.leaves:
+            for sib, vals in p.when.items():
+                searched = [q for q in self.leaves if q.path == sib
+                            and q.kind in ("choice", "grid")]
+                allowed = tuple(NAMES.get(sib, ())) or tuple(
+                    v for q in searched for v in q.args)
+                if not allowed:
+                    continue
+                for v in vals:
+                    if not _in(v, allowed):
+                        close = difflib.get_close_matches(str(v), [str(a) for a in allowed],
+                                                          n=1)
+                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        self.fail(f"{p.path}.when.{sib.rpartition('.')[2]}",
+                                  f"{v!r} is not a value of {sib}{hint}; "
+                                  f"allowed: {', '.join(map(str, allowed))}")
+
+    def check_batch(self) -> None:
+        """A pair-based loss needs positives (K >= 2 images per place) and negatives (P >= 2
+        places) in every batch; classifier losses (arcface, cosface) only need labels."""
+        losses = self.possible("loss.name") or (DEFAULTS["loss"]["name"],)
+        pair = [n for n in losses if n not in components.CLASSIFIER_LOSSES]
+        if not pair:
+            return
+        for key, what in (("images_per_place", "positives"), ("places_per_batch", "negatives")):
+            dotted = f"budget.{key}"
+            values = self.possible(dotted) or (DEFAULTS["budget"][key],)
+            lows = [v[0] if isinstance(v, list) else v for v in values]  # int: [low, high]
+            low = [v for v in lows if isinstance(v, (int, float)) and v < 2]
+            if low:
+                self.fail(dotted, f"{low[0]} cannot form {what} for loss {pair[0]!r}: at "
+                          "least 2 (or a classifier loss: "
+                          f"{', '.join(components.CLASSIFIER_LOSSES)})")
 
     def resolve_static(self) -> None:
         """``when`` on a fixed sibling is decided now: the leaf becomes plain or is dropped."""

@@ -33,6 +33,7 @@ from vpr_tune.analysis import (
 )
 from vpr_tune.atomic import write_csv, write_text
 from vpr_tune.config import DEFAULTS, normalize_config
+from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
@@ -94,7 +95,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
         device = _device()
-        model, cfg = load_model_from_checkpoint(checkpoint, device=device)
+        model, cfg = _load_with_fallback(load_model_from_checkpoint, checkpoint, device, log)
         data = normalize_config(cfg).get("data", {})
         out = {}
         for set_name, rel in tests.items():
@@ -112,6 +113,30 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         return out
 
     return run
+
+
+def _load_with_fallback(load: Callable[..., Any], checkpoint: Path, device: str,
+                        log: Callable[[str], None]) -> Any:
+    """``load(checkpoint)``; a truncated or corrupt file falls back to the best model of the
+    trial's previous kept checkpoint folder (Ray keeps two), else one clear error."""
+    folder = checkpoint.parent
+    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.name < folder.name),
+                   reverse=True)
+    candidates = [checkpoint, *(p / checkpoint.name for p in older)]
+    problems = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            loaded = load(path, device=device)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            log(f"warning: {problems[0]}; using {path} instead")
+        return loaded
+    raise UserError(f"{'; '.join(problems)}; no earlier kept checkpoint of this trial to "
+                    "fall back to")
 
 
 def _load_cache(path: Path) -> dict[str, Any]:
@@ -157,12 +182,13 @@ def retest(
     root: Path | None = None
     evaluate_fn = evaluate_fn or make_evaluator(log)
     results: list[dict[str, dict[str, Any]]] = []
+    fingerprint = ""
     for (_, row), ckpt in zip(best.iterrows(), checkpoints, strict=True):
         if root is None:
             root = resolve_root(exp, data, log)
-        key = json.dumps(
-            [row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns, str(root), tests]
-        )
+            fingerprint = data_fingerprint(root)
+        key = json.dumps([row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns,
+                          str(root), tests, fingerprint])
         if key not in cache:
             shown = ckpt.relative_to(exp.path) if ckpt.is_relative_to(exp.path) else ckpt
             log(f"retest #{row['rank']} {row['trial_id']} ({shown})")
@@ -179,7 +205,14 @@ def retest(
     table.attrs["test_sets"] = {s: {k: results[0][s].get(k) for k in SPLIT_COUNTS}
                                 for s in tests}
     synthetic = _root_is_synthetic(root)
-    write_retest(exp.path, table, synthetic, metric)
+    searched = str(((exp.space or {}).get("resolved") or {}).get("data_fingerprint") or "")
+    note = f"Data: {root} ({fingerprint})."
+    if searched and searched != fingerprint:
+        warning = (f"warning: the data changed since the search (search: {searched}; "
+                   f"retest: {fingerprint}): files were added, removed or rewritten")
+        log(warning)
+        note += f" **{warning}**"
+    write_retest(exp.path, table, synthetic, metric, note)
     exp.retest = table
     return table
 
@@ -193,8 +226,9 @@ def _root_is_synthetic(root: Path | None) -> bool:
 
 
 def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
-                 metric: str = metrics.DEFAULT_METRIC) -> tuple[Path, Path]:
-    """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
+                 metric: str = metrics.DEFAULT_METRIC, data_note: str = "") -> tuple[Path, Path]:
+    """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies and
+    ``data_note``: the data root and its fingerprint)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
     write_csv(table, csv_path)
     lines = [f"# Retest of {folder.name}" + (f" — {SYNTHETIC_LABEL}" if synthetic else ""), ""]
@@ -209,6 +243,8 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
         *(f"- {line}" for line in transfer_lines(table)),
         "",
     ]
+    if data_note:
+        lines += [data_note, ""]
     write_text(md_path, "\n".join(lines))
     return csv_path, md_path
 
