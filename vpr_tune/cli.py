@@ -264,6 +264,13 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Validate YAML and data, print the plan, start nothing.")
     ] = False,
+    time_budget: Annotated[
+        str | None, typer.Option(help="Override search.time_budget (e.g. 90m, 6h, 3600s).")
+    ] = None,
+    warm_start: Annotated[
+        str | None, typer.Option(help="Give the finished trials of experiment NAME to the "
+                                 "sampler first.")
+    ] = None,
     estimate: Annotated[
         bool, typer.Option(help="Time the smallest and largest trials here and project the "
                            "search's wall time and GPU hours; writes nothing to results/.")
@@ -297,7 +304,8 @@ def run(
         return
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
-                   storage=storage, dry_run=dry_run, log=log)
+                   storage=storage, dry_run=dry_run, time_budget=time_budget,
+                   warm_start=warm_start, log=log)
 
 
 def _data_root(space, data: str | None, log) -> Path:
@@ -387,6 +395,11 @@ def best(
         from vpr_tune.retest import retest as run_retest
 
         retested = run_retest(exp, top_n, metric, data, force, log=log_console.print)
+    from vpr_tune.tune.lineage import lineage, read_perturbations
+
+    schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
+    if read_perturbations(exp.path) is not None and len(table):
+        schedule = lineage(exp.path, str(table["trial_id"].iloc[0]))
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
@@ -394,6 +407,8 @@ def best(
             out["retest"] = _records(retested)
             out["test_sets"] = retested.attrs.get("test_sets", {})
             out["transfer"] = _records(analysis.rank_transfer(retested))
+        if schedule is not None:
+            out["schedule"] = _records(schedule)
         print(json.dumps(out, indent=1))
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
@@ -407,6 +422,10 @@ def best(
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
         for line in transfer_lines(retested):
             console.print(line, highlight=False, soft_wrap=True)
+    if schedule is not None:
+        _print_wide(_rich_table(schedule, f"Schedule of {table['trial_id'].iloc[0]} (PBT "
+                                "lineage: ran_in = the trial that trained that epoch)",
+                                f"exploits: {exp.path / 'perturbations.csv'}"))
 
 
 def _parse_top(top: str | None, exp, default: int) -> int:
