@@ -464,8 +464,9 @@ def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_consol
     if save_preds:
         from vpr_tune.preds import save_trial_predictions
 
-        written = save_trial_predictions(exp, save_preds, trial, data, metric,
-                                         log=log_console.print)
+        written = save_trial_predictions(
+            exp, save_preds, trial, data, metric,
+            log=lambda m: log_console.print(m, highlight=False, soft_wrap=True))
         log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
                           f"{next(iter(written.values())).parent.parent}", highlight=False,
                           soft_wrap=True)
