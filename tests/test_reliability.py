@@ -96,8 +96,8 @@ def test_exponent_without_dot_is_the_number_it_means(tmp_path):
 def test_when_value_typo_is_an_error_with_did_you_mean(tmp_path):
     # a fixed name (adam): the typo used to drop momentum from the search without a word
     for name in ("adam", "{choice: [sgd, adam]}"):
-        with pytest.raises(UserError, match=r"optimizer.name never takes 'sgdd' \(one of "
-                                            r".*; did you mean 'sgd'\?\)") as exc:
+        with pytest.raises(UserError, match=r"'sgdd' is not a value of optimizer.name "
+                                            r"\(did you mean 'sgd'\?\)") as exc:
             load_space(write(tmp_path, f"""
                 optimizer:
                   name: {name}
