@@ -161,3 +161,21 @@ def test_hypervolume_in_metric_units_and_limits() -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(pareto).failed == 0
+
+
+def test_reference_point_ignores_failed_trials_and_curve_never_falls() -> None:
+    objectives = [("val/R@1", "max"), ("descriptor_dim", "min"), ("query_ms", "min")]
+    ref = pareto.reference_point([HAND_MADE], objectives)
+    finished = HAND_MADE[pareto.finished_mask(HAND_MADE, objectives)]
+    assert ref[0] < finished["val/R@1"].min() and ref[1] > finished["descriptor_dim"].max()
+    assert ref[2] < 99.0  # the ERROR trial's values play no part
+    curve = pareto.hypervolume_curve(HAND_MADE, objectives, ref)
+    assert len(curve) == len(HAND_MADE) and curve.is_monotonic_increasing
+    assert curve.iloc[-1] == pytest.approx(front_hypervolume(HAND_MADE, objectives, ref))
+    with pytest.raises(ValueError, match="no finished trial"):
+        pareto.reference_point([HAND_MADE.assign(status="ERROR")], objectives)
+
+
+def test_front_is_sorted_by_the_first_objective() -> None:
+    rows = pareto.front(HAND_MADE, R1_DIM)
+    assert rows["trial_id"].tolist() == ["j", "a", "d", "b", "i", "h"]

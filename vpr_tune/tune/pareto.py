@@ -226,3 +226,54 @@ def front_hypervolume(frame: pd.DataFrame, objectives: Sequence[Objective],
     ok = finished_mask(frame, objectives)
     signs = np.array([-1.0 if mode == "max" else 1.0 for _, mode in objectives])
     return hypervolume(losses(frame[ok], objectives), signs * np.asarray(reference, float))
+
+
+def reference_point(frames: Sequence[pd.DataFrame], objectives: Sequence[Objective],
+                    margin: float = 0.1) -> list[float]:
+    """A reference point (metric units) shared by several runs: per objective, the worst
+    finished value over all ``frames`` pushed ``margin`` of the value range further out, so
+    the worst trials still add a sliver of volume. Compare hypervolumes only under one point.
+
+    >>> a = pd.DataFrame({"r": [80.0, 60.0], "d": [512, 128]})
+    >>> reference_point([a, pd.DataFrame({"r": [40.0], "d": [1024]})], [("r", "max"), ("d", "min")])
+    [36.0, 1113.6]
+    """
+    point = []
+    for metric, mode in objectives:
+        values = pd.concat([pd.to_numeric(f.loc[finished_mask(f, objectives), metric],
+                                          errors="coerce") for f in frames]).dropna()
+        if values.empty:
+            raise ValueError(f"no finished trial has a value for {metric!r}")
+        span = float(values.max() - values.min()) or abs(float(values.mean())) or 1.0
+        worst = float(values.min() if mode == "max" else values.max())
+        point.append(round(worst - margin * span if mode == "max" else worst + margin * span, 6))
+    return point
+
+
+def hypervolume_curve(frame: pd.DataFrame, objectives: Sequence[Objective],
+                      reference: Sequence[float]) -> pd.Series:
+    """Hypervolume of the first 1, 2, ... trials (row order = the order trials started).
+
+    >>> frame = pd.DataFrame({"r": [60.0, 50.0, 80.0], "d": [128, 512, 512]})
+    >>> hypervolume_curve(frame, [("r", "max"), ("d", "min")], [0.0, 1024]).tolist()
+    [53760.0, 53760.0, 64000.0]
+    """
+    ok = finished_mask(frame, objectives).to_numpy()
+    points = losses(frame, objectives)
+    signs = np.array([-1.0 if mode == "max" else 1.0 for _, mode in objectives])
+    ref = signs * np.asarray(reference, dtype=float)
+    values = [hypervolume(points[: i + 1][ok[: i + 1]], ref) for i in range(len(frame))]
+    return pd.Series(values, index=pd.RangeIndex(1, len(frame) + 1, name="trials"),
+                     name="hypervolume")
+
+
+def front(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """The Pareto-optimal rows, best first on the first objective (then the next ones).
+
+    >>> frame = pd.DataFrame({"r": [60.0, 50.0, 80.0], "d": [128, 512, 512]})
+    >>> front(frame, [("r", "max"), ("d", "min")])["r"].tolist()
+    [80.0, 60.0]
+    """
+    rows = frame[pareto_flags(frame, objectives)]
+    return rows.sort_values([m for m, _ in objectives],
+                            ascending=[mode == "min" for _, mode in objectives], kind="stable")
