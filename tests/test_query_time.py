@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from vpr_tune import query_time
-from vpr_tune.query_time import params_m, query_ms
+from vpr_tune.query_time import database_index, params_m, query_ms
 
 
 class Tiny(torch.nn.Module):
@@ -26,16 +26,24 @@ class Tiny(torch.nn.Module):
 
 def test_query_ms_runs_batch_one_and_restores_training_mode() -> None:
     model = Tiny(32).train()
-    db = np.random.default_rng(0).standard_normal((50, 32)).astype("float32")
-    ms = query_ms(model, (8, 8), db, "cpu", precision="fp32", repeats=3, warmup=1)
+    ms = query_ms(model, (8, 8), database_index(50, 32), "cpu", precision="fp32", repeats=3,
+                  warmup=1)
     assert math.isfinite(ms) and ms > 0
     assert model.calls == [(1, 3, 8, 8)] * 4  # warm-up + repeats, one image each
     assert model.training
 
 
 def test_query_ms_with_a_database_smaller_than_k() -> None:
-    db = np.ones((3, 16), dtype="float32")
-    assert query_ms(Tiny(16), (8, 8), db, "cpu", precision="fp32", repeats=1, warmup=0) > 0
+    index = database_index(3, 16)
+    assert index.ntotal == 3
+    assert query_ms(Tiny(16), (8, 8), index, "cpu", precision="fp32", repeats=1, warmup=0) > 0
+
+
+def test_database_is_unit_vectors_and_seeded() -> None:
+    a, b = database_index(20, 8), database_index(20, 8)
+    vectors = a.reconstruct_n(0, 20)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors, b.reconstruct_n(0, 20))
 
 
 def test_params_m_counts_frozen_parameters_too() -> None:

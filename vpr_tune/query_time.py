@@ -2,16 +2,17 @@
 
 What ``query_ms`` includes: the model's forward pass on one image (batch size 1, on the
 trial's device, under its autocast precision, waiting for the device to finish) and the
-exact faiss search of that descriptor against the database descriptors (top 25). What it
-leaves out: reading and resizing the image (the same for every model) and building the
-index (done once per database). It is the median of several repeats after warm-up runs, so
-one slow run (another process on the core) does not decide it.
+exact faiss search (top 25, on the CPU as in evaluation) of that descriptor in a database
+as large as the val database. What it leaves out: reading and resizing the image (the same
+for every model) and building the index (once per trial). The database holds seeded random
+unit vectors of the model's descriptor size: an exact search costs the same whatever the
+vectors are, and the val descriptors need not be kept. It is the median of several repeats
+after warm-up runs, so one slow run (another process on the core) does not decide it.
 
->>> import numpy as np, torch
+>>> import torch
 >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
->>> model.dim = 16
->>> db = np.random.default_rng(0).standard_normal((100, 16)).astype("float32")
->>> query_ms(model, (8, 8), db, "cpu", precision="fp32") > 0
+>>> index = database_index(size=100, dim=16)
+>>> query_ms(model, (8, 8), index, "cpu", precision="fp32") > 0
 True
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,12 +32,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def query_ms(model: torch.nn.Module, image_size: Sequence[int], db: np.ndarray,
-             device: str | torch.device, precision: str = "auto", repeats: int = 7,
-             warmup: int = 2, k: int = 25) -> float:
-    """Median milliseconds for one query: forward at batch 1 plus exact search of ``db``."""
+def database_index(size: int, dim: int, seed: int = 0) -> Any:
+    """An exact inner-product faiss index of ``size`` random unit vectors of ``dim``."""
     import faiss
 
+    vectors = np.random.default_rng(seed).standard_normal((max(1, size), dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
+    return index
+
+
+def query_ms(model: torch.nn.Module, image_size: Sequence[int], index: Any,
+             device: str | torch.device, precision: str = "auto", repeats: int = 7,
+             warmup: int = 2, k: int = 25) -> float:
+    """Median milliseconds for one query: forward at batch 1 plus exact search of ``index``
+    (from :func:`database_index`)."""
     from vpr_tune.precision import autocast, autocast_dtype, channels_last
 
     device = torch.device(device)
@@ -43,9 +55,7 @@ def query_ms(model: torch.nn.Module, image_size: Sequence[int], db: np.ndarray,
     image = torch.rand(1, 3, int(image_size[0]), int(image_size[1]), device=device)
     if channels_last(device, dtype):
         image = image.contiguous(memory_format=torch.channels_last)
-    index = faiss.IndexFlatIP(db.shape[1])
-    index.add(np.ascontiguousarray(db, dtype=np.float32))
-    k = max(1, min(k, len(db)))
+    k = max(1, min(k, index.ntotal))
     was_training = model.training
     model.eval()
     times = []

@@ -2,7 +2,8 @@
 
 - ``random`` / ``grid``: we sample and expand the trial configs ourselves (seeded numpy) and
   hand them to Ray as explicit points, so conditionals and seeds are exact.
-- ``optuna``: ``OptunaSearch`` (TPE, seeded) with a define-by-run function that walks
+- ``optuna``: ``OptunaSearch`` (TPE, seeded; multi-objective TPE when ``search.objectives``
+  lists several) with a define-by-run function that walks
   ``Space.params`` in order and skips the ones whose ``when`` does not hold.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune import metrics
 from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
@@ -121,10 +123,20 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tup
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
+        # metric/mode live on the searcher and the scheduler (Ray refuses them twice).
+        # Several objectives: Ray hands Optuna lists of metrics and modes. Multi-objective
+        # TPE rather than NSGA-II: NSGA-II's first generation (50 trials) is random
+        # sampling, and TPE found larger hypervolumes at 24 and 48 trials
+        # (docs/performance.md, "Multi-objective sampler").
+        objectives = metrics.objectives_of(search)
         sampler = optuna.samplers.TPESampler(seed=int(search["seed"]))
-        alg = OptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
-                           mode=search["mode"], sampler=sampler)
+        if len(objectives) > 1:
+            metric: Any = [m for m, _ in objectives]
+            mode: Any = [md for _, md in objectives]
+        else:
+            metric, mode = search["metric"], search["mode"]
+        alg = OptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
+                           sampler=sampler)
         return ConcurrencyLimiter(alg, max_concurrent=max_concurrent), num_samples
     from ray.tune.search import ConcurrencyLimiter
 
@@ -167,13 +179,20 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
 
 
 def trial_scheduler(space: Space) -> Any:
-    """ASHA on the search metric (``time_attr=epoch``) or FIFO."""
+    """ASHA on the search metric (``time_attr=epoch``), multi-objective ASHA when the search
+    has several objectives, or FIFO."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     max_t = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    if search.get("objectives"):
+        from vpr_tune.tune.moasha import MultiObjectiveASHA
+
+        return MultiObjectiveASHA(metrics.objectives_of(search), time_attr="epoch", max_t=max_t,
+                                  grace_period=int(asha["grace_period"]),
+                                  reduction_factor=float(asha["reduction_factor"]))
     return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
                          max_t=max_t, grace_period=int(asha["grace_period"]),
                          reduction_factor=float(asha["reduction_factor"]))
@@ -315,6 +334,8 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             if col in ok and ok[col].notna().any():
                 row = ok.loc[ok[col].idxmax() if mode == "max" else ok[col].idxmin()]
                 best = f" | best {metric} {row[col]:.1f} ({row['trial_id']})"
+            if "pareto" in frame:
+                best += f" | Pareto front {int(frame['pareto'].sum())} trial(s)"
             done = sum(counts.get(s, 0) for s in
                        ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED"))
             spent = time.time() - self.start
