@@ -282,31 +282,45 @@ def best(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
 ) -> None:
-    """The top trials of a search; --retest re-evaluates them on the test sets."""
+    """The top trials of a search (a multi-objective search: its Pareto front); --retest
+    re-evaluates them on the test sets."""
     import json
 
     from vpr_tune import analysis
 
     exp = analysis.load_experiment(name, storage)
+    front = exp.multi_objective and metric is None  # --metric ranks by one objective
     metric = metric or exp.metric
-    table = analysis.top_table(exp, top, metric)
+    table = analysis.front_table(exp) if front else analysis.top_table(exp, top, metric)
     retested = None
     if retest:
         from vpr_tune.retest import retest as run_retest
 
         log_console = err_console if json_out else console  # keep --json stdout pure JSON
-        retested = run_retest(exp, top, metric, data, force, log=log_console.print)
+        retested = run_retest(exp, top, metric, data, force, log=log_console.print,
+                              front=front)
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in exp.objectives)
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
+        if front:
+            out["objectives"] = [{"metric": m, "mode": mode} for m, mode in exp.objectives]
+            out["pareto_front"] = True
         if retested is not None:
             out["retest"] = _records(retested)
         print(json.dumps(out, indent=1))
         return
-    failed = len(exp.trials) - len(analysis.ranked(exp, metric))
-    caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+    if front:
+        unfinished = int(exp.trials["status"].isin(["ERROR", "DIVERGED", "PENDING"]).sum())
+        caption = (f"{len(table)} of {len(exp.trials)} trials on the front ({unfinished} "
+                   f"failed, diverged or unstarted); --metric M ranks by one objective")
+        title = f"Pareto front of {exp.label}: {objectives}"
+    else:
+        failed = len(exp.trials) - len(analysis.ranked(exp, metric))
+        caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+        title = f"Best trials of {exp.label} by {metric}"
     if retested is None:
-        _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
+        _print_wide(_rich_table(table, title, caption))
     else:  # the retest table holds every column of the best table but epochs
         _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
