@@ -388,7 +388,7 @@ def report(
 @app.command("bench")
 def bench(
     name: Annotated[
-        str, typer.Argument(help="loader | cache | eval | asha | search | memory | all")
+        str, typer.Argument(help="loader | cache | eval | asha | search | memory | pareto | all")
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,
