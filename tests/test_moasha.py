@@ -123,3 +123,10 @@ def test_save_and_restore_keep_the_rungs(tmp_path) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(moasha).failed == 0
+
+
+def test_infinite_values_of_a_diverged_trial_are_not_ranked() -> None:
+    s = scheduler(rf=2)
+    report(s, "a", 1, 80.0, 64)
+    assert report(s, "b", 1, float("-inf"), 64) == CONTINUE  # no decision; it stops itself
+    assert report(s, "c", 1, 10.0, 64) == STOP  # b left no result at the rung to rank

@@ -104,3 +104,11 @@ def test_single_objective_experiment_is_unchanged(hand_experiment) -> None:
     assert not exp.multi_objective
     assert "pareto" not in __import__("vpr_tune.plots", fromlist=["figures"]).figures(exp)
     assert isinstance(analysis.top_table(exp), pd.DataFrame)
+
+
+def test_ranking_metric_of_a_multi_objective_search(mo_experiment) -> None:
+    space = yaml.safe_load((mo_experiment / "space.yaml").read_text())
+    space["search"]["objectives"] = [{"metric": "query_ms"}, {"metric": "val/R@5"}]
+    (mo_experiment / "space.yaml").write_text(yaml.safe_dump(space))
+    exp = analysis.load_experiment(mo_experiment)
+    assert exp.metric == "val/R@5" and exp.mode == "max"  # what best.pt followed

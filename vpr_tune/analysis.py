@@ -82,8 +82,11 @@ class Experiment:
 
     @property
     def metric(self) -> str:
-        """The metric the search ranked by: ``search.metric`` in space.yaml."""
+        """The metric the search ranked by: ``search.metric`` in space.yaml (several
+        objectives: the first recall or loss among them, which ``best.pt`` followed)."""
         metric = _get(self.space, "search.metric", None)
+        if metric is None:  # several objectives: the first one training improves
+            metric = next((m for m, _ in self.objectives if m in metrics.SEARCHABLE), None)
         return metric if metric in metrics.SEARCHABLE else metrics.DEFAULT_METRIC
 
     @property

@@ -114,7 +114,8 @@ class MultiObjectiveASHA(FIFOScheduler):
             values = np.array([float(result[m]) for m, _ in self._objectives])
         except (KeyError, TypeError, ValueError):
             return None
-        return None if np.isnan(values).any() else self._signs * values
+        # NaN/inf: a diverged trial's marker row (the trial stops itself); nothing to rank
+        return self._signs * values if np.isfinite(values).all() else None
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if self._time_attr not in result:

@@ -104,8 +104,8 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
         column = points[order, m]
         distance[order[0]] = distance[order[-1]] = np.inf
         span = column[-1] - column[0]
-        if span <= 0:
-            continue  # every point equal on this objective: it separates nothing
+        if not np.isfinite(span) or span <= 0:
+            continue  # all equal (or an infinite end): the objective separates nothing
         distance[order[1:-1]] += (column[2:] - column[:-2]) / span
     return distance
 
