@@ -36,6 +36,7 @@ import yaml
 from vpr_tune import metrics
 from vpr_tune.errors import UserError
 from vpr_tune.metrics import summary_column
+from vpr_tune.tune import pareto
 from vpr_tune.tune.results import read_table
 
 # trials.csv columns that are not hyperparameters.
@@ -45,7 +46,7 @@ SUMMARY_COLUMNS = (
 )
 SUMMARY_PREFIXES = ("best_", "last_", "val/", "train/", "time", "timestamp")
 # Statuses that never rank: the trial crashed or its loss became NaN/inf, or it never ran.
-FAILED_STATUSES = frozenset({"ERROR", "DIVERGED"})
+FAILED_STATUSES = frozenset(pareto.FAILED_STATUSES)
 NOT_STARTED = frozenset({"PENDING"})
 SYNTHETIC_LABEL = "synthetic (street-world)"
 # The recalls the best table shows (plus the ranking metric when it is another one).
@@ -329,15 +330,13 @@ def objective_columns(exp: Experiment) -> list[tuple[str, str]]:
 def front_rows(exp: Experiment) -> pd.DataFrame:
     """The trials on the Pareto front (finished, no other finished trial dominates them),
     best first on the first objective; raises :class:`UserError` when no trial finished."""
-    from vpr_tune.tune.pareto import front
-
     columns = objective_columns(exp)
     missing = [c for c, _ in columns if c not in exp.trials.columns]
     if missing:
         raise UserError(f"experiment {exp.name}: trials.csv has no {', '.join(missing)} "
                         f"column ({exp.path / 'trials.csv'})")
     status = exp.trials["status"].astype(str).str.upper()
-    rows = front(exp.trials[~status.isin(NOT_STARTED)], columns)
+    rows = pareto.front(exp.trials[~status.isin(NOT_STARTED)], columns)
     if rows.empty:
         counts = status.value_counts().to_dict()
         raise UserError(f"experiment {exp.name}: no finished trial with every objective "
@@ -363,17 +362,13 @@ def front_table(exp: Experiment) -> pd.DataFrame:
 
 def reference_point(exp: Experiment) -> list[float]:
     """The hypervolume reference point of ``exp`` (worst finished values, 10 % further)."""
-    from vpr_tune.tune.pareto import reference_point as shared_point
-
-    return shared_point([exp.trials], objective_columns(exp))
+    return pareto.reference_point([exp.trials], objective_columns(exp))
 
 
 def hypervolume_curve(exp: Experiment, reference: list[float] | None = None) -> pd.Series:
     """Hypervolume of the first 1, 2, ... trials (trials.csv order: the order they started)."""
-    from vpr_tune.tune.pareto import hypervolume_curve as curve
-
     columns = objective_columns(exp)
-    return curve(exp.trials, columns, reference or reference_point(exp))
+    return pareto.hypervolume_curve(exp.trials, columns, reference or reference_point(exp))
 
 
 # ------------------------------------------------------------------------------ helpers
