@@ -102,7 +102,14 @@ def test_analysis_front_and_hypervolume_curve(mo_experiment) -> None:
 def test_single_objective_experiment_is_unchanged(hand_experiment) -> None:
     exp = analysis.load_experiment(hand_experiment)
     assert not exp.multi_objective
-    assert "pareto" not in __import__("vpr_tune.plots", fromlist=["figures"]).figures(exp)
+    import matplotlib.pyplot as plt
+
+    from vpr_tune import plots
+
+    try:
+        assert "pareto" not in plots.figures(exp)
+    finally:
+        plt.close("all")
     assert isinstance(analysis.top_table(exp), pd.DataFrame)
 
 
