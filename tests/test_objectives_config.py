@@ -55,6 +55,13 @@ BAD = [
     ([DIM, MS], {}, "search.objectives: needs one of val/R@1"),
     ([R1, DIM], {"metric": "val/R@5"}, "search.metric: give either search.objectives"),
     ([R1, DIM], {"mode": "max"}, "search.mode: give either search.objectives"),
+    ([R1, DIM], {"algorithm": "optuna", "sampler": "cmaes"},
+     "search.sampler: cmaes cannot rank several objectives (search.objectives); use one of "
+     "tpe, random, qmc, gp, nsga2"),
+    ([R1, DIM], {"scheduler": "pbt"},
+     "search.scheduler: pbt cannot rank several objectives (search.objectives); use one of "
+     "asha, fifo"),
+    ([R1, DIM], {"scheduler": "pb2"}, "search.scheduler: pb2 cannot rank several objectives"),
 ]
 
 
@@ -64,6 +71,11 @@ def test_bad_objectives_are_one_clear_error(objectives, search, message) -> None
         space(objectives, **search)
     assert message in str(info.value)
     assert "s.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sampler_only_matters_with_optuna_and_nsga2_is_allowed() -> None:
+    assert space([R1, DIM], algorithm="grid", sampler="cmaes").base["search"]["sampler"] == "cmaes"
+    assert space([R1, DIM], algorithm="optuna", sampler="nsga2").base["search"]["objectives"]
 
 
 def test_cli_exit_2_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,7 +30,12 @@ from vpr_tune.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from vpr_tune.components import build_loss, build_miner, build_optimizer
+from vpr_tune.components import (
+    build_loss,
+    build_miner,
+    build_optimizer,
+    optimizer_hyperparams,
+)
 from vpr_tune.config import load_space
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import evaluate
@@ -106,7 +111,7 @@ class Trainer:
         self.batches_per_epoch = int(budget["batches_per_epoch"])
         self.loader = TrainLoader(
             self.train_split, self.image_size, places, int(budget["images_per_place"]),
-            self.batches_per_epoch, self.seed, augment=bool(data["augment"]),
+            self.batches_per_epoch, self.seed, augment=data["augment"],
             cache=self.cache, device=str(self.device))
 
         if isinstance(self.model.aggregator, NetVLAD):
@@ -259,11 +264,22 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UserError(f"{path}: checkpoint does not match this config ({exc})") from exc
         self.schedule.load_state_dict(state["schedule"])
+        self._apply_optimizer_config()
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.best = state["best"]
         self.history = list(state["history"])
         set_rng_state(state["rng"])
+
+    def _apply_optimizer_config(self) -> None:
+        """Set this config's lr, weight decay, momentum... on the restored optimizer: after a
+        PBT exploit the checkpoint holds the source trial's values. The same config -> no-op."""
+        base, settings = optimizer_hyperparams(self.cfg["optimizer"], self.cfg["loss"],
+                                               len(self.optimizer.param_groups))
+        for group in self.optimizer.param_groups:
+            group.update({k: v for k, v in settings.items() if k in group})
+        if [round(b, 15) for b in base] != [round(b, 15) for b in self.schedule.base]:
+            self.schedule.rebase(base)
 
 
 # ------------------------------------------------------------------------- train command
@@ -273,6 +289,8 @@ METRIC_COLUMNS = ["epoch", *REPORTED, "time_s"]
 def load_train_config(path: Path | str) -> dict[str, Any]:
     """The resolved config of a train YAML (search-space schema, every value fixed)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config {path} is a directory; expected a YAML file")
     if not path.is_file():
         raise UserError(f"config {path} does not exist")
     space = load_space(path)
@@ -309,6 +327,8 @@ def train_run(
             with metrics_path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= trainer.epoch]
         log(f"resumed from {out_dir / 'last.pt'} after epoch {trainer.epoch}")
+    elif resume:
+        log(f"--resume: nothing to resume in {out_dir} (no last.pt): starting fresh")
     writer = SummaryWriter(log_dir=str(out_dir))
 
     def record(row: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ columns are listed in docs/CONTRACTS.md. Tables are written atomically (tmp + re
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -15,11 +17,12 @@ from typing import Any
 import pandas as pd
 
 from vpr_tune import metrics
-from vpr_tune.atomic import write_csv
-from vpr_tune.config import materialize
+from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
+from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
 
-STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
+STATUSES = ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED", "RUNNING",
+            "PENDING")
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -45,7 +48,67 @@ def storage_root(storage: str | None = None) -> Path:
 
 def experiment_dir(name: str, storage: str | None = None) -> Path:
     """The folder of experiment ``name`` (it may not exist yet)."""
-    return storage_root(storage) / name
+    return storage_root(storage) / check_name(name)
+
+
+def check_name(name: str, where: str = "experiment name") -> str:
+    """``name`` if it is a plain folder name, else UserError: nothing may be created outside
+    the results root, whatever the name.
+
+    >>> check_name("demo-1")
+    'demo-1'
+    """
+    bad = ("is empty" if not name.strip()
+           else "is . or .." if name.strip() in (".", "..")
+           else "contains a path separator" if "/" in name or "\\" in name or os.sep in name
+           else "contains a control character" if any(ord(c) < 32 or ord(c) == 127
+                                                       for c in name)
+           else f"is {len(name.encode())} bytes long (at most 255)"
+           if len(name.encode()) > 255 else "")
+    if bad:
+        raise UserError(f"{where} {name[:60]!r}{'...' if len(name) > 60 else ''} {bad}; use "
+                        "a plain name such as optim-lr (letters, digits, - _ .)")
+    return name
+
+
+LOCK_FILE = ".running"  # holds the driver's pid while a search runs
+
+
+def lock_experiment(exp_dir: Path) -> contextlib.ExitStack:
+    """Mark ``exp_dir`` as running (:func:`vpr_tune.atomic.file_lock` on ``.running``, which
+    holds our pid) or raise UserError naming the pid of the driver that runs it. The kernel
+    drops the lock when the driver exits, even by SIGKILL, so a stale file never blocks
+    ``--resume``. ``close()`` the returned stack when the search ends."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(file_lock(exp_dir / LOCK_FILE, wait=False))
+    except LockHeld as held:
+        raise UserError(f"experiment {exp_dir.name!r} is already running, pid {held.holder} "
+                        f"({exp_dir}); wait for it or pick another --name") from None
+    return stack
+
+
+def running_pid(exp_dir: Path) -> str | None:
+    """The pid of the driver running ``exp_dir`` right now, or None (the file is only read)."""
+    return lock_holder(exp_dir / LOCK_FILE)
+
+
+def failure_summary(trials: pd.DataFrame) -> str:
+    """``N ERROR, M DIVERGED; most common error (K trials): MESSAGE`` for the trials of a
+    search in which none finished."""
+    status = trials["status"].astype(str)
+    counts = ", ".join(f"{n} {s}" for s, n in status.value_counts().items())
+    errors = trials.get("error", pd.Series(dtype=str)).fillna("").astype(str)
+    errors = errors[errors.str.strip() != ""]
+    if errors.empty:
+        return counts
+    top, n = errors.value_counts().index[0], int(errors.value_counts().iloc[0])
+    return f"{counts}; most common error ({n} of {len(trials)} trials): {top}"
+
+
+def all_failed(trials: pd.DataFrame) -> bool:
+    """True when every trial ended ERROR or DIVERGED (none left to run or rank)."""
+    return not trials.empty and trials["status"].astype(str).isin(["ERROR", "DIVERGED"]).all()
 
 
 def newest_experiment(storage: str | None = None) -> Path:
@@ -57,9 +120,12 @@ def newest_experiment(storage: str | None = None) -> Path:
     return found[-1].parent
 
 
-def read_result_rows(trial_dir: Path) -> list[dict[str, Any]]:
+EPOCH_LOG = "epochs.jsonl"  # every reported row, appended by the driver as it arrives
+
+
+def read_result_rows(trial_dir: Path, name: str = "result.json") -> list[dict[str, Any]]:
     """The trial's reported rows from Ray's ``result.json`` (JSON lines; torn tail skipped)."""
-    path = Path(trial_dir) / "result.json"
+    path = Path(trial_dir) / name
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -74,21 +140,38 @@ def _error_message(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-        return lines[-1][:500] if lines else ""
+        # our own errors are the whole story: no exception class in front
+        return lines[-1].removeprefix("vpr_tune.errors.UserError: ")[:500] if lines else ""
     return ""
 
 
+def append_epoch_row(exp_dir: Path, result: dict[str, Any]) -> None:
+    """Keep a reported row in ``epochs.jsonl``: Ray rewrites a restored trial's result.json
+    from its last synced copy (PBT restores often), which can drop recent rows."""
+    keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and (
+        k in metrics.REPORTED or k in ("trial_id", "epoch", "timestamp", "time_total_s", "diverged",
+                              "error", "node_id", "checkpoint_dir_name", "pid"))}
+    with open(Path(exp_dir) / EPOCH_LOG, "a") as fh:
+        fh.write(json.dumps(keep) + "\n")
+
+
 def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT_METRIC,
-                 running: bool = False) -> dict[str, Any]:
-    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``."""
+                 running: bool = False, budget: bool = False,
+                 logged: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``;
+    ``running``: cut short by an interrupt, ``budget``: and the time budget is spent;
+    ``logged``: its rows from ``epochs.jsonl``."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
-    candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
-    rows = [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
+    rows = [r for d in (trial.local_path, trial.path) if d for r in read_result_rows(Path(d))]
+    rows = [r for r in rows + list(logged or []) if "epoch" in r]
     # A trial resumed from a checkpoint older than its last report (the driver was killed
-    # between two experiment-state saves) repeats those epochs: the later row wins.
+    # between two experiment-state saves, or PBT cloned an earlier checkpoint) repeats those
+    # epochs: the later row wins.
+    rows.sort(key=lambda r: r.get("timestamp", 0))
     rows = sorted({int(r["epoch"]): r for r in rows}.values(), key=lambda r: int(r["epoch"]))
     good = [r for r in rows if not r.get("diverged")]
-    cfg = materialize(base, trial.config)
+    config = {k: v for k, v in trial.config.items() if v is not None}  # PBT placeholders
+    cfg = materialize(base, config)
     max_epochs = int(cfg["budget"]["max_epochs"])
     status = str(trial.status)
     diverged = any(r.get("diverged") for r in rows)
@@ -99,6 +182,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
         pass
     elif diverged:
         status = "DIVERGED"
+    elif budget and (running or status != "TERMINATED" or not rows):
+        status = "STOPPED_BUDGET"  # ended (or never started) when search.time_budget ran out
     elif status == "TERMINATED" and not rows:  # Ctrl-C before it started: Ray says TERMINATED
         status = "PENDING"
     elif running:  # stopped by Ctrl-C, continues from its checkpoint on --resume
@@ -113,7 +198,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     if diverged:
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
-                              **dict(sorted(trial.config.items()))}
+                              **dict(sorted((k, v) for k, v in config.items()
+                                            if ALIAS_MARK not in k))}
     for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
         vals = [r[m] for r in good if r.get(m) is not None]
         record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
@@ -156,11 +242,15 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str,
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
-                 metric: str = metrics.DEFAULT_METRIC,
-                 running: set[str] | None = None) -> pd.DataFrame:
+                 metric: str = metrics.DEFAULT_METRIC, running: set[str] | None = None,
+                 budget: bool = False) -> pd.DataFrame:
     """Write ``trials.csv`` and ``metrics.csv`` for ``trials`` (ids in ``running`` were cut
-    short by an interrupt); returns the trials frame."""
-    records = [trial_record(t, base, metric, t.trial_id in (running or ())) for t in trials]
+    short by an interrupt, or by the time budget when ``budget``); returns the trials frame."""
+    logged: dict[str, list[dict[str, Any]]] = {}
+    for row in read_result_rows(Path(exp_dir), EPOCH_LOG):
+        logged.setdefault(row.get("trial_id", ""), []).append(row)
+    records = [trial_record(t, base, metric, t.trial_id in (running or ()), budget,
+                            logged.get(t.trial_id)) for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
     tail = [*metrics.summary_columns(), *metrics.COSTS, "epochs", "time_s", "node_id", "error",
@@ -174,7 +264,17 @@ def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         objectives = [(metrics.objective_column(m), mode)
                       for m, mode in metrics.objectives_of(base["search"])]
         frame.insert(frame.columns.get_loc("epochs"), "pareto", pareto_flags(frame, objectives))
-    write_csv(frame, Path(exp_dir) / "trials.csv")
-    write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
-              Path(exp_dir) / "metrics.csv")
+    write_table(frame, Path(exp_dir) / "trials.csv")
+    write_table(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
+                Path(exp_dir) / "metrics.csv")
     return frame
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """``write_csv``; a full disk is a UserError naming the file (the old table stays)."""
+    try:
+        write_csv(frame, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device: {path}") from exc
+        raise

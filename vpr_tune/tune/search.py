@@ -1,18 +1,22 @@
-"""Search space -> Ray Tune search: sampling, Optuna define-by-run, the Tuner, resume.
+"""Search space -> Ray Tune search: samplers, Optuna define-by-run, the Tuner, resume.
 
-- ``random`` / ``grid``: we sample and expand the trial configs ourselves (seeded numpy) and
-  hand them to Ray as explicit points, so conditionals and seeds are exact.
-- ``optuna``: ``OptunaSearch`` (TPE, seeded; multi-objective TPE when ``search.objectives``
-  lists several) with a define-by-run function that walks
+- ``optuna`` (any ``search.sampler``, see ``samplers.py``) and ``random`` (Optuna's
+  RandomSampler): ``OptunaSearch`` with a define-by-run function that walks
   ``Space.params`` in order and skips the ones whose ``when`` does not hold.
+- ``grid`` (and ``random`` over ``grid`` leaves): every combination is drawn up front
+  (seeded numpy) and handed to Ray as explicit points.
+- ``pbt`` / ``pb2`` schedulers take no searcher: the population is drawn up front by the
+  sampler and handed to Ray as points (``pbt.py`` explores from there).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ from vpr_tune import metrics
 from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
+
+POPULATION_SCHEDULERS = ("pbt", "pb2")
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -60,7 +66,7 @@ def expand_points(space: Space, num_samples: int, seed: int) -> list[dict[str, A
             points.append(dict(partial))
             return
         p = params[i]
-        if not p.applies(partial):
+        if not p.applies(partial) or p.path in partial:  # or an earlier alternative applied
             walk(i + 1, partial)
         elif p.kind == "grid":
             for value in p.args:
@@ -85,64 +91,273 @@ class OptunaDefineByRun:
         chosen: dict[str, Any] = {}
         constants: dict[str, Any] = {}
         for p in self.params:
-            if not p.applies(chosen):
+            if not p.applies(chosen) or p.path in chosen:  # or an earlier alternative applied
                 continue
-            a = p.args
+            a, name = p.args, p.id  # an alternative is suggested under its own name
             if p.kind == "value":
                 value = constants[p.path] = a
             elif p.kind == "choice":
-                value = trial.suggest_categorical(p.path, a)
+                value = trial.suggest_categorical(name, a)
             elif p.kind == "uniform":
-                value = trial.suggest_float(p.path, a[0], a[1])
+                value = trial.suggest_float(name, a[0], a[1])
             elif p.kind == "loguniform":
-                value = trial.suggest_float(p.path, a[0], a[1], log=True)
+                value = trial.suggest_float(name, a[0], a[1], log=True)
             elif p.kind in ("int", "randint"):
-                value = trial.suggest_int(p.path, a[0], a[1])
+                value = trial.suggest_int(name, a[0], a[1])
             elif p.kind == "quniform":
-                value = trial.suggest_float(p.path, a[0], a[1], step=a[2])
+                value = trial.suggest_float(name, a[0], a[1], step=a[2])
             else:
                 raise UserError(f"{p.path}: {p.kind} is not supported with optuna")
+            if name != p.path:  # the trial config holds it under its path too
+                constants[p.path] = value
             chosen[p.path] = value
         return constants or None
 
 
+def uses_points(space: Space) -> bool:
+    """True when the trials are drawn up front: grid, or random over grid leaves."""
+    return space.algorithm == "grid" or (
+        space.algorithm == "random" and any(p.kind == "grid" for p in space.params.values()))
+
+
+def sampler_name(space: Space) -> str:
+    """The Optuna sampler of the search (``random`` for search.algorithm random)."""
+    return "random" if space.algorithm == "random" else space.base["search"]["sampler"]
+
+
 def count_trials(space: Space, num_samples: int) -> int:
     """How many trials the search will run."""
-    if space.algorithm == "optuna":
+    if not uses_points(space):
         return num_samples
     return len(expand_points(space, num_samples, 0))
 
 
-# ----------------------------------------------------------------------------- the tuner
-def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tuple[Any, int]:
-    """(Ray search algorithm, number of trials)."""
+def optuna_distribution(p: Param) -> Any:
+    """The Optuna distribution of a searched parameter (what define-by-run suggests)."""
+    from optuna import distributions as d
+
+    a = p.args
+    if p.kind in ("choice", "grid"):
+        return d.CategoricalDistribution(a)
+    if p.kind in ("int", "randint"):
+        return d.IntDistribution(a[0], a[1])
+    return d.FloatDistribution(a[0], a[1], log=p.kind == "loguniform",
+                               step=a[2] if p.kind == "quniform" else None)
+
+
+def check_points(space: Space, points: Any, key: str = "search.points_to_evaluate"
+                 ) -> list[dict[str, Any]]:
+    """Validate partial configs against the space: searched keys only, values the
+    distribution can take, conditional keys only with the value that makes them apply."""
+    import difflib
+
+    if not isinstance(points, list):
+        raise UserError(f"{space.source}: {key}: expected a list of {{dotted.key: value}}")
+    out = []
+    for i, point in enumerate(points):
+        where = f"{space.source}: {key}[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise UserError(f"{where}: expected a mapping such as {{optimizer.lr: 0.0025}}")
+        for name, value in point.items():
+            p = space.params.get(name)
+            if p is None or p.kind == "value":
+                close = difflib.get_close_matches(str(name), list(space.params), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"{where}: {name} is not searched in this space{hint}; "
+                                f"searched: {', '.join(space.params)}")
+            if not valid_value(p, value):
+                raise UserError(f"{where}: {name}: {value!r} is outside {p.kind} {p.args}")
+            missing = [s for s in p.when if s not in point]
+            if missing or not p.applies(point):
+                cond = ", ".join(f"{s} in {list(v)}" for s, v in p.when.items())
+                got = ("; give that too" if missing else " (got "
+                       + ", ".join(f"{s} {point[s]!r}" for s in p.when) + ")")
+                raise UserError(f"{where}: {name} applies only when {cond}{got}")
+        out.append(dict(point))
+    return out
+
+
+def valid_value(p: Param, value: Any) -> bool:
+    """True when the distribution of ``p`` can take ``value``."""
+    if p.kind in ("choice", "grid"):
+        return any(value == c and type(value) is type(c) or value == c for c in p.args)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if p.kind in ("int", "randint") and value != int(value):
+        return False
+    return p.args[0] <= value <= p.args[1]
+
+
+def draw_points(space: Space, n: int, seed: int,
+                first: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """``n`` trial configs drawn now by Optuna's RandomSampler (``first`` partial configs
+    enqueued first): the initial population of a PBT/PB2 search."""
+    import optuna
+
+    from vpr_tune.tune.samplers import build_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=build_sampler("random", seed))
+    for point in first or []:
+        study.enqueue_trial(point)
+    define = OptunaDefineByRun(space)
+    points = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = define(trial) or {}
+        points.append({**trial.params, **constants})
+    return points
+
+
+def plan_line(space: Space, trials: int) -> str:
+    """The plan in one line (``run``, ``--dry-run``, ``--estimate`` and ``doctor`` print it)."""
+    sconf, res = space.base["search"], space.base["resources"]
+    algorithm = sconf["algorithm"] + (f" ({sconf['sampler']})" if sconf["algorithm"] == "optuna"
+                                       else "")
+    return (f"{len(space.params)} searched parameter(s), {trials} trials, "
+            f"{algorithm} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+            f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+
+
+def check_plan(space: Space) -> list[str]:
+    """Check what the searcher and scheduler need from the space before anything starts
+    (UserError otherwise); returns the lines the run prints about fallbacks."""
+    from vpr_tune.config import parse_duration
+    from vpr_tune.tune.samplers import sampler_note
+
     search = space.base["search"]
-    if search["algorithm"] == "optuna":
-        import optuna
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+    notes = []
+    check_points(space, search["points_to_evaluate"])
+    parse_duration(search["time_budget"])
+    population = search["scheduler"] in POPULATION_SCHEDULERS
+    if population:
+        from vpr_tune.tune.pbt import check_pbt
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # metric/mode live on the searcher and the scheduler (Ray refuses them twice).
-        # Several objectives: Ray hands Optuna lists of metrics and modes. Multi-objective
-        # TPE rather than NSGA-II: NSGA-II's first generation (50 trials) is random
-        # sampling, and TPE found larger hypervolumes at 24 and 48 trials
-        # (docs/performance.md, "Multi-objective sampler").
-        objectives = metrics.objectives_of(search)
-        sampler = optuna.samplers.TPESampler(seed=int(search["seed"]))
-        if len(objectives) > 1:
-            metric: Any = [m for m, _ in objectives]
-            mode: Any = [md for _, md in objectives]
-        else:
-            metric, mode = search["metric"], search["mode"]
-        alg = OptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
-                           sampler=sampler)
-        return ConcurrencyLimiter(alg, max_concurrent=max_concurrent), num_samples
-    from ray.tune.search import ConcurrencyLimiter
+        check_pbt(space)
+        if int(search["max_concurrent"]) < int(search["num_samples"]):
+            notes.append(f"{search['scheduler']}: {search['num_samples']} trials but "
+                         f"{search['max_concurrent']} at a time; PBT compares the trials "
+                         "that run together (raise search.max_concurrent)")
+        if space.algorithm == "optuna" and search["sampler"] != "random":
+            notes.append(f"{search['scheduler']}: the population is drawn at random from the "
+                         f"declared distributions (search.sampler {search['sampler']} is not "
+                         "used: Ray's PBT takes no searcher)")
+    elif not uses_points(space):
+        note = sampler_note(sampler_name(space), space)
+        notes += [note] if note else []
+    return notes
 
+
+def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], float]]:
+    """(params, last value of the metric) of each finished trial of the experiment at
+    ``earlier``; refused when its searched keys differ from this space's."""
+    import pandas as pd
+    import yaml
+
+    from vpr_tune.config import space_from_dict
+    from vpr_tune.tune.results import read_table
+
+    if uses_points(space) or space.base["search"]["scheduler"] in POPULATION_SCHEDULERS:
+        raise UserError("--warm-start feeds a sampler: use search.algorithm random or optuna "
+                        "with scheduler asha or fifo (grid and pbt/pb2 draw their trials up "
+                        "front)")
+    if space.base["search"].get("objectives"):
+        raise UserError("--warm-start gives the sampler one value per earlier trial: not "
+                        "with search.objectives (several objectives)")
+    if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
+        raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
+    raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
+    raw.pop("resolved", None)
+    old = space_from_dict(raw, str(earlier / "space.yaml"))
+    mine = {k for k, p in space.params.items() if p.kind != "value"}
+    theirs = {k for k, p in old.params.items() if p.kind != "value"}
+    if mine != theirs:
+        diff = sorted(mine ^ theirs)
+        raise UserError(f"--warm-start {earlier.name}: it searched different keys "
+                        f"({', '.join(diff)} in only one of the two spaces)")
+    metric = space.base["search"]["metric"]
+    trials = read_table(earlier / "trials.csv")
+    curves = read_table(earlier / "metrics.csv")
+    last = curves.sort_values("epoch").groupby("trial_id")[metric].last()
+    out = []
+    for row in trials[trials["status"].isin(["TERMINATED", "STOPPED_EARLY"])].itertuples():
+        rec = row._asdict()
+        params = {}
+        for k in mine:
+            v = trials.loc[row.Index, k] if k in trials else None
+            if v is None or pd.isna(v):
+                continue
+            p = space.params[k]
+            if p.kind in ("int", "randint"):
+                v = int(v)
+            elif isinstance(v, np.generic):
+                v = v.item()
+            if not valid_value(p, v):
+                params = None  # outside this space's ranges: not a point the sampler knows
+                break
+            params[k] = v
+        value = last.get(rec["trial_id"])
+        if params and value is not None and not pd.isna(value):
+            out.append((params, float(value)))
+    return out
+
+
+# ----------------------------------------------------------------------------- the tuner
+def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
+                     warm: list[tuple[dict[str, Any], float]] | None = None) -> tuple[Any, int]:
+    """(Ray search algorithm, number of trials). ``warm``: (params, value) of finished
+    trials of an earlier search, given to the sampler before it proposes anything."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    search = space.base["search"]
+    first = check_points(space, search["points_to_evaluate"])
+    if first and uses_points(space):
+        raise UserError(f"{space.source}: search.points_to_evaluate: grid tries every "
+                        "combination already; use search.algorithm random or optuna")
+    if search["scheduler"] in POPULATION_SCHEDULERS:
+        # Ray's PBT takes no searcher: the population is fixed before the search starts.
+        points = (expand_points(space, num_samples, int(search["seed"])) if uses_points(space)
+                  else draw_points(space, num_samples, int(search["seed"]), first))
+        alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
+        alg._points = sorted({k for p in points for k in p})  # keys for run_tuner's param_space
+        return alg, len(points)
+    if not uses_points(space):
+        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm),
+                                  max_concurrent=max_concurrent), num_samples
     points = expand_points(space, num_samples, int(search["seed"]))
     searcher = _points_searcher(points, search["metric"], search["mode"])
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent), len(points)
+
+
+def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
+                   warm: list[tuple[dict[str, Any], float]] | None) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from vpr_tune.tune.samplers import build_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = space.base["search"]
+    sampler = build_sampler(sampler_name(space), int(search["seed"]), num_samples)
+    # Our own study so earlier trials can be added before the first proposal;
+    # OptunaSearch loads it by name.
+    # Several objectives: a study with one direction each, and Ray hands Optuna lists of
+    # metrics and modes (the default sampler, TPE, is multi-objective TPE then).
+    objectives = metrics.objectives_of(search)
+    metric: Any = [m for m, _ in objectives] if len(objectives) > 1 else search["metric"]
+    mode: Any = [md for _, md in objectives] if len(objectives) > 1 else search["mode"]
+    storage, study_name = optuna.storages.InMemoryStorage(), "vpr-tune"
+    study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                directions=["minimize" if md == "min" else "maximize"
+                                            for _, md in objectives])
+    for params, value in warm or []:
+        dists = {k: optuna_distribution(space.params[k]) for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  value=value))
+    # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
+    return OptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
+                        sampler=sampler, storage=storage, study_name=study_name,
+                        points_to_evaluate=first or None)
 
 
 def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> Any:
@@ -178,15 +393,20 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
     return PointsSearcher()
 
 
-def trial_scheduler(space: Space) -> Any:
+def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
     """ASHA on the search metric (``time_attr=epoch``), multi-objective ASHA when the search
-    has several objectives, or FIFO."""
+    has several objectives, FIFO, or PBT/PB2 (``pbt.py``; exploits go to
+    ``tables_dir/perturbations.csv``)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
+    if search["scheduler"] in POPULATION_SCHEDULERS:
+        from vpr_tune.tune.pbt import population_scheduler
+
+        return population_scheduler(space, Path(tables_dir or ".") / "perturbations.csv")
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
-    max_t = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
     if search.get("objectives"):
         from vpr_tune.tune.moasha import MultiObjectiveASHA
 
@@ -198,7 +418,7 @@ def trial_scheduler(space: Space) -> Any:
                          reduction_factor=float(asha["reduction_factor"]))
 
 
-def _possible(space: Space, dotted: str) -> list[Any]:
+def possible_values(space: Space, dotted: str) -> list[Any]:
     p = space.params.get(dotted)
     if p is None:
         return [materialize(space.base, {})["budget"]["max_epochs"]] if dotted.startswith(
@@ -235,28 +455,95 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def check_cluster_resources(space: Space, max_concurrent: int) -> None:
-    """Per-trial resources must fit on one node of the cluster (checked once Ray runs)."""
-    import ray
+def check_cluster_resources(space: Space, max_concurrent: int,
+                            nodes: list[tuple[float, float]] | None = None) -> None:
+    """Per-trial resources must fit on one node: ``nodes`` as (CPUs, GPUs), by default the
+    live nodes of the Ray cluster we are connected to. The error names the file, the key
+    and the largest node."""
+    if nodes is None:
+        import ray
 
+        nodes = [(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0))
+                 for n in ray.nodes() if n.get("Alive")]
     res = space.base["resources"]
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    best_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    best_cpu = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    best_cpu = max((c for c, _ in nodes), default=0)
+    best_gpu = max((g for _, g in nodes), default=0)
+    largest = f"the largest Ray node has {best_cpu:g} CPU, {best_gpu:g} GPU"
     if res["gpu"] > best_gpu:
-        raise UserError(f"resources.gpu: {res['gpu']} GPUs per trial but the largest Ray node "
-                        f"has {best_gpu:g}")
+        raise UserError(f"{space.source}: resources.gpu: {res['gpu']} GPUs per trial but "
+                        f"{largest}")
     if res["cpu"] > best_cpu:
-        raise UserError(f"resources.cpu: {res['cpu']} CPUs per trial but the largest Ray node "
-                        f"has {best_cpu:g}")
+        raise UserError(f"{space.source}: resources.cpu: {res['cpu']} CPUs per trial but "
+                        f"{largest}")
+
+
+def local_node() -> list[tuple[float, float]]:
+    """(CPUs, GPUs) of the local Ray a run without ``--address`` starts (for --dry-run)."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return [(float(os.cpu_count() or 1), float(gpus))]
+
+
+class _NoTrialTraceback:
+    """Logging filter: Ray's "Trial task failed" line without the worker's traceback (the
+    trial's error.txt keeps it; trials.csv has its message)."""
+
+    def filter(self, record: Any) -> bool:
+        if record.exc_info and str(record.msg).startswith("Trial task failed"):
+            record.exc_info = None
+            record.msg = f"{record.msg} (traceback: error.txt in the trial folder)"
+        return True
+
+
+def quiet_trial_tracebacks() -> None:
+    """Install :class:`_NoTrialTraceback` on Ray Tune's controller logger (once)."""
+    import logging
+
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _NoTrialTraceback) for f in log.filters):
+        log.addFilter(_NoTrialTraceback())
+
+
+@contextmanager
+def sigterm_stops_search() -> Iterator[dict[str, bool]]:
+    """SIGTERM (pre-emption, ``timeout``, a job scheduler) stops the search as Ctrl-C does:
+    Ray Tune saves the experiment state and returns. The yielded dict says ``terminated``."""
+    state = {"terminated": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        state["terminated"] = True
+        current = signal.getsignal(signal.SIGINT)  # Ray Tune's graceful stop while it runs
+        if callable(current) and current is not signal.default_int_handler:
+            current(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a notebook worker): leave signals alone
+        yield state
+        return
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
-              max_concurrent: int, resume: bool, callbacks: list[Any]) -> Any:
+              max_concurrent: int, resume: bool, callbacks: list[Any],
+              tables_dir: Path | None = None,
+              warm: list[tuple[dict[str, Any], float]] | None = None) -> Any:
     """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
-    ``s3://bucket/vpr/<name>``); returns the ResultGrid."""
+    ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``tables_dir``: where our tables
+    go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler."""
     from ray import tune
 
+    from vpr_tune.config import parse_duration
     from vpr_tune.tune.trainable import make_trainable
 
     search, res = space.base["search"], space.base["resources"]
@@ -269,12 +556,19 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         # Callbacks are not saved with the experiment: hand them over again.
         tuner._local_tuner._run_config.callbacks = callbacks
         return tuner.fit()
-    alg, n = build_search_alg(space, num_samples, max_concurrent)
+    alg, n = build_search_alg(space, num_samples, max_concurrent, warm)
+    population = search["scheduler"] in POPULATION_SCHEDULERS
     tuner = tune.Tuner(
         trainable,
-        param_space={},
-        tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
-                                    num_samples=n),
+        # PBT's points: Ray checks every preset key against param_space; a key a point lacks
+        # (a conditional one) stays None and is dropped by the trial.
+        param_space={k: None for k in getattr(alg, "_points", ())},
+        tune_config=tune.TuneConfig(
+            search_alg=alg, num_samples=n,
+            scheduler=trial_scheduler(space, Path(tables_dir or exp_dir)),
+            time_budget_s=parse_duration(search["time_budget"]),
+            # PBT restarts a trial at every exploit: in the same worker, not a new process
+            reuse_actors=population),
         run_config=tune.RunConfig(
             name=str(exp_dir).rstrip("/").rpartition("/")[2],
             storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
@@ -282,7 +576,9 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             # Keep the 2 newest folders (each also holds the best model so far). Not by
             # score: that deletes the folder a driver killed between two state saves would
             # resume from; Ray saves its state at least every num_to_keep checkpoints.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT: all (one per perturbation interval). A trial that cloned another shares
+            # its checkpoint, and Ray's retention would delete it under the other trial.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if population else 2),
             failure_config=tune.FailureConfig(max_failures=int(search["max_failures"]))),
     )
     return tuner.fit()
@@ -298,9 +594,11 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
     """A Ray Tune callback: rewrites the tables and prints one progress line per trial end."""
     from ray.tune import Callback
 
-    from vpr_tune.tune.results import write_tables
+    from vpr_tune.config import parse_duration
+    from vpr_tune.tune.results import append_epoch_row, write_tables
 
     metric, mode = space.base["search"]["metric"], space.base["search"]["mode"]
+    budget = parse_duration(space.base["search"]["time_budget"])
 
     class Progress(Callback):
         def __init__(self, log: Callable[[str], Any]) -> None:
@@ -320,9 +618,20 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
         def _update(self, trials: list[Any], final: bool = False) -> None:
             # Ctrl-C: Ray marks the trials it stops TERMINATED, but they resume later.
             cut = {t.trial_id for t in trials if t.trial_id in self.started - self.ended
-                   and str(t.status) == "TERMINATED"} if final else set()
-            frame = write_tables(exp_dir, trials, space.base, metric, running=cut)
-            if cut:
+                   and str(t.status) in ("TERMINATED", "PAUSED")} if final else set()
+            out_of_time = final and budget is not None and time.time() - self.start >= budget
+            try:
+                frame = write_tables(exp_dir, trials, space.base, metric, running=cut,
+                                     budget=out_of_time)
+            except UserError as exc:  # a full disk: the search goes on, old tables stay
+                self.log(f"warning: {exc}; the previous tables stay valid")
+                return
+            if out_of_time:
+                ids = frame.loc[frame["status"] == "STOPPED_BUDGET", "trial_id"].tolist()
+                self.log(f"time budget {space.base['search']['time_budget']} spent: "
+                         f"{len(ids)} trial(s) cut (STOPPED_BUDGET){': ' if ids else ''}"
+                         f"{', '.join(ids)}")
+            elif cut:
                 self.log(f"interrupted: {len(cut)} unfinished trial(s) continue from their last "
                          "checkpoint with --resume")
             if frame.empty:
@@ -337,7 +646,7 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             if "pareto" in frame:
                 best += f" | Pareto front {int(frame['pareto'].sum())} trial(s)"
             done = sum(counts.get(s, 0) for s in
-                       ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED"))
+                       ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED"))
             spent = time.time() - self.start
             eta = ""
             if 0 < done < total and not final:
@@ -345,12 +654,15 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             self.last_line = time.time()
             self.log(f"[{elapsed(self.start)}] trials {done}/{total} done "
                 f"(finished {counts.get('TERMINATED', 0)}, stopped early "
-                f"{counts.get('STOPPED_EARLY', 0)}, errors {counts.get('ERROR', 0)}, "
+                f"{counts.get('STOPPED_EARLY', 0)}, "
+                + (f"cut by budget {counts['STOPPED_BUDGET']}, " if "STOPPED_BUDGET" in counts
+                   else "") + f"errors {counts.get('ERROR', 0)}, "
                 f"diverged {counts.get('DIVERGED', 0)}), running {counts.get('RUNNING', 0)}"
                 f"{best}{eta}")
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
+            append_epoch_row(exp_dir, result)
             # long epochs (real data): a line at most every 2 minutes between trial ends
             if time.time() - getattr(self, "last_line", self.start) > 120:
                 self._update(trials)
@@ -388,7 +700,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
                              skip_bad_files=skip)
     val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
     if build_cache and data["cache"]:
-        sizes = _possible(space, "data.image_size") or [data["image_size"]]
+        sizes = possible_values(space, "data.image_size") or [data["image_size"]]
         for size in sizes:
             log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
                 f"images at {size} ...")

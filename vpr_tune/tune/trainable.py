@@ -1,17 +1,19 @@
 """The Ray Tune function trainable: one trial = one :class:`vpr_tune.train.Trainer`.
 
 Reports after every epoch (``metrics.REPORTED``: ``train/loss``, ``lr``, ``val/R@N``, the
-costs ``descriptor_dim``, ``query_ms``, ``params_m``; plus
-``epoch``, ``node_id``) with a checkpoint, so ASHA can stop it and a restarted trial resumes
-from its checkpoint.
+costs ``descriptor_dim``, ``query_ms``, ``params_m``; plus ``epoch``, ``node_id``) with a
+checkpoint (PBT/PB2: every perturbation interval), so ASHA can stop it, PBT can clone it,
+and a restarted trial resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     import torch
     from ray import tune
 
-    cfg = materialize(base, config)
+    cfg = materialize(base, {k: v for k, v in config.items() if v is not None})
     ctx = ray.get_runtime_context()
     resources = ctx.get_assigned_resources()
     threads = max(1, int(resources.get("CPU", 1)))
@@ -61,14 +63,18 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
-            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            if (Path(folder) / BEST_FILE).exists():
-                shutil.copy2(Path(folder) / BEST_FILE, best)
+            folder = _load_newest_good(trainer, Path(folder))
+            if (folder / BEST_FILE).exists():
+                shutil.copy2(folder / BEST_FILE, best)
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
     # what a trial that diverges before its first report says: the worst of every objective
     last: dict[str, Any] = {m: worst(mode) for m, mode in objectives_of(cfg["search"])}
+    max_epochs = int(cfg["budget"]["max_epochs"])
+    # PBT exploits (and resumes) at perturbation epochs: checkpoint there, not every epoch.
+    every = (int(cfg["pbt"]["perturbation_interval"])
+             if cfg["search"]["scheduler"] in ("pbt", "pb2") else 1)
     try:
-        while trainer.epoch < int(cfg["budget"]["max_epochs"]):
+        while trainer.epoch < max_epochs:
             try:
                 row = trainer.run_epoch()
             except DivergedError as exc:
@@ -77,15 +83,50 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                              "error": str(exc)[:500], **extra})
                 return
             last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
-            if trainer.is_best or not best.exists():
-                trainer.save_model(best)
+            with _disk_full_names_file(best):
+                if trainer.is_best or not best.exists():
+                    trainer.save_model(best)
+            report = {**last, "epoch": int(row["epoch"]), "diverged": 0, **extra}
+            if trainer.epoch % every and trainer.epoch < max_epochs:
+                tune.report(report)
+                continue
             with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
-                trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
-                _link_or_copy(best, Path(tmp) / BEST_FILE)
-                tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
-                            checkpoint=tune.Checkpoint.from_directory(tmp))
+                with _disk_full_names_file(Path(tmp) / CHECKPOINT_FILE):
+                    trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
+                    _link_or_copy(best, Path(tmp) / BEST_FILE)
+                with _disk_full_names_file(Path(tune.get_context().get_trial_dir())):
+                    tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load_newest_good(trainer: Any, folder: Path) -> Path:
+    """Load ``folder``'s checkpoint; a truncated or corrupt one falls back to the trial's
+    previous kept checkpoint folder (Ray keeps two). Returns the folder loaded from."""
+    tried = []
+    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.name < folder.name),
+                   reverse=True)
+    for candidate in (folder, *older):
+        try:
+            trainer.load_checkpoint(candidate / CHECKPOINT_FILE)
+        except UserError as exc:
+            tried.append(str(exc))
+            continue
+        if tried:
+            print(f"warning: {'; '.join(tried)}; resumed from {candidate}", flush=True)
+        return candidate
+    raise UserError(f"no usable checkpoint to resume the trial from: {'; '.join(tried)}")
+
+
+@contextmanager
+def _disk_full_names_file(path: Path) -> Iterator[None]:
+    """A full disk while writing ``path`` ends the trial as ERROR with one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device: {path}") from exc
+        raise
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
