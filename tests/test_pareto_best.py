@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vpr_tune import analysis
+from vpr_tune import analysis, metrics
 from vpr_tune.cli import main
 from vpr_tune.tune.results import read_table
 
@@ -71,7 +71,9 @@ def test_front_retest_covers_every_front_trial(mo_experiment, tmp_path) -> None:
     from vpr_tune.retest import retest
 
     def fake_evaluate(ckpt, root, tests):
-        return {name: {"R@1": 1.0, "R@5": 2.0, "R@10": 3.0} for name in tests}
+        recalls = {r: float(i) for i, r in enumerate(metrics.RECALLS, start=1)}
+        return {name: {**recalls, "queries": 10, "database": 20, "queries_without_positive": 0}
+                for name in tests}
 
     exp = analysis.load_experiment(mo_experiment)
     table = retest(exp, data=str(tmp_path), evaluate_fn=fake_evaluate, front=True,
