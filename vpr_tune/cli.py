@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from vpr_tune import __version__
 from vpr_tune.errors import UserError
@@ -334,10 +333,12 @@ def doctor(
         if json_out:
             return
         colour = {"✔": "green", "✘": "bold red", "!": "yellow"}[check.status]
-        console.print(f"[{colour}]{check.status}[/] [bold]{check.name}[/]: "
-                      f"{escape(check.detail)}", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        console.print(Text.assemble((check.status, colour), " ", (check.name, "bold"), ": ",
+                                    check.detail), highlight=False, soft_wrap=True)
         if check.fix:
-            console.print(f"    {escape(check.fix)}", highlight=False, soft_wrap=True)
+            console.print(f"    {check.fix}", highlight=False, soft_wrap=True)
 
     checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
     if json_out:
@@ -349,7 +350,8 @@ def doctor(
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     top: Annotated[
-        str | None, typer.Option(help="How many trials: a number or 'all' (default 5; 3 "
+        str | None, typer.Option(callback=lambda v: _check_top(v),
+                                 help="How many trials: a number or 'all' (default 5; 3 "
                                  "with --repeat).")
     ] = None,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
@@ -442,19 +444,26 @@ def best(
                                 f"exploits: {exp.path / 'perturbations.csv'}"))
 
 
+def _check_top(top: str | None) -> str | None:
+    """``--top`` is checked like every numeric option, before any experiment is read."""
+    if top is None or top.strip().lower() == "all":
+        return top
+    try:
+        n = int(top)
+    except ValueError:
+        raise typer.BadParameter(f"a number or 'all', got {top!r}") from None
+    if n < 1:
+        raise typer.BadParameter(f"{n} is not in the range x>=1")
+    return top
+
+
 def _parse_top(top: str | None, exp, default: int) -> int:
     """``--top``: a number >= 1, or ``all`` (every trial); ``default`` when not given."""
     if top is None:
         return default
     if top.strip().lower() == "all":
         return max(1, len(exp.trials))
-    try:
-        n = int(top)
-    except ValueError:
-        raise UserError(f"--top takes a number or 'all', got {top!r}") from None
-    if n < 1:
-        raise UserError(f"--top must be at least 1, got {n}")
-    return n
+    return int(top)
 
 
 def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console) -> None:
@@ -469,8 +478,9 @@ def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_consol
     if save_preds:
         from vpr_tune.preds import save_trial_predictions
 
-        written = save_trial_predictions(exp, save_preds, trial, data, metric,
-                                         log=log_console.print)
+        written = save_trial_predictions(
+            exp, save_preds, trial, data, metric,
+            log=lambda m: log_console.print(m, highlight=False, soft_wrap=True))
         log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
                           f"{next(iter(written.values())).parent.parent}", highlight=False,
                           soft_wrap=True)

@@ -446,10 +446,6 @@ class _Builder:
             vals = tuple(vals) if isinstance(vals, list) else (vals,)
             if not vals:
                 self.fail(f"{dotted}.when.{sib}", "empty list of values")
-            bad = [v for v in vals if sib_path in NAMES and v not in NAMES[sib_path]]
-            if bad:
-                self.fail(f"{dotted}.when", f"{sib_path} never takes {bad[0]!r} "
-                          f"(one of {', '.join(NAMES[sib_path])})")
             out[sib_path] = vals
         return out
 
