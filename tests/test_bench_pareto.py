@@ -26,6 +26,8 @@ def fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
         # a stopped trial's recall is what it reached by epoch 1 (a bit lower)
         rows.append({"trial_id": tid, "status": "STOPPED_EARLY" if stopped else "TERMINATED",
                      "optimizer.lr": 1e-3 * (i + 1), "best_val/R@1": r1 - 5 * stopped,
+                     "model.aggregator.name": "gem" if dim == 256 else "cosplace",
+                     "model.aggregator.dim": None if dim == 256 else dim,
                      "descriptor_dim": dim, "epochs": epochs, "time_s": 1.0})
     folder = Path(storage) / name
     folder.mkdir(parents=True)
