@@ -364,9 +364,9 @@ def plot_pareto(exp: Experiment) -> Figure:
     (y, y_mode), (x, x_mode) = columns[quality], columns[others[0]]
     flags = pareto_flags(trials, columns)
     colour = columns[others[1]][0] if len(others) > 1 else None
-    points = ax.scatter(trials[x], trials[y], s=60, c=trials[colour] if colour else "tab:blue",
-                        cmap="viridis_r", edgecolors=np.where(flags, "black", "none"),
-                        linewidths=1.5, zorder=3)
+    shade = {"c": trials[colour], "cmap": "viridis_r"} if colour else {"color": "tab:blue"}
+    points = ax.scatter(trials[x], trials[y], s=60, **shade, linewidths=1.5, zorder=3,
+                        edgecolors=np.where(flags, "black", "none"))
     if colour:
         fig.colorbar(points, ax=ax, label=_axis_label(objectives[others[1]][0]))
     on_front = trials[flags].sort_values(x, ascending=x_mode == "min")
