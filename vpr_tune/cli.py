@@ -251,6 +251,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Validate YAML and data, print the plan, start nothing.")
     ] = False,
+    mlflow: Annotated[
+        str | None, typer.Option(help="Also log each trial to MLflow at this tracking URI.")
+    ] = None,
 ) -> None:
     """Run a hyperparameter search: Ray Tune trials with ASHA early stopping."""
     from vpr_tune.tune import run_experiment
@@ -260,7 +263,7 @@ def run(
 
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
-                   storage=storage, dry_run=dry_run, log=log)
+                   storage=storage, dry_run=dry_run, log=log, mlflow=mlflow)
 
 
 @app.command("best")

@@ -89,6 +89,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "asha": {"grace_period": 1, "reduction_factor": 3},
     "resources": {"cpu": 1, "gpu": 0, "precision": "auto"},  # precision: see PRECISIONS
+    # Where else the search is logged (TensorBoard and the Optuna study always are).
+    "tracking": {"mlflow": None},  # MLflow tracking URI: sqlite:///..., http://..., a folder
 }
 
 
@@ -120,7 +122,7 @@ NAMES = {
 }
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "data.root", "data.train",
-                  "data.val", "data.test")
+                  "data.val", "data.test", "tracking")
 NUMERIC_DISTS = ("uniform", "loguniform", "int", "randint", "quniform")
 
 
@@ -439,6 +441,20 @@ class _Builder:
         storage = self.fixed.get("storage")
         if storage and "://" not in storage and not Path(storage).expanduser().is_absolute():
             self.fail("storage", f"must be an absolute path or a URI (s3://...), got {storage!r}")
+        mlflow = self.fixed.get("tracking.mlflow")
+        if mlflow is not None and not is_tracking_uri(mlflow):
+            self.fail("tracking.mlflow", f"{TRACKING_URI_HELP}, got {mlflow!r}")
+
+
+TRACKING_URI_HELP = ("must be a URI (sqlite:///FILE, http://HOST:PORT, file:///DIR) or an "
+                     "absolute folder")
+
+
+def is_tracking_uri(uri: str) -> bool:
+    """An MLflow tracking URI vpr-tune accepts: ``scheme:...`` or an absolute folder."""
+    import re
+
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*:", uri)) or Path(uri).expanduser().is_absolute()
 
 
 def _ordered(params: dict[str, Param]) -> dict[str, Param]:

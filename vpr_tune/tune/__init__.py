@@ -21,7 +21,7 @@ def run_experiment(
     space_path: Path, name: str | None = None, data: str | None = None,
     num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
     address: str | None = None, storage: str | None = None, dry_run: bool = False,
-    log: Callable[[str], Any] = print,
+    log: Callable[[str], Any] = print, mlflow: str | None = None,
 ) -> Path | None:
     """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
     import yaml
@@ -42,6 +42,12 @@ def run_experiment(
             raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
         sconf["max_concurrent"] = max_concurrent
     storage = storage or space.base.get("storage")
+    mlflow = mlflow or space.base["tracking"]["mlflow"]
+    if mlflow:
+        from vpr_tune.config import TRACKING_URI_HELP, is_tracking_uri
+
+        if not is_tracking_uri(mlflow):
+            raise UserError(f"--mlflow: {TRACKING_URI_HELP}, got {mlflow!r}")
     name = name or space.base.get("name") or (
         f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
     remote = None  # a URI (s3://...): Ray writes there, our tables go to results/<name>
@@ -97,19 +103,27 @@ def run_experiment(
     started_ray = search.init_ray(address)
     try:
         search.check_cluster_resources(space, int(sconf["max_concurrent"]))
-        callback = search.progress_callback(exp_dir, space, n, log)
+        from vpr_tune.tune.optuna_study import STUDY_FILE, storage_url
+        from vpr_tune.tune.tracking import tracking_callbacks
+
+        callbacks = [search.progress_callback(exp_dir, space, n, log),
+                     *tracking_callbacks(space, name, mlflow)]
         log(f"experiment {name}: {exp_dir}")
         if remote:
             log(f"Ray storage: {remote} (trials.csv and metrics.csv: {exp_dir})")
         try:
             search.run_tuner(space, remote or exp_dir, data_root, int(sconf["num_samples"]),
-                             int(sconf["max_concurrent"]), resume, [callback])
+                             int(sconf["max_concurrent"]), resume, callbacks,
+                             study_db=exp_dir / STUDY_FILE if sconf["algorithm"] == "optuna"
+                             else None)
         finally:
             _report_best(exp_dir, sconf["metric"], log)
             if is_synthetic(data_root):
                 log(f"note: {SYNTHETIC_NOTE}")
             log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
                 f"resume: vpr-tune run {space_path} --name {name} --resume")
+            if (exp_dir / STUDY_FILE).exists():
+                log(f"optuna-dashboard {storage_url(exp_dir / STUDY_FILE)}")
     finally:
         if started_ray:  # a Ray we started is ours to stop; a joined cluster keeps running
             import ray

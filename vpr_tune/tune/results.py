@@ -69,8 +69,9 @@ def _error_message(trial: Any) -> str:
 
 
 def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
-                 running: bool = False) -> dict[str, Any]:
-    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``."""
+                 running: bool = False, status: str | None = None) -> dict[str, Any]:
+    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``; ``status``
+    is Ray's status when it is known before ``trial.status`` says so (trial-end callbacks)."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
     candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
     rows = [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
@@ -80,7 +81,7 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
     good = [r for r in rows if not r.get("diverged")]
     cfg = materialize(base, trial.config)
     max_epochs = int(cfg["budget"]["max_epochs"])
-    status = str(trial.status)
+    status = status or str(trial.status)
     diverged = any(r.get("diverged") for r in rows)
     # Epochs reached, not rows: a row can be lost when a worker dies right after its report
     # (the trial then continues from that checkpoint).

@@ -111,19 +111,18 @@ def count_trials(space: Space, num_samples: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the tuner
-def build_search_alg(space: Space, num_samples: int, max_concurrent: int) -> tuple[Any, int]:
-    """(Ray search algorithm, number of trials)."""
+def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
+                     study_db: Path | None = None, study_name: str = "optuna") -> tuple[Any, int]:
+    """(Ray search algorithm, number of trials); an Optuna study is kept in ``study_db``."""
     search = space.base["search"]
     if search["algorithm"] == "optuna":
-        import optuna
         from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from vpr_tune.tune.optuna_study import optuna_searcher
+
         # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
-        sampler = optuna.samplers.TPESampler(seed=int(search["seed"]))
-        alg = OptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
-                           mode=search["mode"], sampler=sampler)
+        alg = optuna_searcher(OptunaDefineByRun(space), search["metric"], search["mode"],
+                              int(search["seed"]), study_db, study_name)
         return ConcurrencyLimiter(alg, max_concurrent=max_concurrent), num_samples
     from ray.tune.search import ConcurrencyLimiter
 
@@ -232,9 +231,10 @@ def check_cluster_resources(space: Space, max_concurrent: int) -> None:
 
 
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
-              max_concurrent: int, resume: bool, callbacks: list[Any]) -> Any:
+              max_concurrent: int, resume: bool, callbacks: list[Any],
+              study_db: Path | None = None) -> Any:
     """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
-    ``s3://bucket/vpr/<name>``); returns the ResultGrid."""
+    ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``study_db``: the Optuna study file."""
     from ray import tune
 
     from vpr_tune.tune.trainable import make_trainable
@@ -249,7 +249,8 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         # Callbacks are not saved with the experiment: hand them over again.
         tuner._local_tuner._run_config.callbacks = callbacks
         return tuner.fit()
-    alg, n = build_search_alg(space, num_samples, max_concurrent)
+    name = str(exp_dir).rstrip("/").rpartition("/")[2]
+    alg, n = build_search_alg(space, num_samples, max_concurrent, study_db, name)
     tuner = tune.Tuner(
         trainable,
         param_space={},

@@ -1,0 +1,67 @@
+"""The Optuna study of a search, kept in ``results/NAME/optuna.db`` (SQLite).
+
+The study is named after the experiment and written as the search runs, so::
+
+    optuna-dashboard sqlite:///results/NAME/optuna.db
+
+shows history, parallel coordinates, importance and intermediate values live, and
+``--resume`` continues the same study (Ray restores the searcher, which holds the storage).
+Each Optuna trial's value is its Ray trial's **best** epoch by ``search.metric`` (the
+``best_`` column of ``trials.csv``, the epoch whose model ``best.pt`` keeps); Ray alone would
+tell Optuna the last epoch's value. Diverged trials count with their best epoch before the
+blow-up, failed ones are ``FAIL``::
+
+    import optuna
+    study = optuna.load_study(study_name="demo", storage="sqlite:///results/demo/optuna.db")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+STUDY_FILE = "optuna.db"
+
+
+def storage_url(db: Path) -> str:
+    """``sqlite:///ABSOLUTE/PATH`` of a study file (what optuna-dashboard takes)."""
+    return f"sqlite:///{Path(db).resolve()}"
+
+
+class BestValueOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that tells Optuna each trial's best value instead of its last."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._best: dict[str, float] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and value == value and not result.get("diverged"):
+            old = self._best.get(trial_id)
+            better = old is None or (value > old if self.mode == "max" else value < old)
+            self._best[trial_id] = float(value) if better else old
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if result and not error and trial_id in self._best:
+            result = {**result, self.metric: self._best[trial_id]}
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def optuna_searcher(define_by_run: Any, metric: str, mode: str, seed: int,
+                    db: Path | None, study_name: str) -> OptunaSearch:
+    """TPE (seeded) over ``define_by_run``; the study lives in ``db`` when given."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None
+    if db is not None:
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(storage_url(db))
+    return BestValueOptunaSearch(space=define_by_run, metric=metric, mode=mode,
+                                 sampler=optuna.samplers.TPESampler(seed=seed),
+                                 study_name=study_name, storage=storage)
