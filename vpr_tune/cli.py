@@ -282,7 +282,7 @@ def best(
 
     from vpr_tune import analysis
 
-    exp = analysis.load_experiment(name, storage)
+    exp = _load_experiment(name, storage)
     table = analysis.top_table(exp, top, metric)
     retested = None
     if retest:
@@ -290,6 +290,7 @@ def best(
 
         log_console = err_console if json_out else console  # keep --json stdout pure JSON
         retested = run_retest(exp, top, metric, data, force, log=log_console.print)
+        _push(exp, storage, ("retest.csv", "retest.md"))
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
@@ -304,6 +305,27 @@ def best(
     else:  # the retest table holds every column of the best table but epochs
         _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
+
+
+def _load_experiment(name: str | None, storage: str | None):
+    """An experiment by name (default: newest); from a bucket when storage is a URI."""
+    from vpr_tune import analysis
+    from vpr_tune.tune import storage as remote
+
+    if remote.is_remote(storage):
+        exp = analysis.load_experiment(remote.local_experiment(name, storage))
+        # retest downloads checkpoints through the URI given now (its endpoint, if any)
+        exp.space.setdefault("resolved", {})["storage"] = remote.join(storage, exp.name)
+        return exp
+    return analysis.load_experiment(name, storage)
+
+
+def _push(exp, storage: str | None, names: tuple[str, ...]) -> None:
+    """Copy what best/report wrote back next to a bucket experiment."""
+    from vpr_tune.tune import storage as remote
+
+    if remote.is_remote(storage):
+        remote.push(exp.path, remote.join(storage, exp.name), names)
 
 
 def _print_wide(renderable) -> None:
@@ -356,11 +378,11 @@ def report(
     metric: Annotated[str, typer.Option(help="Ranking metric.")] = "val/R@1",
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
-    from vpr_tune import analysis
     from vpr_tune.report import write_report
 
-    exp = analysis.load_experiment(name, storage)
+    exp = _load_experiment(name, storage)
     path = write_report(exp, top=top, metric=metric)
+    _push(exp, storage, (path.parent.name,))
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     console.print(f"wrote {path} and {len(pngs)} figures: {', '.join(pngs)}")
 

@@ -29,6 +29,7 @@ def run_experiment(
     from vpr_tune.config import load_space
     from vpr_tune.data.datasets import is_synthetic, resolve_data_root
     from vpr_tune.tune import search
+    from vpr_tune.tune import storage as storage_mod
     from vpr_tune.tune.results import experiment_dir, storage_root
 
     space = load_space(space_path)
@@ -51,19 +52,23 @@ def run_experiment(
     name = name or space.base.get("name") or (
         f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
     remote = None  # a URI (s3://...): Ray writes there, our tables go to results/<name>
-    if storage and "://" in storage and not storage.startswith("file://"):
+    if storage_mod.is_remote(storage):
         from ray import tune as ray_tune
 
-        remote = f"{storage.rstrip('/')}/{name}"
+        remote = storage_mod.join(storage, name)
         exp_dir = experiment_dir(name, None)
         try:
             exists = ray_tune.Tuner.can_restore(remote)
         except Exception as exc:  # pyarrow: unknown scheme, no credentials, no network
-            raise UserError(f"storage {storage}: cannot open ({exc})") from exc
+            raise UserError(f"storage {storage_mod.public(storage)}: cannot open ({exc})"
+                            ) from exc
+        shown = storage_mod.public(remote)
         if resume and not exists:
-            raise UserError(f"--resume: no experiment {name!r} at {remote}")
+            raise UserError(f"--resume: no experiment {name!r} at {shown}")
         if not resume and not dry_run and exists:
-            raise UserError(f"experiment {name!r} already exists at {remote}: pass --resume")
+            raise UserError(f"experiment {name!r} already exists at {shown}: pass --resume")
+        if resume and not (exp_dir / "space.yaml").exists():  # resumed on another machine
+            storage_mod.pull(remote, exp_dir)
     else:
         exp_dir = experiment_dir(name, storage)
     if resume and remote is None and not exp_dir.exists():
@@ -94,10 +99,14 @@ def run_experiment(
     exp_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**space.raw, "resolved": {"data_root": str(data_root), "trials": n,
                                           "experiment": str(exp_dir)}}
+    if remote:
+        resolved["resolved"]["storage"] = storage_mod.public(remote)
     if not resume:
         from vpr_tune.atomic import write_text
 
         write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        if remote:
+            storage_mod.push(exp_dir, remote, ("space.yaml",))
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     started_ray = search.init_ray(address)
@@ -108,9 +117,11 @@ def run_experiment(
 
         callbacks = [search.progress_callback(exp_dir, space, n, log),
                      *tracking_callbacks(space, name, mlflow)]
+        if remote:
+            callbacks.append(storage_mod.sync_callback(exp_dir, remote))
         log(f"experiment {name}: {exp_dir}")
         if remote:
-            log(f"Ray storage: {remote} (trials.csv and metrics.csv: {exp_dir})")
+            log(f"Ray storage: {storage_mod.public(remote)} (tables also in {exp_dir})")
         try:
             search.run_tuner(space, remote or exp_dir, data_root, int(sconf["num_samples"]),
                              int(sconf["max_concurrent"]), resume, callbacks,

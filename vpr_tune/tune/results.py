@@ -17,6 +17,7 @@ import pandas as pd
 from vpr_tune.atomic import write_csv
 from vpr_tune.config import materialize
 from vpr_tune.errors import UserError
+from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
 
 METRICS = ["train/loss", "lr", "val/R@1", "val/R@5", "val/R@10", "val/R@25"]
 STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
@@ -50,13 +51,17 @@ def newest_experiment(storage: str | None = None) -> Path:
 def read_result_rows(trial_dir: Path) -> list[dict[str, Any]]:
     """The trial's reported rows from Ray's ``result.json`` (JSON lines; torn tail skipped)."""
     path = Path(trial_dir) / "result.json"
+    return parse_result_rows(path.read_text()) if path.exists() else []
+
+
+def parse_result_rows(text: str) -> list[dict[str, Any]]:
+    """JSON lines -> rows; a torn last line (being written) is skipped."""
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return rows
 
 
@@ -68,13 +73,21 @@ def _error_message(trial: Any) -> str:
     return ""
 
 
+def trial_rows(trial: Any) -> list[dict[str, Any]]:
+    """Every epoch row a Ray ``Trial`` reported so far (from its ``result.json``)."""
+    # The driver writes result.json in its staging folder and syncs it to storage later.
+    candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
+    remote = remote_trial_file(trial, "result.json")  # a trial Ray keeps on an object store
+    if remote:
+        candidates.append(parse_result_rows(remote))
+    return [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
+
+
 def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
                  running: bool = False, status: str | None = None) -> dict[str, Any]:
     """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``; ``status``
     is Ray's status when it is known before ``trial.status`` says so (trial-end callbacks)."""
-    # The driver writes result.json in its staging folder and syncs it to storage later.
-    candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
-    rows = [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
+    rows = trial_rows(trial)
     # A trial resumed from a checkpoint older than its last report (the driver was killed
     # between two experiment-state saves) repeats those epochs: the later row wins.
     rows = sorted({int(r["epoch"]): r for r in rows}.values(), key=lambda r: int(r["epoch"]))
@@ -113,7 +126,9 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
     record["error"] = error
-    record["checkpoint"] = _best_checkpoint(Path(trial.path or ""), good, metric)
+    remote = remote_checkpoint(trial, good)  # s3://... when Ray stores the trial remotely
+    record["checkpoint"] = remote if remote is not None else _best_checkpoint(
+        Path(trial.path or ""), good, metric)
     record["_rows"] = [{"trial_id": trial.trial_id, "epoch": int(r["epoch"]),
                         **{m: r.get(m) for m in METRICS}} for r in good]
     return record

@@ -249,7 +249,9 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         # Callbacks are not saved with the experiment: hand them over again.
         tuner._local_tuner._run_config.callbacks = callbacks
         return tuner.fit()
-    name = str(exp_dir).rstrip("/").rpartition("/")[2]
+    from vpr_tune.tune.storage import split
+
+    parent, name = split(str(exp_dir))  # a URI's parameters (endpoint) stay on the parent
     alg, n = build_search_alg(space, num_samples, max_concurrent, study_db, name)
     tuner = tune.Tuner(
         trainable,
@@ -257,8 +259,7 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
                                     num_samples=n),
         run_config=tune.RunConfig(
-            name=str(exp_dir).rstrip("/").rpartition("/")[2],
-            storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
+            name=name, storage_path=parent, callbacks=callbacks,
             verbose=0,
             # Keep the 2 newest folders (each also holds the best model so far). Not by
             # score: that deletes the folder a driver killed between two state saves would

@@ -25,7 +25,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 
 from vpr_tune.config import Space
-from vpr_tune.tune.results import METRICS, read_result_rows
+from vpr_tune.tune.results import METRICS, trial_rows
 
 # Which way each curve improves; only these get a best/<metric> series (lr has no best).
 DIRECTIONS = {**{m: "max" for m in METRICS if m.startswith("val/")}, "train/loss": "min"}
@@ -152,8 +152,8 @@ class TensorBoardCallback(TBXLoggerCallback):
         self._write_experiment(trial.local_experiment_path)
         # A resumed trial: its earlier epochs count towards its best.
         best: dict[str, float] = {}
-        for row in read_result_rows(trial.local_path):
-            if "epoch" in row and not row.get("diverged"):
+        for row in trial_rows(trial):
+            if not row.get("diverged"):
                 update_best(best, row)
         self.best[trial.trial_id] = best
         writer = self._trial_writer[trial]
