@@ -33,7 +33,7 @@ SPACE = """
     optimizer: {name: adam, lr: {loguniform: [1.0e-3, 1.0e-2]}}
     budget: {max_epochs: 4, batches_per_epoch: 8, places_per_batch: 8, images_per_place: 4,
              eval_batch_size: 64}
-    search: {algorithm: random, num_samples: 3, seed: 1, max_concurrent: 2, scheduler: fifo}
+    search: {algorithm: optuna, num_samples: 3, seed: 1, max_concurrent: 2, scheduler: fifo}
     resources: {cpu: 1, gpu: 0}
 """
 
@@ -103,8 +103,9 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
     local = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(creds, VPR_TUNE_RESULTS=str(local))
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = [sys.executable, "-m", "vpr_tune", "run", str(space), "--data",
-           str(street_world_tiny), "--name", "s3exp"]
+           str(street_world_tiny), "--name", "s3exp", "--mlflow", mlflow_uri]
 
     # 1. the search, endpoint from AWS_ENDPOINT_URL; killed once a trial has finished
     proc = subprocess.Popen([*run, "--storage", f"s3://{BUCKET}/vpr"],
@@ -145,6 +146,19 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
     assert (kept["time_s"].values == before.set_index("trial_id").loc[finished, "time_s"]
             .values).all()  # finished trials were not re-run
     assert final["checkpoint"].str.startswith(f"s3://{BUCKET}/vpr/s3exp/").all()
+    # the same Optuna study and the same MLflow runs went on: one per trial, all finished
+    import optuna
+    from mlflow import MlflowClient
+
+    study = optuna.load_study(study_name="s3exp",
+                              storage=f"sqlite:///{local / 's3exp' / 'optuna.db'}")
+    done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert sorted(t.value for t in done) == pytest.approx(sorted(final["best_val/R@1"]))
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("s3exp").experiment_id])
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(final["trial_id"])
+    assert {(r.info.status, r.data.tags["status"]) for r in runs} == {("FINISHED", "TERMINATED")}
+    assert {r.data.tags["checkpoint"] for r in runs} == set(final["checkpoint"])
 
     # 3. best --retest and report from the bucket alone: the local copy is gone
     shutil.rmtree(local)
@@ -160,7 +174,7 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
     assert report.returncode == 0, report.stdout + report.stderr
     assert "Retest on the test sets" in (local / "s3exp" / "report" / "report.md").read_text()
     keys = _keys(endpoint, creds, "vpr/s3exp/")
-    assert {"vpr/s3exp/retest.csv", "vpr/s3exp/report/report.md"} <= keys
+    assert {"vpr/s3exp/retest.csv", "vpr/s3exp/report/report.md", "vpr/s3exp/optuna.db"} <= keys
     # a missing experiment in the bucket is one line, not a traceback
     missing = subprocess.run([*cli, "best", "ghost", "--storage", uri], env=env,
                              capture_output=True, text=True, timeout=120)
