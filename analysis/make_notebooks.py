@@ -20,6 +20,7 @@ import os
 import pandas as pd
 
 from vpr_tune import analysis as va
+from vpr_tune import plots as vp
 
 # A name under results/ or a folder path; unset -> the newest experiment.
 EXPERIMENT = os.environ.get("VPR_TUNE_EXPERIMENT") or None
@@ -41,13 +42,13 @@ NOTEBOOKS = {
         "va.top_table(exp, top=10)",
         "## Learning curves\n\nOne line per trial; `x` marks trials ASHA stopped at a rung "
         "(dashed lines), red crosses are failed or diverged trials.",
-        "va.plot_curves(exp);",
+        "vp.plot_curves(exp);",
         "## Best so far vs compute spent\n\nA curve that flattens early means more trials "
         "would not have helped much.",
-        "va.plot_best_so_far(exp);",
+        "vp.plot_best_so_far(exp);",
         "## Parallel coordinates\n\nEach line is a finished trial coloured by its best val "
         "R@1; bright lines bunching on an axis point at a good value.",
-        "va.plot_parallel(exp);",
+        "vp.plot_parallel(exp);",
     ],
     "hyperparameter_effects.ipynb": [
         "# Hyperparameter effects\n\nWhich choices matter: R@1 per optimizer / scheduler / "
@@ -55,18 +56,18 @@ NOTEBOOKS = {
         "whether an early epoch already predicts the final ranking (the bet ASHA makes).",
         SETUP,
         "## R@1 by categorical hyperparameter",
-        "va.plot_by_category(exp);",
+        "vp.plot_by_category(exp);",
         "## Learning rate × weight decay",
-        "va.plot_lr_wd(exp);",
+        "vp.plot_lr_wd(exp);",
         "## Importance\n\nOptuna's fANOVA evaluator fed from the trials table. With few "
         "trials treat it as a hint.",
         "va.importance(exp.trials, space=exp.space).to_frame()",
-        "va.plot_importance(exp);",
+        "vp.plot_importance(exp);",
         "## Does an early epoch predict the final ranking?\n\nSpearman correlation between "
         "the ranking at each epoch and the final one, over finished trials that trained past "
         "that epoch. High values mean stopping trials early (ASHA) loses little.",
         "va.rung_spearman_table(exp.finished_curves)",
-        "va.plot_rung_spearman(exp);",
+        "vp.plot_rung_spearman(exp);",
     ],
     "retest.ipynb": [
         "# Retest: does val transfer to the test sets?\n\nThe top trials' best checkpoints "
@@ -77,11 +78,11 @@ NOTEBOOKS = {
         "    print('No retest.csv yet: run `vpr-tune best', exp.name, '--retest` first.')\n"
         "exp.retest",
         "## Val vs test per configuration",
-        "va.plot_retest(exp);",
+        "vp.plot_retest(exp);",
         "## Does the val ranking transfer?\n\nSpearman correlation of val R@1 with each "
         "test set's R@1 across the retested configurations (NaN with fewer than 3).",
         "va.rank_transfer(exp.retest) if exp.retest is not None else None",
-        "va.plot_val_vs_test(exp);",
+        "vp.plot_val_vs_test(exp);",
     ],
 }
 

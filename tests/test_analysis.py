@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from vpr_tune import analysis as va
+from vpr_tune import plots as vp
 from vpr_tune.errors import UserError
 
 
@@ -108,7 +109,7 @@ def test_importance_finds_the_parameter_that_matters() -> None:
 
 
 def test_figures_are_not_empty(exp) -> None:
-    figs = va.figures(exp)
+    figs = vp.figures(exp)
     assert set(figs) == {"curves", "best_so_far", "parallel", "by_category", "lr_wd",
                          "importance", "rung_spearman"}
     curves_ax = figs["curves"].axes[0]
@@ -127,9 +128,9 @@ def test_retest_figure(exp) -> None:
         "tokyo_R@10": [40.0, 41.0],
     })
     assert va.retest_columns(exp.retest) == ["sf_test_R@1", "tokyo_R@1"]
-    fig = va.plot_retest(exp)
+    fig = vp.plot_retest(exp)
     assert len(fig.axes[0].patches) == 2 * 3
-    assert va.plot_val_vs_test(exp).axes[0].has_data()
+    assert vp.plot_val_vs_test(exp).axes[0].has_data()
     transfer = va.rank_transfer(exp.retest)
     assert list(transfer["test_set"]) == ["sf_test", "tokyo"]
     assert transfer["spearman"].isna().all()  # 2 configs: too few to correlate
@@ -170,7 +171,7 @@ def test_report_writes_markdown_and_pngs(hand_experiment, capsys) -> None:
 
 def test_report_includes_retest_when_present(hand_experiment) -> None:
     from vpr_tune.report import write_report
-    from vpr_tune.tune.retest import write_retest
+    from vpr_tune.retest import write_retest
 
     table = pd.DataFrame({"rank": [1], "trial_id": ["t0"], "val_R@1": [60.0], "val_R@5": [75.0],
                           "sf_test_R@1": [31.5], "sf_test_R@5": [40.0], "sf_test_R@10": [50.0],

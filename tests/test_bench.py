@@ -71,7 +71,10 @@ def test_python_m_vpr_tune_bench_is_the_cli() -> None:
     assert "unknown benchmark 'nope'" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory", "search",
+# search and asha start Ray and run real searches: slow suite (their arithmetic is tested
+# with a fake run below)
+@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory",
+                                  pytest.param("search", marks=pytest.mark.slow),
                                   pytest.param("asha", marks=pytest.mark.slow)])
 def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) -> None:
     rc, out, _err = _run_cli(["bench", name, "--quick", "--json", "--out", str(tmp_path)],
@@ -97,14 +100,14 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
         assert all(math.isfinite(v) and v > 0 for v in values), (key, values)
 
 
-def _fake_run(argv: list[str]) -> int:
-    """Stands in for `vpr-tune run`: writes trials.csv/metrics.csv as docs/CONTRACTS.md says.
+def _fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
+    """Stands in for `run_experiment`: writes trials.csv/metrics.csv as `vpr-tune run` does.
     Trial i has R@1 = 10 * i after every epoch; ASHA keeps the last trial to the end."""
     import pandas as pd
     import yaml
 
-    space = yaml.safe_load(Path(argv[1]).read_text())
-    name, storage = argv[argv.index("--name") + 1], Path(argv[argv.index("--storage") + 1])
+    space = yaml.safe_load(Path(space_path).read_text())
+    storage = Path(storage)
     n, max_epochs = space["search"]["num_samples"], space["budget"]["max_epochs"]
     asha = space["search"]["scheduler"] == "asha"
     trials, metrics = [], []
@@ -119,14 +122,14 @@ def _fake_run(argv: list[str]) -> int:
     time.sleep(0.2)  # a wall time that rounds to something
     pd.DataFrame(trials).to_csv(storage / name / "trials.csv", index=False)
     pd.DataFrame(metrics).to_csv(storage / name / "metrics.csv", index=False)
-    return 0
+    return storage / name
 
 
 def test_asha_and_search_figures_from_the_run_outputs(monkeypatch) -> None:
-    import vpr_tune.cli
+    import vpr_tune.tune
     from vpr_tune.bench.search import bench_asha, bench_search
 
-    monkeypatch.setattr(vpr_tune.cli, "main", _fake_run)
+    monkeypatch.setattr(vpr_tune.tune, "run_experiment", _fake_run)
     asha = bench_asha(quick=True, log=lambda _m: None)
     # 3 trials x 3 epochs under FIFO; ASHA: 1 + 1 + 3 epochs
     assert (asha["asha_trial_epochs"], asha["fifo_trial_epochs"]) == (5, 9)

@@ -12,7 +12,7 @@ import yaml
 
 from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
-from vpr_tune.tune.retest import CACHE_FILE
+from vpr_tune.retest import CACHE_FILE
 
 RETEST_COLUMNS = [
     "rank", "trial_id", "optimizer.name", "optimizer.lr", "optimizer.weight_decay",

@@ -1,40 +1,27 @@
-"""Issue 9: a search on a two-node Ray cluster (``--address``), trials on both nodes, resume
+"""A search on a two-node Ray cluster (``--address``), trials on both nodes, resume
 through the same storage. Uses ``ray.cluster_utils.Cluster`` (two 1-CPU nodes on this host)."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
-
 import pytest
 
+from tests.helpers import write_space
 from vpr_tune.analysis import read_table
-from vpr_tune.tune import trainable
 
 
 @pytest.mark.slow
-def test_two_node_cluster_search_and_resume(tmp_path, monkeypatch, street_world_tiny, capsys):
+def test_two_node_cluster_search_and_resume(tmp_path, fake_trainer, street_world_tiny, capsys):
     import ray
-    import ray.cloudpickle
     from ray.cluster_utils import Cluster
 
     from vpr_tune.cli import main
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    import test_search_resources as fake
-
-    ray.cloudpickle.register_pickle_by_value(fake)
-    monkeypatch.setattr(trainable, "TRAINER_FACTORY", fake.FakeTrainer)
     logs = tmp_path / "logs"
     logs.mkdir()
-    space = tmp_path / "cluster.yaml"
-    space.write_text(textwrap.dedent(f"""
-        data: {{root: {logs}, image_size: [32, 32], cache: false}}
-        optimizer: {{lr: {{uniform: [0.1, 0.9]}}}}
-        budget: {{max_epochs: 2}}
-        search: {{algorithm: random, num_samples: 4, max_concurrent: 2, scheduler: fifo}}
-        resources: {{cpu: 1, gpu: 0}}
-    """))
+    # data.root doubles as the fake trainer's log folder; --data points at the real data
+    space = write_space(tmp_path / "cluster.yaml", data={"root": str(logs), "cache": False},
+                        optimizer={"lr": {"uniform": [0.1, 0.9]}},
+                        search={"num_samples": 4, "max_concurrent": 2})
     storage = tmp_path / "shared"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -62,5 +49,3 @@ def test_two_node_cluster_search_and_resume(tmp_path, monkeypatch, street_world_
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.cloudpickle.unregister_pickle_by_value(fake)
-        sys.path.remove(str(__import__("pathlib").Path(__file__).parent))

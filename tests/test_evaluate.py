@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import make_tiny_root, tiny_cfg
 from vpr_tune.evaluate import describe_batches, hits_matrix, recall_at_n, search
 
 
@@ -78,8 +79,6 @@ def test_cli_eval_json_and_predictions(tmp_path, monkeypatch, capsys) -> None:
     import csv
     import json
 
-    from test_train import make_tiny_root, tiny_cfg
-
     from vpr_tune.cli import main
     from vpr_tune.train import Trainer
 
@@ -111,8 +110,6 @@ def test_street_world_tiny_mixvpr_eval_other_split(street_world_tiny, tmp_path, 
     """A MixVPR model trained at 32x32 evaluates on another split through the CLI; the
     report says the data is synthetic."""
     import json
-
-    from test_train import tiny_cfg
 
     from vpr_tune.cli import main
     from vpr_tune.train import Trainer

@@ -9,40 +9,25 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.helpers import write_space
 from vpr_tune.analysis import read_table
 
 pytestmark = pytest.mark.slow
 
-SPACE = """
-    seed: 0
-    data: {{image_size: [32, 32]}}
-    model: {{backbone: resnet18, cut: layer3, freeze_stages: 0, aggregator: {{name: gem}}}}
-    loss: {{name: multisimilarity}}
-    miner: {{name: multisimilarity}}
-    optimizer:
-      name: adam
-      lr: {{loguniform: [1.0e-3, 1.0e-2]}}
-    budget: {{max_epochs: {epochs}, batches_per_epoch: {batches}, places_per_batch: 8,
-             images_per_place: 4, eval_batch_size: 64}}
-    search: {{algorithm: random, num_samples: {samples}, seed: 1, max_concurrent: 2,
-             scheduler: fifo, max_failures: {failures}}}
-    resources: {{cpu: 1, gpu: 0}}
-"""
-
-
 def _space(tmp_path: Path, epochs: int, samples: int, failures: int = 0, batches: int = 24
            ) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(textwrap.dedent(SPACE.format(epochs=epochs, samples=samples, batches=batches,
-                                                 failures=failures)))
-    return path
+    return write_space(tmp_path / "space.yaml", data={"augment": True},
+                       budget={"max_epochs": epochs, "batches_per_epoch": batches,
+                               "places_per_batch": 8, "images_per_place": 4,
+                               "eval_batch_size": 64},
+                       search={"num_samples": samples, "seed": 1, "max_concurrent": 2,
+                               "max_failures": failures})
 
 
 def _reports(exp: Path) -> dict[str, list[dict]]:

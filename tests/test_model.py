@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from vpr_tune.components import AGGREGATORS, allowed_params
 from vpr_tune.errors import UserError
-from vpr_tune.model import AGGREGATORS, aggregator_params, build_model
+from vpr_tune.model import build_model
 from vpr_tune.model.backbones import build_backbone, feature_size
 
 SMALL = {  # keep descriptors small so resnet50 tests stay fast
@@ -95,7 +96,7 @@ def test_unknown_aggregator_param_lists_allowed() -> None:
         build_model({"aggregator": {"name": "netvlad", "dim": 3}}, (32, 32))
     with pytest.raises(UserError, match="not one of"):
         build_model({"aggregator": {"name": "vlad"}}, (32, 32))
-    assert aggregator_params("gem") == {"p", "learn_p"}
+    assert allowed_params("model.aggregator", "gem") == {"p", "learn_p"}
 
 
 def test_pretrained_local_file(tmp_path) -> None:

@@ -4,6 +4,7 @@ small experiment with a real retest, each producing non-empty figures."""
 from __future__ import annotations
 
 import base64
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +28,9 @@ def test_stored_without_outputs(name: str) -> None:
 
 def test_generator_matches_stored_notebooks() -> None:
     """analysis/make_notebooks.py is the source of the notebooks: they must not drift."""
-    sys.path.insert(0, str(ANALYSIS))
-    try:
-        import make_notebooks
-    finally:
-        sys.path.remove(str(ANALYSIS))
-    for name, cells in make_notebooks.NOTEBOOKS.items():
-        built = nbformat.writes(make_notebooks.build(cells))
+    generator = runpy.run_path(str(ANALYSIS / "make_notebooks.py"))  # not run as a script
+    for name, cells in generator["NOTEBOOKS"].items():
+        built = nbformat.writes(generator["build"](cells))
         stored = (ANALYSIS / name).read_text()
         assert built.strip() == stored.strip(), f"{name}: run analysis/make_notebooks.py"
 
@@ -44,10 +41,10 @@ def retested_experiment(tmp_path_factory, tiny_checkpoints):
     import shutil
 
     import yaml
-    from conftest import write_hand_experiment
 
+    from tests.helpers import write_hand_experiment
     from vpr_tune.analysis import load_experiment
-    from vpr_tune.tune.retest import retest
+    from vpr_tune.retest import retest
 
     root, checkpoints = tiny_checkpoints
     folder = write_hand_experiment(tmp_path_factory.mktemp("nb") / "results" / "hand")

@@ -12,30 +12,18 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from vpr_tune.analysis import read_table
+from tests.helpers import write_space
 from vpr_tune.tune import storage
+from vpr_tune.tune.results import read_table
 
 BUCKET = "vpr-bucket"
 
-SPACE = """
-    seed: 0
-    data: {image_size: [32, 32]}
-    model: {backbone: resnet18, cut: layer3, freeze_stages: 0, aggregator: {name: gem}}
-    loss: {name: multisimilarity}
-    miner: {name: multisimilarity}
-    optimizer: {name: adam, lr: {loguniform: [1.0e-3, 1.0e-2]}}
-    budget: {max_epochs: 4, batches_per_epoch: 8, places_per_batch: 8, images_per_place: 4,
-             eval_batch_size: 64}
-    search: {algorithm: optuna, num_samples: 3, seed: 1, max_concurrent: 2, scheduler: fifo}
-    resources: {cpu: 1, gpu: 0}
-"""
 
 
 def test_uri_helpers_keep_parameters_at_the_end():
@@ -98,8 +86,11 @@ def _keys(endpoint: str, env: dict, prefix: str) -> set[str]:
 @pytest.mark.slow
 def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_world_tiny):
     endpoint, creds = s3_server
-    space = tmp_path / "s3.yaml"
-    space.write_text(textwrap.dedent(SPACE))
+    # epochs of a few seconds, so the kill finds one trial finished and others running
+    space = write_space(tmp_path / "s3.yaml", budget={
+        "max_epochs": 4, "batches_per_epoch": 8, "places_per_batch": 8, "images_per_place": 4,
+        "eval_batch_size": 64}, search={"algorithm": "optuna", "num_samples": 3, "seed": 1,
+                                        "max_concurrent": 2, "scheduler": "fifo"})
     local = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(creds, VPR_TUNE_RESULTS=str(local))

@@ -8,9 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from vpr_tune.analysis import read_table
+from tests.helpers import write_space
 from vpr_tune.cli import main
 from vpr_tune.config import load_space
+from vpr_tune.tune.results import read_table
 from vpr_tune.tune.search import OptunaDefineByRun, count_trials, expand_points
 
 SPACE = """
@@ -125,29 +126,21 @@ def test_existing_name_and_missing_resume_are_errors(tmp_path, capsys, monkeypat
     assert "no experiment 'ghost'" in err and "taken" in err
 
 
-TINY_SEARCH = """
-    seed: 0
-    data: {image_size: [32, 32]}
-    model: {backbone: resnet18, cut: layer3, freeze_stages: 0, aggregator: {name: gem}}
-    loss: {name: multisimilarity}
-    miner: {name: multisimilarity}
-    optimizer:
-      name: {choice: [sgd, adam]}
-      lr: {loguniform: [1.0e-3, 1.0e-2]}
-      momentum: {value: 0.9, when: {name: sgd}}
-    budget: {max_epochs: 3, batches_per_epoch: 2, places_per_batch: 8, images_per_place: 4,
-             eval_batch_size: 64}
-    search: {algorithm: random, num_samples: 4, seed: 1, max_concurrent: 2, scheduler: asha}
-    asha: {grace_period: 1, reduction_factor: 2}
-    resources: {cpu: 1, gpu: 0}
-"""
+def tiny_search(tmp_path: Path, samples: int = 4, batches: int = 2) -> Path:
+    """A real tiny search: sgd or adam, ASHA halving at epochs 1 and 2 of 3."""
+    return write_space(tmp_path / "s.yaml", optimizer={
+        "name": {"choice": ["sgd", "adam"]}, "momentum": {"value": 0.9, "when": {"name": "sgd"}}},
+        budget={"max_epochs": 3, "batches_per_epoch": batches, "places_per_batch": 8,
+                "images_per_place": 4, "eval_batch_size": 64},
+        search={"num_samples": samples, "seed": 1, "max_concurrent": 2, "scheduler": "asha"},
+        data={"augment": True})
 
 
 @pytest.mark.slow
 def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny):
     import ray
 
-    path = space_file(tmp_path, TINY_SEARCH)
+    path = tiny_search(tmp_path)
     storage = tmp_path / "res"
     try:
         rc = main(["run", str(path), "--data", str(street_world_tiny), "--name", "small",
@@ -185,8 +178,7 @@ def test_ctrl_c_keeps_results_and_resume_finishes(tmp_path, street_world_tiny):
     import sys
     import time
 
-    path = space_file(tmp_path, TINY_SEARCH.replace("num_samples: 4", "num_samples: 6")
-                      .replace("batches_per_epoch: 2", "batches_per_epoch: 6"))
+    path = tiny_search(tmp_path, samples=6, batches=6)
     storage = tmp_path / "res"
     cmd = [sys.executable, "-m", "vpr_tune", "run", str(path), "--data", str(street_world_tiny),
            "--name", "cc", "--storage", str(storage)]

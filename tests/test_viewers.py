@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vpr_tune.analysis import read_table
-from vpr_tune.tune import trainable
+from tests.helpers import use_trainer
+from vpr_tune.tune.results import read_table
 
 NAME = "viewers"
 
@@ -64,7 +64,6 @@ SPACE = """
 def searched(tmp_path_factory, street_world_tiny):
     """(experiment folder, MLflow URI) of a finished fake search."""
     import ray
-    import ray.cloudpickle
 
     from vpr_tune.cli import main
 
@@ -72,15 +71,12 @@ def searched(tmp_path_factory, street_world_tiny):
     space = base / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))
     mlflow_uri = f"sqlite:///{base / 'mlflow.db'}"
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainable, "TRAINER_FACTORY", PeakTrainer)
+    with pytest.MonkeyPatch.context() as mp, use_trainer(mp, PeakTrainer):
         try:
             rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", NAME,
                        "--storage", str(base / "res"), "--mlflow", mlflow_uri])
         finally:
             ray.shutdown()
-            ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert rc == 0
     return base / "res" / NAME, mlflow_uri
 

@@ -1,36 +1,61 @@
-"""Atomic file writes: write a temporary file in the same folder, then ``os.replace`` it.
+"""Safe files: atomic writes (a temporary file in the same folder, then ``os.replace``) and
+an inter-process lock.
 
 A kill at any moment leaves either the old file or the new one, never a half-written
-``trials.csv``, ``retest.csv`` or checkpoint that would crash the next read.
+``trials.csv``, ``retest.csv`` or checkpoint that would crash the next read. The new file
+gets the mode a plain ``open(path, "w")`` would give it: the existing file's mode, else
+0666 minus the umask, so teammates on shared storage can read a search's results.
 
->>> from vpr_tune.atomic import atomic_path, write_text
+>>> from vpr_tune.atomic import atomic_path, file_lock, write_text
 >>> write_text(Path("results/x/space.yaml"), "seed: 0\\n")
 >>> with atomic_path(Path("last.pt")) as tmp:
 ...     torch.save(state, tmp)
+>>> with file_lock(Path("cache/.build.lock")):   # one builder at a time
+...     build()
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 
+def _create_temp(path: Path) -> Path:
+    """A new empty file next to ``path``, created as a plain write creates files."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            # O_EXCL: never someone else's file; mode 0o666 is reduced by the umask by the
+            # kernel itself (unlike mkstemp's 0600), with no process-wide umask juggling.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    The writer may reopen the temporary path by name (``torch.save``, ``savefig``,
+    ``np.lib.format.open_memmap``); it must not append a suffix to it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        yield Path(tmp)
+        yield tmp
+        with suppress(FileNotFoundError):  # overwriting keeps the old file's mode, as
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)  # a plain write would
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -44,3 +69,17 @@ def write_csv(frame: Any, path: Path) -> None:
     """Write a pandas ``frame`` to ``path`` atomically (no index column)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) for the block.
+
+    Processes on one machine that take the same lock run the block one at a time (the
+    others wait); the lock goes with the process, so a killed holder never blocks anyone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from vpr_tune import __version__
 from vpr_tune.errors import UserError
+from vpr_tune.metrics import SEARCHABLE
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+METRIC_HELP = f"Ranking metric (default: the search's): {', '.join(SEARCHABLE)}."
 data_app = typer.Typer(help="Make, check and preview datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -62,7 +64,8 @@ def data_synth(
     ] = None,
 ) -> None:
     """Write the street-world synthetic dataset in the real GSV-XS/SF-XS/Tokyo-XS format."""
-    from vpr_tune.data.street_world import make_preview, synthesize
+    from vpr_tune.data.preview import make_preview
+    from vpr_tune.data.street_world import synthesize
 
     root = synthesize(out, size=size, seed=seed, log=console.print, workers=workers)
     console.print(f"street-world ({size}, seed {seed}) is SYNTHETIC data, written to {root}")
@@ -87,7 +90,7 @@ def data_check(
 
     from rich.table import Table
 
-    from vpr_tune.data.datasets import check_data
+    from vpr_tune.data.splits import check_data
 
     info = check_data(path, skip_bad_files=skip_bad_files, decode=decode)
     if json_out:
@@ -123,7 +126,8 @@ def train(
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.data.splits import is_synthetic, resolve_data_root
+    from vpr_tune.metrics import RECALL_NS, best_index, mode_of
     from vpr_tune.train import load_train_config, train_run
 
     cfg = load_train_config(config)
@@ -152,10 +156,10 @@ def train(
     def on_epoch(row: dict) -> None:
         loss = row["train/loss"]
         loss = f"{float(loss):.4f}" if loss not in ("", None) else "-"
-        recalls = " ".join(f"{float(row[f'val/R@{n}']):5.1f}" for n in (1, 5, 10, 25))
+        recalls = " ".join(f"{float(row[f'val/R@{n}']):5.1f}" for n in RECALL_NS)
         progress.console.print(
             f"epoch {int(row['epoch']):>3}  loss {loss:>7}  lr {float(row['lr']):.1e}  "
-            f"val R@1/5/10/25 {recalls}  {float(row['time_s']):.0f}s",
+            f"val R@{'/'.join(map(str, RECALL_NS))} {recalls}  {float(row['time_s']):.0f}s",
             highlight=False, soft_wrap=True)
         progress.reset(task, total=int(budget["batches_per_epoch"]),
                        epoch=int(row["epoch"]) + 1, loss="-")
@@ -163,8 +167,9 @@ def train(
     with progress:
         rows = train_run(cfg, root, run_dir, resume=resume, num_threads=threads,
                          log=progress.console.print, on_epoch=on_epoch, on_batch=on_batch)
-    best = max(rows, key=lambda r: float(r["val/R@1"]))
-    console.print(f"best val R@1 {float(best['val/R@1']):.1f} at epoch {best['epoch']}; "
+    metric = cfg["search"]["metric"]  # best.pt follows the search metric and its mode
+    best = rows[best_index([r.get(metric) for r in rows], mode_of(cfg["search"])) or 0]
+    console.print(f"best {metric} {float(best[metric] or 'nan'):.4g} at epoch {best['epoch']}; "
                   f"wrote {run_dir}/ (metrics.csv, best.pt, last.pt, TensorBoard events)",
                   highlight=False)
 
@@ -193,12 +198,15 @@ def evaluate(
     import torch
     from rich.table import Table
 
-    from vpr_tune.data.datasets import is_synthetic, load_eval_split
+    from vpr_tune.checkpoint import load_model_from_checkpoint
+    from vpr_tune.config import normalize_config
+    from vpr_tune.data.splits import is_synthetic, load_eval_split
     from vpr_tune.evaluate import evaluate_split, save_predictions
-    from vpr_tune.train import load_model_from_checkpoint
+    from vpr_tune.metrics import RECALLS
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, cfg = load_model_from_checkpoint(checkpoint, device)
+    cfg = normalize_config(cfg)
     path = Path(data).expanduser()
     if not path.exists():
         raise UserError(f"--data {path} does not exist")
@@ -217,12 +225,12 @@ def evaluate(
         print(json.dumps(metrics))
         return
     table = Table(title=f"{eval_split.root}" + (" (synthetic)" if metrics["synthetic"] else ""))
-    for n in (1, 5, 10, 25):
-        table.add_column(f"R@{n}", justify="right")
+    for r in RECALLS:
+        table.add_column(r, justify="right")
     table.add_column("queries", justify="right")
     table.add_column("database", justify="right")
     table.add_column("no positive", justify="right")
-    table.add_row(*[f"{metrics[f'R@{n}']:.1f}" for n in (1, 5, 10, 25)],
+    table.add_row(*[f"{metrics[r]:.1f}" for r in RECALLS],
                   str(metrics["queries"]), str(metrics["database"]),
                   str(metrics["queries_without_positive"]))
     console.print(table)
@@ -270,7 +278,7 @@ def run(
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     top: Annotated[int, typer.Option(help="How many trials to show.")] = 5,
-    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "val/R@1",
+    metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
     retest: Annotated[bool, typer.Option(help="Evaluate on SF-XS test and Tokyo-XS.")] = False,
     data: Annotated[str | None, typer.Option(help="Data root for --retest.")] = None,
     force: Annotated[bool, typer.Option(help="Recompute retest results.")] = False,
@@ -283,10 +291,11 @@ def best(
     from vpr_tune import analysis
 
     exp = _load_experiment(name, storage)
+    metric = metric or exp.metric
     table = analysis.top_table(exp, top, metric)
     retested = None
     if retest:
-        from vpr_tune.tune.retest import retest as run_retest
+        from vpr_tune.retest import retest as run_retest
 
         log_console = err_console if json_out else console  # keep --json stdout pure JSON
         retested = run_retest(exp, top, metric, data, force, log=log_console.print)
@@ -313,7 +322,12 @@ def _load_experiment(name: str | None, storage: str | None):
     from vpr_tune.tune import storage as remote
 
     if remote.is_remote(storage):
-        exp = analysis.load_experiment(remote.local_experiment(name, storage))
+        from vpr_tune.tune.results import experiment_dir
+
+        name = name or remote.newest(storage)
+        # a local copy in results/<name>, where a search run on this machine keeps it too
+        exp = analysis.load_experiment(remote.pull(remote.join(storage, name),
+                                                   experiment_dir(name, None)))
         # retest downloads checkpoints through the URI given now (its endpoint, if any)
         exp.space.setdefault("resolved", {})["storage"] = remote.join(storage, exp.name)
         return exp
@@ -375,7 +389,7 @@ def report(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
     top: Annotated[int, typer.Option(help="Trials in the top table.")] = 5,
-    metric: Annotated[str, typer.Option(help="Ranking metric.")] = "val/R@1",
+    metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
     from vpr_tune.report import write_report

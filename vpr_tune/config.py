@@ -29,19 +29,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-# Names the YAML may use; each maps to one registry entry in its module.
-OPTIMIZERS = ("sgd", "adam", "adamw", "asgd")
-SCHEDULERS = ("none", "cosine", "plateau", "multistep")
-LOSSES = ("contrastive", "triplet", "multisimilarity", "circle", "arcface", "cosface")
-MINERS = ("none", "multisimilarity", "batchhard", "tripletmargin", "pairmargin")
-AGGREGATORS = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")
-BACKBONES = ("resnet18", "resnet50")
+from vpr_tune import components, metrics
+
 SEARCH_ALGORITHMS = ("random", "grid", "optuna")
 # Autocast of a trial (vpr_tune/precision.py): auto = fp16 on CUDA, bf16 on AMX CPUs, else fp32.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRIAL_SCHEDULERS = ("asha", "fifo")
-# What a trial reports that a search can rank on (best.pt follows the same metric).
-SEARCH_METRICS = ("val/R@1", "val/R@5", "val/R@10", "val/R@25")
 
 DEFAULTS: dict[str, Any] = {
     "name": None,  # experiment name; CLI --name wins
@@ -68,8 +61,10 @@ DEFAULTS: dict[str, Any] = {
     },
     "loss": {"name": "contrastive"},  # + per-loss params (margins, scale, lr for arcface/cosface)
     "miner": {"name": "none"},  # + per-miner params (epsilon, margin, ...)
-    "optimizer": {"name": "sgd", "lr": 0.0025, "weight_decay": 0.001},  # + momentum, nesterov
-    "scheduler": {"name": "none", "warmup_epochs": 0},  # + per-scheduler params
+    # Registry-backed sections hold only their name here: each parameter's default lives in
+    # its registry entry (vpr_tune/components.py), so `adam` without an lr gets Adam's 1e-3.
+    "optimizer": {"name": "sgd"},  # + lr, weight_decay, momentum, ... (sgd: the course's)
+    "scheduler": {"name": "none"},  # + warmup_epochs and per-scheduler params
     "budget": {
         "max_epochs": 10,
         "batches_per_epoch": 100,
@@ -80,8 +75,8 @@ DEFAULTS: dict[str, Any] = {
     "search": {
         "algorithm": "optuna",
         "num_samples": 16,
-        "metric": "val/R@1",
-        "mode": "max",
+        "metric": metrics.DEFAULT_METRIC,
+        "mode": None,  # None -> the metric's direction (max for recalls, min for train/loss)
         "seed": 0,
         "max_concurrent": 2,
         "scheduler": "asha",
@@ -106,18 +101,16 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "randint", "quniform", "grid")
-# Sections whose keys depend on the chosen ``name`` (family for train.allowed_params).
-FREE_SECTIONS = {
-    "model.aggregator": "aggregator", "loss": "loss", "miner": "miner",
-    "optimizer": "optimizer", "scheduler": "scheduler",
-}
+# Sections whose keys depend on the chosen ``name``: the registries say which keys each
+# name takes (vpr_tune.components).
+FREE_SECTIONS = tuple(components.SECTIONS)
 # Fixed-name leaves and what they may be.
 NAMES = {
-    "optimizer.name": OPTIMIZERS, "scheduler.name": SCHEDULERS, "loss.name": LOSSES,
-    "miner.name": MINERS, "model.aggregator.name": AGGREGATORS, "model.backbone": BACKBONES,
+    **{f"{section}.name": tuple(registry) for section, registry in components.SECTIONS.items()},
+    "model.backbone": tuple(components.BACKBONES),
     "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
-    "search.metric": SEARCH_METRICS, "search.mode": ("max", "min"),
-    "data.synth_size": ("tiny", "demo", "bench", "full"), "model.cut": ("layer3", "layer4"),
+    "search.metric": metrics.SEARCHABLE, "search.mode": metrics.MODES,
+    "data.synth_size": ("tiny", "demo", "bench", "full"), "model.cut": components.CUTS,
     "resources.precision": PRECISIONS,
 }
 # Keys that describe the run itself, never searched over.
@@ -167,6 +160,20 @@ def materialize(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = copy.deepcopy(value)
+    return normalize_config(cfg)
+
+
+def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Put ``cfg`` in the one shape every reader expects (in place; returns it): one int
+    ``data.image_size`` becomes ``[H, W]``. Applied to every loaded, trial and read-back config.
+
+    >>> normalize_config({"data": {"image_size": 224}})["data"]["image_size"]
+    [224, 224]
+    """
+    data = cfg.get("data")
+    size = data.get("image_size") if isinstance(data, dict) else None
+    if isinstance(size, int) and not isinstance(size, bool):
+        data["image_size"] = [size, size]
     return cfg
 
 
@@ -217,6 +224,7 @@ class _Builder:
         self.check_free_params()
         self.check_search()
         base = materialize(defaults(), self.fixed)
+        base["search"]["mode"] = metrics.mode_of(base["search"])
         params = _ordered({p.path: p for p in self.leaves})
         return Space(base=base, params=params, source=self.source, raw=copy.deepcopy(raw))
 
@@ -401,15 +409,14 @@ class _Builder:
                               f"(possible: {list(possible)})")
 
     def check_free_params(self) -> None:
-        try:
-            from vpr_tune.train import allowed_params
-        except ImportError:  # training module not importable: names only
-            return
+        """Each key of a name-dependent section is a parameter of every name it applies to."""
+        allowed = components.allowed_params
         keys = {d: p for d, p in self.fixed.items()} | {p.path: p for p in self.leaves}
-        for section, family in FREE_SECTIONS.items():
-            names = self.possible(f"{section}.name") or (
-                DEFAULTS[section]["name"] if "." not in section
-                else DEFAULTS["model"]["aggregator"]["name"],)
+        for section in FREE_SECTIONS:
+            node = DEFAULTS
+            for part in section.split("."):
+                node = node[part]
+            names = self.possible(f"{section}.name") or (node["name"],)
             for dotted in keys:
                 parent, _, key = dotted.rpartition(".")
                 if parent != section or key == "name":
@@ -417,16 +424,21 @@ class _Builder:
                 leaf = next((p for p in self.leaves if p.path == dotted), None)
                 when_names = leaf.when.get(f"{section}.name") if leaf else None
                 applies_to = [n for n in names if when_names is None or _in(n, when_names)]
-                bad = [n for n in applies_to if key not in allowed_params(family, n)]
+                bad = [n for n in applies_to if key not in allowed(section, n)]
                 if bad:
-                    ok = sorted(n for n in NAMES[f"{section}.name"]
-                                if key in allowed_params(family, n))
+                    ok = sorted(n for n in NAMES[f"{section}.name"] if key in allowed(section, n))
                     self.fail(dotted, f"{bad[0]!r} takes no {key!r} (allowed for {bad[0]}: "
-                              f"{', '.join(sorted(allowed_params(family, bad[0]))) or 'none'}"
-                              f"; {key} applies to {', '.join(ok) or 'no ' + family}"
+                              f"{', '.join(sorted(allowed(section, bad[0]))) or 'none'}"
+                              f"; {key} applies to {', '.join(ok) or 'no ' + section}"
                               f"{' — add when: {name: [...]}' if ok else ''})")
 
     def check_search(self) -> None:
+        metric = self.fixed.get("search.metric", DEFAULTS["search"]["metric"])
+        mode = self.fixed.get("search.mode")
+        if mode is not None and mode != metrics.direction(metric):
+            self.fail("search.mode", f"{mode!r} contradicts search.metric {metric} (better when "
+                      f"{metrics.direction(metric)}); set {metrics.direction(metric)} or leave "
+                      "search.mode out")
         algo = self.fixed.get("search.algorithm", DEFAULTS["search"]["algorithm"])
         if algo == "optuna":
             for p in self.leaves:

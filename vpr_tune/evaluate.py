@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-NS = (1, 5, 10, 25)
+from vpr_tune.atomic import atomic_path
+from vpr_tune.metrics import RECALL_NS
 
 
 def _prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -76,7 +77,7 @@ def describe(
     device: str | torch.device, cache: bool = True, precision: str = "auto",
 ) -> np.ndarray:
     """Descriptors of image files (normalised and resized by the data layer)."""
-    from vpr_tune.data.datasets import eval_batches
+    from vpr_tune.data.loader import eval_batches
 
     size = (int(image_size[0]), int(image_size[1]))
     batches = eval_batches(list(paths), size, batch_size, cache=cache, device=str(device))
@@ -116,7 +117,7 @@ def hits_matrix(predictions: np.ndarray, positives: Sequence[np.ndarray]) -> np.
 
 
 def recall_at_n(
-    predictions: np.ndarray, positives: Sequence[np.ndarray], ns: Sequence[int] = NS
+    predictions: np.ndarray, positives: Sequence[np.ndarray], ns: Sequence[int] = RECALL_NS
 ) -> dict[int, float]:
     """Percent of queries with a positive among the first N predictions, for each N.
     Queries without any positive count as misses. N beyond the prediction width uses all."""
@@ -132,7 +133,7 @@ def recall_at_n(
 
 def evaluate_split(
     model: torch.nn.Module, split: Any, image_size: Sequence[int], batch_size: int = 64,
-    device: str | torch.device = "cpu", cache: bool = True, k: int = max(NS),
+    device: str | torch.device = "cpu", cache: bool = True, k: int = max(RECALL_NS),
     precision: str = "auto",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """``(metrics, predictions)``; see :func:`evaluate` for the metrics."""
@@ -141,7 +142,7 @@ def evaluate_split(
                     precision=precision)
     n_db = len(split.db_paths)
     predictions = search(desc[:n_db], desc[n_db:], k)
-    recalls = recall_at_n(predictions, split.positives, NS)
+    recalls = recall_at_n(predictions, split.positives, RECALL_NS)
     metrics: dict[str, Any] = {f"R@{n}": round(r, 4) for n, r in recalls.items()}
     metrics.update(
         queries=len(split.q_paths),
@@ -155,9 +156,9 @@ def evaluate(
     model: torch.nn.Module, split: Any, image_size: Sequence[int], batch_size: int = 64,
     device: str | torch.device = "cpu", cache: bool = True, precision: str = "auto",
 ) -> dict[str, Any]:
-    """``{"R@1", "R@5", "R@10", "R@25"}`` in percent plus ``queries``, ``database`` and
-    ``queries_without_positive`` for an ``EvalSplit``; ``precision`` as in
-    ``resources.precision``."""
+    """``R@N`` for each N of ``metrics.RECALL_NS`` (1, 5, 10, 25), in percent, plus
+    ``queries``, ``database`` and ``queries_without_positive`` for an ``EvalSplit``;
+    ``precision`` as in ``resources.precision``."""
     return evaluate_split(model, split, image_size, batch_size, device, cache,
                           precision=precision)[0]
 
@@ -183,7 +184,7 @@ def save_predictions(
         return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
     csv_path = out_dir / "predictions.csv"
-    with csv_path.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["query", "rank", "database", "correct"])
         for qi, qp in enumerate(split.q_paths):
@@ -205,5 +206,6 @@ def save_predictions(
             tile = ImageOps.expand(tile, border=border, fill=color)
             canvas.paste(tile, (i * (thumb + 2 * border), 0))
         ImageDraw.Draw(canvas).text((border + 2, border + 2), "query", fill="yellow")
-        canvas.save(pic_dir / f"{qi:05d}.png")
+        with atomic_path(pic_dir / f"{qi:05d}.png") as tmp:
+            canvas.save(tmp, format="PNG")
     return csv_path

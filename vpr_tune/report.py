@@ -10,25 +10,27 @@ open Jupyter::
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from vpr_tune import analysis as va
-from vpr_tune.atomic import write_text
-from vpr_tune.tune.retest import SYNTHETIC_MD
+from vpr_tune import plots
+from vpr_tune.atomic import atomic_path, write_text
+from vpr_tune.metrics import summary_column
+from vpr_tune.retest import SYNTHETIC_MD
 
 # file stem -> (section title, what to look for)
 FIGURES = {
-    "curves": ("Learning curves", "val R@1 per epoch of every trial; x marks where ASHA "
-               "stopped a trial, dashed lines are the rungs."),
-    "best_so_far": ("Best so far", "the best val R@1 found against the trial-epochs spent."),
-    "parallel": ("Parallel coordinates", "each line is a finished trial, coloured by R@1."),
-    "by_category": ("R@1 by categorical hyperparameter", "one box per choice, every trial "
+    "curves": ("Learning curves", "the ranking metric per epoch of every trial; x marks "
+               "where ASHA stopped a trial, dashed lines are the rungs."),
+    "best_so_far": ("Best so far", "the best value found against the trial-epochs spent."),
+    "parallel": ("Parallel coordinates", "each line is a finished trial, coloured by the "
+                 "ranking metric."),
+    "by_category": ("By categorical hyperparameter", "one box per choice, every trial "
                     "drawn on top."),
-    "lr_wd": ("Learning rate × weight decay", "each finished trial, coloured by R@1."),
+    "lr_wd": ("Learning rate × weight decay", "each finished trial, coloured by the ranking "
+              "metric."),
     "importance": ("Hyperparameter importance", "Optuna fANOVA on the trials table (sums to "
                    "1); with few trials it is a hint, not a finding."),
     "rung_spearman": ("Early epochs vs final ranking", "Spearman correlation of the ranking "
@@ -39,16 +41,13 @@ FIGURES = {
 
 
 def _save_png(fig, path: Path) -> None:
-    """Save a figure atomically (tmp file + os.replace) and close it."""
+    """Save a figure atomically and close it."""
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
 
 
@@ -59,17 +58,19 @@ def _fmt(value: object) -> str:
 
 
 def write_report(
-    exp: va.Experiment, out_dir: Path | None = None, top: int = 5, metric: str = "val/R@1"
+    exp: va.Experiment, out_dir: Path | None = None, top: int = 5, metric: str | None = None
 ) -> Path:
     """Write ``report.md`` and one PNG per figure into ``out_dir`` (default
-    ``<experiment>/report/``); returns the path of ``report.md``."""
+    ``<experiment>/report/``); trials ranked by ``metric`` (default: the search's) in its
+    direction. Returns the path of ``report.md``."""
+    metric = metric or exp.metric
     table = va.top_table(exp, top, metric)  # raises UserError when no trial finished
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window
     out = Path(out_dir) if out_dir else exp.path / "report"
     out.mkdir(parents=True, exist_ok=True)
-    figs = va.figures(exp, metric)
+    figs = plots.figures(exp, metric)
     for stem, fig in figs.items():
         _save_png(fig, out / f"{stem}.png")
 
@@ -87,8 +88,9 @@ def write_report(
         "",
         "## Best configuration",
         "",
-        f"Trial `{best['trial_id']}`: val R@1 {_fmt(best.get('best_val/R@1'))}, "
-        f"val R@5 {_fmt(best.get('best_val/R@5'))} after {_fmt(best.get('epochs'))} epochs.",
+        f"Trial `{best['trial_id']}`: best {metric} {_fmt(best.get(summary_column(metric)))}"
+        f" (val R@1 {_fmt(best.get('best_val/R@1'))}, val R@5 {_fmt(best.get('best_val/R@5'))})"
+        f" after {_fmt(best.get('epochs'))} epochs.",
         "",
     ]
     lines += [f"- `{c}`: {_fmt(best[c])}" for c in exp.hyperparameters if pd.notna(best[c])]
@@ -103,7 +105,7 @@ def write_report(
                   va.markdown_table(va.rank_transfer(exp.retest)), ""]
     else:
         lines += ["No retest yet: `vpr-tune best --retest` adds SF-XS test and Tokyo-XS.", ""]
-    rungs = va.rung_spearman_table(exp.finished_curves).dropna()
+    rungs = va.rung_spearman_table(exp.finished_curves, metric).dropna()
     if not rungs.empty:
         lines += ["## Do early epochs predict the final ranking?", "",
                   "Spearman correlation between the ranking at an epoch and the final one "

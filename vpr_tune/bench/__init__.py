@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vpr_tune.atomic import write_text
 from vpr_tune.errors import UserError
 
 
@@ -97,9 +98,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path | str = Path("re
     result = BENCHMARKS[name](quick, log)
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(Path(out_dir) / f"{name}.json", json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -120,8 +119,7 @@ def run_benchmarks(names: list[str], quick: bool = False,
             log(f"bench {name}: not run: {type(exc).__name__}: {exc}")
             failed = {"name": name, "ratio": None, "bar": None, "passed": False,
                       "quick": bool(quick), "error": str(exc)}
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            (Path(out_dir) / f"{name}.json").write_text(json.dumps(failed, indent=1) + "\n")
+            write_text(Path(out_dir) / f"{name}.json", json.dumps(failed, indent=1) + "\n")
             results.append(failed)
     return results
 

@@ -28,7 +28,7 @@ def _trial(split: Any, size: int, cache_dir: str, copy: bool, ready: Any, stop: 
     import numpy as np
     import torch
 
-    from vpr_tune.data.datasets import TrainLoader
+    from vpr_tune.data.loader import TrainLoader
 
     torch.set_num_threads(1)
     loader = TrainLoader(split, size, 4, 2, split.num_places // 4, seed=0, augment=True,
@@ -70,7 +70,7 @@ def _uss_of_trials(split: Any, size: int, cache_dir: Path, copy: bool) -> int:
 def bench_memory(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Per-trial USS growth / cache file growth between 1x and 4x images."""
     from vpr_tune.data.cache import cached_images
-    from vpr_tune.data.datasets import load_train_split
+    from vpr_tune.data.splits import load_train_split
 
     places, jpeg, size, reps = (32, 64, 64, 1) if quick else (200, 64, 224, 2)
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp, \

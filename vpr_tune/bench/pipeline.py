@@ -58,7 +58,7 @@ class _OneBatch:
 def bench_loader(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Training img/s with the real loader / with one batch already in memory."""
     from vpr_tune.config import defaults
-    from vpr_tune.data.datasets import resolve_data_root
+    from vpr_tune.data.splits import resolve_data_root
     from vpr_tune.data.street_world import synthesize
     from vpr_tune.train import Trainer
 
@@ -100,7 +100,8 @@ def bench_loader(quick: bool = False, log: Any = print) -> dict[str, Any]:
 def bench_cache(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Loader-only img/s: decode-once cache / PIL decode every step."""
     from vpr_tune.data.cache import cached_images
-    from vpr_tune.data.datasets import TrainLoader, load_train_split
+    from vpr_tune.data.loader import TrainLoader
+    from vpr_tune.data.splits import load_train_split
 
     jpeg, size, places, per, p_batch, reps = (
         (128, 64, 8, 2, 4, 3) if quick else (512, 224, 64, 4, 16, 5))
@@ -134,7 +135,8 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Full eval wall / bare forward wall over the same images (SF-XS-test-shaped split)."""
     import torch
 
-    from vpr_tune.data.datasets import eval_batches, load_eval_split
+    from vpr_tune.data.loader import eval_batches
+    from vpr_tune.data.splits import load_eval_split
     from vpr_tune.evaluate import evaluate_split
     from vpr_tune.model import build_model
     from vpr_tune.precision import autocast, autocast_dtype, channels_last

@@ -1,9 +1,10 @@
 """Search benchmarks: ``asha`` (budget saved by early stopping) and ``search`` (core use).
 
-Both drive the product the way a user does, ``vpr-tune run SPACE.yaml`` (in this process,
-its output sent to stderr), and read the documented outputs ``results/<name>/trials.csv``
-(one row per trial: ``epochs``, ``time_s``, ``best_val/R@1``, hyperparameters) and
-``metrics.csv`` (one row per trial-epoch), so they measure exactly what ``run`` does.
+Both run a search as ``vpr-tune run SPACE.yaml`` does (``vpr_tune.tune.run_experiment`` in
+this process, its log sent where the benchmark's log goes), and read the documented outputs
+``results/<name>/trials.csv`` (one row per trial: ``epochs``, ``time_s``, ``best_val/R@1``,
+hyperparameters) and ``metrics.csv`` (one row per trial-epoch), so they measure exactly what
+``run`` does.
 
 - asha: the same space, random search with a fixed seed (so both runs sample the same
   configs; checked), run once with ASHA and once with FIFO. Figure: trial-epochs used by
@@ -16,10 +17,8 @@ its output sent to stderr), and read the documented outputs ``results/<name>/tri
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,30 +66,25 @@ def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int,
 
 
 def _run(space: dict, name: str, storage: Path, log: Any) -> tuple[float, Any, Any]:
-    """``vpr-tune run`` in this process; returns (wall s, trials frame, metrics frame)."""
+    """``vpr-tune run`` through the library; returns (wall s, trials frame, metrics frame)."""
     import yaml
 
-    from vpr_tune.analysis import read_table
-    from vpr_tune.cli import main
+    from vpr_tune import tune
+    from vpr_tune.tune.results import read_table
 
     path = storage / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     log(f"search benchmark: vpr-tune run {path.name} ({space['search']['scheduler']}) ...")
-    # A private local Ray: never join a cluster someone else started on this machine.
-    old_address = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = old_address or "local"
+    # A private local Ray unless RAY_ADDRESS names one: never join a cluster that `ray start`
+    # left running on this machine by accident.
+    address = os.environ.get("RAY_ADDRESS") or "local"
     start = time.perf_counter()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # keep `bench --json` stdout pure JSON
-            rc = main(["run", str(path), "--name", name, "--storage", str(storage)])
-    finally:
-        if old_address is None:
-            os.environ.pop("RAY_ADDRESS", None)
+    folder = tune.run_experiment(path, name=name, storage=str(storage), address=address,
+                                 log=log)
     wall = time.perf_counter() - start
-    folder = storage / name
-    if rc != 0 or not (folder / "trials.csv").is_file():
-        raise UserError(f"`vpr-tune run` failed (exit {rc}) or wrote no {folder}/trials.csv; "
-                        "the search benchmarks need a working `run` (issue 6)")
+    if folder is None or not (folder / "trials.csv").is_file():
+        raise UserError(f"the search {name!r} wrote no trials.csv in {storage / name}; "
+                        "the search benchmarks read it")
     trials = read_table(folder / "trials.csv")
     metrics = read_table(folder / "metrics.csv") if (folder / "metrics.csv").is_file() \
         else None

@@ -1,16 +1,19 @@
 """Datasets: real-format readers, the street-world generator and the decode-once cache.
 
-See docs/CONTRACTS.md ("vpr_tune/data") for the interfaces; torch is imported lazily.
+Modules, bottom up: ``formats`` (file-name parser), ``cache`` (decode-once images, the cache
+root), ``street_world`` (the generator), ``splits`` (split discovery and readers),
+``loader`` (P x K sampler, train/eval batches), ``preview`` (query/positives picture).
+torch is imported lazily, so ``vpr-tune data check`` stays fast.
 """
 
 from vpr_tune.data.cache import cached_images, load_image
-from vpr_tune.data.datasets import (
+from vpr_tune.data.formats import ImageMeta, format_name, parse_name
+from vpr_tune.data.loader import PKSampler, TrainLoader, eval_batches
+from vpr_tune.data.preview import make_preview
+from vpr_tune.data.splits import (
     EvalSplit,
-    PKSampler,
-    TrainLoader,
     TrainSplit,
     check_data,
-    eval_batches,
     find_split,
     find_splits,
     is_synthetic,
@@ -18,8 +21,7 @@ from vpr_tune.data.datasets import (
     load_train_split,
     resolve_data_root,
 )
-from vpr_tune.data.formats import ImageMeta, format_name, parse_name
-from vpr_tune.data.street_world import make_preview, synthesize
+from vpr_tune.data.street_world import synthesize
 
 __all__ = [
     "EvalSplit",

@@ -7,15 +7,15 @@ JPEG decoding and resizing dominate the input pipeline, so the first user of a
 
 - Key: a hash of the paths, their mtimes and sizes, and the image size, so a changed or
   replaced file gives a new cache file (the old one is simply not used again).
-- Concurrency: the builder holds an ``fcntl`` lock on ``<key>.lock`` and writes
-  ``<key>.npy.tmp-<pid>`` before an atomic rename, so a second builder waits and then
+- Concurrency: the builder holds :func:`vpr_tune.atomic.file_lock` on ``<key>.lock`` and
+  writes through :func:`vpr_tune.atomic.atomic_path`, so a second builder waits and then
   reuses the file; a reader never sees a half-written array.
+- Where: :func:`default_cache_root` (``$VPR_TUNE_CACHE`` or ``~/.cache/vpr-tune``) holds
+  every cache of the package: ``images/``, ``scans/`` and the generated street-world data.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import warnings
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vpr_tune.atomic import atomic_path, file_lock
 from vpr_tune.errors import UserError
 
 
@@ -54,10 +55,14 @@ def load_image(path: str | Path, image_size: int | Sequence[int]) -> np.ndarray:
         raise UserError(f"{path}: cannot decode image ({exc}); expected a valid JPEG") from exc
 
 
+def default_cache_root() -> Path:
+    """``$VPR_TUNE_CACHE`` or ``~/.cache/vpr-tune``: the one folder of every cache."""
+    return Path(os.environ.get("VPR_TUNE_CACHE") or Path.home() / ".cache" / "vpr-tune")
+
+
 def default_cache_dir() -> Path:
-    """``$VPR_TUNE_CACHE/images`` or ``~/.cache/vpr-tune/images``."""
-    base = os.environ.get("VPR_TUNE_CACHE") or Path.home() / ".cache" / "vpr-tune"
-    return Path(base) / "images"
+    """The decoded-image cache: ``default_cache_root() / "images"``."""
+    return default_cache_root() / "images"
 
 
 def cache_key(paths: Sequence[str | Path], image_size: int | Sequence[int]) -> str:
@@ -105,19 +110,13 @@ def cached_images(
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{cache_key(paths, hw)}-{hw[0]}x{hw[1]}.npy"
     if not final.exists():
-        with open(folder / (final.stem + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent builder waits here
+        with file_lock(folder / (final.stem + ".lock")):  # a concurrent builder waits here
             if not final.exists():
-                tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-                try:
+                with atomic_path(final) as tmp:
                     arr = np.lib.format.open_memmap(
                         tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *hw, 3)
                     )
                     _fill(arr, paths, hw, skip_bad_files)
                     arr.flush()
                     del arr
-                    os.replace(tmp, final)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        tmp.unlink()
     return np.load(final, mmap_mode="r")

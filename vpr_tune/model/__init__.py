@@ -7,28 +7,17 @@ True
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_tune.errors import UserError
-from vpr_tune.model.aggregators import AGGREGATORS
-from vpr_tune.model.backbones import BACKBONES, build_backbone, feature_size
+from vpr_tune.components import AGGREGATORS, resolve_params
+from vpr_tune.config import DEFAULTS
+from vpr_tune.model.backbones import build_backbone, feature_size
 
-__all__ = ["AGGREGATORS", "BACKBONES", "VPRModel", "aggregator_params", "build_model"]
-
-
-def aggregator_params(name: str) -> set[str]:
-    """Keyword parameters the YAML may set for aggregator ``name`` (besides ``name``)."""
-    if name not in AGGREGATORS:
-        raise UserError(
-            f"model.aggregator.name: {name!r} is not one of {', '.join(AGGREGATORS)}"
-        )
-    sig = inspect.signature(AGGREGATORS[name].__init__)
-    return {p for p in sig.parameters if p not in ("self", "in_channels", "feature_size")}
+__all__ = ["VPRModel", "build_model"]
 
 
 class VPRModel(nn.Module):
@@ -55,22 +44,12 @@ class VPRModel(nn.Module):
 
 
 def build_model(model_cfg: dict[str, Any], image_size: tuple[int, int] | list[int]) -> VPRModel:
-    """Build the model from the ``model`` config section for images of ``image_size`` (H, W)."""
-    agg_cfg = dict(model_cfg.get("aggregator") or {"name": "gem"})
-    name = agg_cfg.pop("name", "gem")
-    allowed = aggregator_params(name)
-    unknown = set(agg_cfg) - allowed
-    if unknown:
-        raise UserError(
-            f"model.aggregator: {', '.join(sorted(unknown))} not a parameter of {name!r} "
-            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
-        )
+    """Build the model from the ``model`` config section for images of ``image_size`` (H, W);
+    keys the section leaves out take their ``config.DEFAULTS``."""
+    cfg = {**DEFAULTS["model"], **model_cfg}
+    name, params = resolve_params("model.aggregator", cfg["aggregator"])
     image_size = (int(image_size[0]), int(image_size[1]))
     backbone, channels, stride = build_backbone(
-        model_cfg.get("backbone", "resnet18"),
-        model_cfg.get("pretrained", "none"),
-        model_cfg.get("cut", "layer4"),
-        model_cfg.get("freeze_stages", 0),
-    )
-    aggregator = AGGREGATORS[name](channels, feature_size(image_size, stride), **agg_cfg)
+        cfg["backbone"], cfg["pretrained"], cfg["cut"], cfg["freeze_stages"])
+    aggregator = AGGREGATORS[name].build(channels, feature_size(image_size, stride), **params)
     return VPRModel(backbone, aggregator, image_size)

@@ -1,8 +1,9 @@
 """Aggregators: a (B, C, H, W) feature map -> a (B, dim) L2-normalised descriptor.
 
 Every class takes ``(in_channels, feature_size, **params)``, where ``feature_size`` is the
-backbone output size at the train image size, and sets ``self.dim``. The YAML name maps to
-the class in ``AGGREGATORS``; the keyword parameters of ``__init__`` are what the YAML may set.
+backbone output size at the train image size, and sets ``self.dim``. The YAML name, the
+class and the parameters with their defaults are one line of
+``vpr_tune.components.AGGREGATORS`` (which ``build_model`` reads).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ def gem(x: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 class GeM(nn.Module):
-    """Generalised mean pooling with a learnable exponent ``p`` (init 3)."""
+    """Generalised mean pooling with an exponent ``p``, learnt when ``learn_p``."""
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], p: float = 3.0,
-        learn_p: bool = True,
+        self, in_channels: int, feature_size: tuple[int, int], p: float, learn_p: bool
     ) -> None:
         super().__init__()
         self.p = nn.Parameter(torch.tensor(float(p)), requires_grad=bool(learn_p))
@@ -48,7 +48,7 @@ class CosPlace(nn.Module):
     """CosPlace head: L2-norm over channels, GeM, fully connected to ``dim``."""
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], dim: int = 512, p: float = 3.0
+        self, in_channels: int, feature_size: tuple[int, int], dim: int, p: float
     ) -> None:
         super().__init__()
         self.p = nn.Parameter(torch.tensor(float(p)))
@@ -64,8 +64,8 @@ class ConvAP(nn.Module):
     """Conv 1x1 to ``out_channels`` then adaptive average pooling to ``s1 x s2`` (gsv-cities)."""
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], out_channels: int = 512,
-        s1: int = 2, s2: int = 2,
+        self, in_channels: int, feature_size: tuple[int, int], out_channels: int, s1: int,
+        s2: int,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, int(out_channels), kernel_size=1)
@@ -103,8 +103,8 @@ class MixVPR(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], out_channels: int = 512,
-        mix_depth: int = 4, mlp_ratio: int = 1, out_rows: int = 4,
+        self, in_channels: int, feature_size: tuple[int, int], out_channels: int,
+        mix_depth: int, mlp_ratio: int, out_rows: int,
     ) -> None:
         super().__init__()
         self.feature_size = (int(feature_size[0]), int(feature_size[1]))
@@ -127,8 +127,7 @@ class NetVLAD(nn.Module):
     """NetVLAD with ``clusters`` centroids; ``init_from_descriptors`` runs k-means (faiss)."""
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], clusters: int = 64,
-        alpha: float = 100.0,
+        self, in_channels: int, feature_size: tuple[int, int], clusters: int, alpha: float
     ) -> None:
         super().__init__()
         self.clusters = int(clusters)
@@ -165,13 +164,3 @@ class NetVLAD(nn.Module):
         vlad = torch.bmm(soft, flat.transpose(1, 2)) - soft.sum(-1, keepdim=True) * self.centroids
         vlad = F.normalize(vlad, dim=2)  # intra-normalisation
         return F.normalize(vlad.flatten(1), dim=1)
-
-
-AGGREGATORS: dict[str, type[nn.Module]] = {
-    "avg": Avg,
-    "gem": GeM,
-    "cosplace": CosPlace,
-    "convap": ConvAP,
-    "mixvpr": MixVPR,
-    "netvlad": NetVLAD,
-}

@@ -15,17 +15,9 @@ import torch
 import torchvision
 from torch import nn
 
+from vpr_tune.components import BACKBONES, CUTS
 from vpr_tune.errors import UserError
 
-BACKBONES = {
-    "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", {"layer3": 256, "layer4": 512}),
-    "resnet50": (
-        torchvision.models.resnet50,
-        "ResNet50_Weights",
-        {"layer3": 1024, "layer4": 2048},
-    ),
-}
-CUTS = ("layer3", "layer4")
 # Stages in order; ``freeze_stages: N`` freezes the first N of them.
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
@@ -67,7 +59,8 @@ def _load_local(net: nn.Module, path: Path, name: str, used: tuple[str, ...]) ->
 
 
 def _resnet(name: str, pretrained: str | None, used: tuple[str, ...] = STAGES) -> nn.Module:
-    factory, weights_enum, _ = BACKBONES[name]
+    factory = getattr(torchvision.models, BACKBONES[name].factory)
+    weights_enum = BACKBONES[name].weights
     choice = str(pretrained or "none")
     if choice.lower() == "none":
         return factory(weights=None)
@@ -87,8 +80,7 @@ def _resnet(name: str, pretrained: str | None, used: tuple[str, ...] = STAGES) -
 
 
 def build_backbone(
-    name: str = "resnet18", pretrained: str | None = "none", cut: str = "layer4",
-    freeze_stages: int = 0,
+    name: str, pretrained: str | None, cut: str, freeze_stages: int
 ) -> tuple[nn.Sequential, int, int]:
     """Return ``(backbone, out_channels, stride)``; frozen stages have ``requires_grad=False``."""
     if name not in BACKBONES:
@@ -105,7 +97,7 @@ def build_backbone(
         for p in stage.parameters():
             p.requires_grad_(False)
     backbone = nn.Sequential(*stages)
-    return backbone, BACKBONES[name][2][cut], 2 ** (n_stages)
+    return backbone, BACKBONES[name].channels[cut], 2 ** (n_stages)
 
 
 def feature_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """``vpr-tune run``: a YAML search space -> a Ray Tune experiment in ``results/<name>/``.
 
 Modules: ``search`` (sampling, Optuna, Tuner, resume), ``trainable`` (one trial),
-``results`` (experiment folders, trials.csv / metrics.csv), ``retest`` (best --retest).
+``results`` (experiment folders, trials.csv / metrics.csv). Reading an experiment back
+(``vpr_tune.analysis``, ``vpr_tune.retest``) sits above this package and is never imported here.
 Imports of Ray/torch happen inside functions so ``import vpr_tune.tune`` stays cheap.
 """
 
@@ -27,7 +28,7 @@ def run_experiment(
     import yaml
 
     from vpr_tune.config import load_space
-    from vpr_tune.data.datasets import is_synthetic, resolve_data_root
+    from vpr_tune.data.splits import is_synthetic, resolve_data_root
     from vpr_tune.tune import search
     from vpr_tune.tune import storage as storage_mod
     from vpr_tune.tune.results import experiment_dir, storage_root
@@ -128,7 +129,7 @@ def run_experiment(
                              study_db=exp_dir / STUDY_FILE if sconf["algorithm"] == "optuna"
                              else None)
         finally:
-            _report_best(exp_dir, sconf["metric"], log)
+            _report_best(exp_dir, sconf["metric"], sconf["mode"], log)
             if is_synthetic(data_root):
                 log(f"note: {SYNTHETIC_NOTE}")
             log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
@@ -143,22 +144,24 @@ def run_experiment(
     return exp_dir
 
 
-def _report_best(exp_dir: Path, metric: str, log: Callable[[str], Any]) -> None:
+def _report_best(exp_dir: Path, metric: str, mode: str, log: Callable[[str], Any]) -> None:
     import pandas as pd
 
-    from vpr_tune.analysis import read_table
+    from vpr_tune.metrics import best_index, summary_column
+    from vpr_tune.tune.results import read_table
 
     path = exp_dir / "trials.csv"
     if not path.exists():
         return
     frame = read_table(path)
     ok = frame[~frame["status"].isin(["ERROR", "DIVERGED"])]
-    col = f"best_{metric}"
-    if ok.empty or col not in ok or ok[col].isna().all():
+    col = summary_column(metric)
+    best = best_index(ok[col], mode) if col in ok else None
+    if best is None:
         log("no trial finished an epoch")
         return
-    row = ok.loc[ok[col].idxmax()]
+    row = ok.iloc[best]
     params = {c: row[c] for c in frame.columns if "." in c and pd.notna(row[c])}
-    log(f"best trial {row['trial_id']}: {metric} {row[col]:.2f} after {row['epochs']} "
+    log(f"best trial {row['trial_id']}: {metric} {row[col]:.4g} after {row['epochs']} "
         f"epochs; " + ", ".join(f"{k}={v}" for k, v in params.items()))
     log(f"checkpoint: {row['checkpoint']}")

@@ -38,11 +38,11 @@ class BestValueOptunaSearch(OptunaSearch):
         self._best: dict[str, float] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        from vpr_tune.metrics import is_better
+
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and value == value and not result.get("diverged"):
-            old = self._best.get(trial_id)
-            better = old is None or (value > old if self.mode == "max" else value < old)
-            self._best[trial_id] = float(value) if better else old
+        if not result.get("diverged") and is_better(value, self._best.get(trial_id), self.mode):
+            self._best[trial_id] = float(value)
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,

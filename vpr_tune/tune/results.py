@@ -14,13 +14,23 @@ from typing import Any
 
 import pandas as pd
 
+from vpr_tune import metrics
 from vpr_tune.atomic import write_csv
 from vpr_tune.config import materialize
 from vpr_tune.errors import UserError
 from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
 
-METRICS = ["train/loss", "lr", "val/R@1", "val/R@5", "val/R@10", "val/R@25"]
 STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """One of an experiment's CSV tables (``trials.csv``, ``metrics.csv``, ``retest.csv``)
+    with ``trial_id`` kept as text: Ray's ids are hex, and pandas would read ``00123456`` as
+    an int (losing the zeros) and ``12e45678`` as a float.
+
+    >>> trials = read_table("results/demo/trials.csv")   # doctest: +SKIP
+    """
+    return pd.read_csv(path, dtype={"trial_id": str})
 
 
 def storage_root(storage: str | None = None) -> Path:
@@ -83,7 +93,7 @@ def trial_rows(trial: Any) -> list[dict[str, Any]]:
     return [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
 
 
-def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
+def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT_METRIC,
                  running: bool = False, status: str | None = None) -> dict[str, Any]:
     """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``; ``status``
     is Ray's status when it is known before ``trial.status`` says so (trial-end callbacks)."""
@@ -118,25 +128,28 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = "val/R@1",
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
                               **dict(sorted(trial.config.items()))}
-    for m in ("val/R@1", "val/R@5"):
-        vals = [r[m] for r in good if m in r]
-        record[f"best_{m}"] = max(vals) if vals else None
-        record[f"last_{m}"] = vals[-1] if vals else None
+    for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
+        vals = [r[m] for r in good if r.get(m) is not None]
+        record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
+        record[metrics.summary_column(m, "last")] = vals[-1] if vals else None
     record["epochs"] = reached
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
     record["error"] = error
+    mode = metrics.mode_of({**cfg["search"], "metric": metric})
     remote = remote_checkpoint(trial, good)  # s3://... when Ray stores the trial remotely
     record["checkpoint"] = remote if remote is not None else _best_checkpoint(
-        Path(trial.path or ""), good, metric)
+        Path(trial.path or ""), good, metric, mode)
     record["_rows"] = [{"trial_id": trial.trial_id, "epoch": int(r["epoch"]),
-                        **{m: r.get(m) for m in METRICS}} for r in good]
+                        **{m: r.get(m) for m in metrics.REPORTED}} for r in good]
     return record
 
 
-def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -> str:
+def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str,
+                     mode: str = "max") -> str:
     """The best model of the trial: ``best.pt`` in its newest checkpoint folder (each folder
-    carries the best model so far); else the kept ``checkpoint.pt`` with the best ``metric``."""
+    carries the best model so far); else the kept ``checkpoint.pt`` with the best ``metric``
+    under ``mode``."""
     from vpr_tune.tune.trainable import BEST_FILE, CHECKPOINT_FILE
 
     kept = [r for r in rows if r.get("checkpoint_dir_name")
@@ -146,23 +159,23 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str) -
     newest = trial_dir / kept[-1]["checkpoint_dir_name"] / BEST_FILE
     if newest.exists():
         return str(newest.resolve())
-    best = max(kept, key=lambda r: r.get(metric, float("-inf")))  # first of equal: earliest
+    best = kept[metrics.best_index([r.get(metric) for r in kept], mode) or 0]  # first of equal
     return str((trial_dir / best["checkpoint_dir_name"] / CHECKPOINT_FILE).resolve())
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
-                 metric: str = "val/R@1", running: set[str] | None = None) -> pd.DataFrame:
+                 metric: str = metrics.DEFAULT_METRIC,
+                 running: set[str] | None = None) -> pd.DataFrame:
     """Write ``trials.csv`` and ``metrics.csv`` for ``trials`` (ids in ``running`` were cut
     short by an interrupt); returns the trials frame."""
     records = [trial_record(t, base, metric, t.trial_id in (running or ())) for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
-    tail = ["best_val/R@1", "last_val/R@1", "best_val/R@5", "last_val/R@5", "epochs",
-            "time_s", "node_id", "error", "checkpoint"]
+    tail = [*metrics.summary_columns(), "epochs", "time_s", "node_id", "error", "checkpoint"]
     frame = pd.DataFrame(records, columns=None if records else fixed + tail)
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
     write_csv(frame, Path(exp_dir) / "trials.csv")
-    write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *METRICS]),
+    write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
               Path(exp_dir) / "metrics.csv")
     return frame

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
 
@@ -154,7 +155,7 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
             pass
 
         def save(self, checkpoint_path: str) -> None:
-            with open(checkpoint_path, "wb") as fh:
+            with atomic_path(Path(checkpoint_path)) as tmp, open(tmp, "wb") as fh:
                 pickle.dump({"points": self.points, "next": self.next}, fh)
 
         def restore(self, checkpoint_path: str) -> None:
@@ -359,7 +360,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     """Load the train/val file lists (validates the data); with ``build_cache`` decode the
     images once into the memmap caches the trials then only map (same keys as the loaders)."""
     from vpr_tune.data import cached_images
-    from vpr_tune.data.datasets import find_split, load_eval_split, load_train_split
+    from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
 
     data = space.base["data"]
     skip = bool(data["skip_bad_files"])

@@ -101,15 +101,6 @@ def pull(remote: str, local_dir: Path, names: tuple[str, ...] = TABLES) -> Path:
     return local_dir
 
 
-def local_experiment(name: str | None, storage: str) -> Path:
-    """Copy experiment ``name`` (default: the newest) from the bucket into ``results/<name>``
-    (where a search run on this machine keeps it too); returns that folder."""
-    from vpr_tune.tune.results import experiment_dir
-
-    name = name or newest(storage)
-    return pull(join(storage, name), experiment_dir(name, None))
-
-
 def newest(storage: str) -> str:
     """The name of the experiment under ``storage`` whose trials.csv was written last."""
     import pyarrow.fs

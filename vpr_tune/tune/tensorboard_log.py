@@ -24,11 +24,10 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
+from vpr_tune import metrics
 from vpr_tune.config import Space
-from vpr_tune.tune.results import METRICS, trial_rows
+from vpr_tune.tune.results import trial_rows
 
-# Which way each curve improves; only these get a best/<metric> series (lr has no best).
-DIRECTIONS = {**{m: "max" for m in METRICS if m.startswith("val/")}, "train/loss": "min"}
 BEST_PREFIX = "best/"
 
 
@@ -38,14 +37,11 @@ def best_tag(metric: str) -> str:
 
 
 def update_best(best: dict[str, float], row: dict[str, Any]) -> dict[str, float]:
-    """Fold one reported epoch into ``best`` (per-metric best by direction), in place."""
-    for metric, direction in DIRECTIONS.items():
-        value = row.get(metric)
-        if not isinstance(value, (int, float)) or value != value:  # absent or NaN
-            continue
-        old = best.get(metric)
-        if old is None or (value > old if direction == "max" else value < old):
-            best[metric] = float(value)
+    """Fold one reported epoch into ``best`` (per-metric best by its direction; lr has
+    none), in place."""
+    for metric, direction in metrics.DIRECTIONS.items():
+        if metrics.is_better(row.get(metric), best.get(metric), direction):
+            best[metric] = float(row[metric])
     return best
 
 
@@ -102,10 +98,10 @@ def experiment_summary(space: Space) -> Any:
                 domain.append(pair[1] if pair and pair[0] == kind else str(v))
             info.domain_discrete.CopyFrom(domain)
         infos.append(info)
-    metrics = [MetricInfo(name=MetricName(tag=best_tag(m)), display_name=best_tag(m))
-               for m in DIRECTIONS]
+    shown = [MetricInfo(name=MetricName(tag=best_tag(m)), display_name=best_tag(m))
+             for m in metrics.DIRECTIONS]
     data = HParamsPluginData(version=0, experiment=Experiment(
-        hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time()))
+        hparam_infos=infos, metric_infos=shown, time_created_secs=time.time()))
     return _summary("_hparams_/experiment", data)
 
 
@@ -167,7 +163,7 @@ class TensorBoardCallback(TBXLoggerCallback):
             return  # the marker row of a diverged trial is no epoch
         from tensorboardX.proto.summary_pb2 import Summary
 
-        values = {m: float(result[m]) for m in METRICS
+        values = {m: float(result[m]) for m in metrics.REPORTED
                   if isinstance(result.get(m), (int, float)) and result[m] == result[m]}
         best = update_best(self.best.setdefault(trial.trial_id, {}), result)
         values.update({best_tag(m): v for m, v in best.items()})

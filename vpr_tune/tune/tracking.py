@@ -22,9 +22,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vpr_tune import metrics
 from vpr_tune.config import Space
 from vpr_tune.errors import UserError
-from vpr_tune.tune.results import METRICS, trial_record
+from vpr_tune.tune.results import trial_record
 
 
 def mlflow_key(name: str) -> str:
@@ -94,7 +95,7 @@ def mlflow_callback(space: Space, name: str, uri: str) -> Any:
                 self.log_trial_start(trial)
             if result.get("diverged") or "epoch" not in result:
                 return  # the marker row of a diverged trial is no epoch
-            values = {mlflow_key(m): result[m] for m in METRICS
+            values = {mlflow_key(m): result[m] for m in metrics.REPORTED
                       if isinstance(result.get(m), (int, float))}
             self._log(self._trial_runs[trial], values, int(result["epoch"]))
 

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: one trial = one :class:`vpr_tune.train.Trainer`.
 
-Reports after every epoch (``val/R@1`` ... ``train/loss``, ``lr``, ``epoch``, ``node_id``)
-with a checkpoint, so ASHA can stop it and a restarted trial resumes from its checkpoint.
+Reports after every epoch (``metrics.REPORTED``: ``train/loss``, ``lr``, ``val/R@N``; plus
+``epoch``, ``node_id``) with a checkpoint, so ASHA can stop it and a restarted trial resumes
+from its checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from vpr_tune.config import materialize
 from vpr_tune.errors import DivergedError, UserError
+from vpr_tune.metrics import mode_of, worst
 
 CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
 BEST_FILE = "best.pt"  # the model of the trial's best epoch so far (what retest evaluates)
@@ -63,7 +65,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                 shutil.copy2(Path(folder) / BEST_FILE, best)
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
     metric = cfg["search"]["metric"]
-    last: dict[str, Any] = {metric: 0.0}
+    last: dict[str, Any] = {metric: worst(mode_of(cfg["search"]))}  # diverged before a report
     try:
         while trainer.epoch < int(cfg["budget"]["max_epochs"]):
             try:

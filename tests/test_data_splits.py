@@ -1,4 +1,4 @@
-"""Split readers, positives at 25 m, root resolution, the P x K sampler and the loaders."""
+"""Split readers, positives at 25 m, root resolution, bad files, `data check`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from vpr_tune.data import datasets as ds
-from vpr_tune.data.cache import load_image
+from vpr_tune.data import splits as sp
 from vpr_tune.data.formats import format_name
-from vpr_tune.data.street_world import VERSION
+from vpr_tune.data.street_world import MARKER, VERSION
 from vpr_tune.errors import UserError
 
 
@@ -58,7 +56,7 @@ def test_positives_match_brute_force_on_random_points() -> None:
     rng = np.random.default_rng(0)
     db = rng.uniform(0, 300, size=(400, 2)) + [543000, 4180000]
     q = rng.uniform(-20, 320, size=(150, 2)) + [543000, 4180000]
-    got = ds.compute_positives(db, q, 25.0)
+    got = sp.compute_positives(db, q, 25.0)
     dist = np.linalg.norm(q[:, None, :] - db[None, :, :], axis=2)
     for i in range(len(q)):
         expected = np.flatnonzero(dist[i] <= 25.0)
@@ -67,7 +65,7 @@ def test_positives_match_brute_force_on_random_points() -> None:
 
 
 def test_eval_split_on_street_world_matches_brute_force(street_world_tiny: Path) -> None:
-    ev = ds.load_eval_split(ds.find_split(street_world_tiny, "sf_xs/test"))
+    ev = sp.load_eval_split(sp.find_split(street_world_tiny, "sf_xs/test"))
     dist = np.linalg.norm(ev.q_utm[:, None] - ev.db_utm[None], axis=2)
     brute = [set(np.flatnonzero(row <= 25.0).tolist()) for row in dist]
     assert [set(p.tolist()) for p in ev.positives] == brute
@@ -77,7 +75,7 @@ def test_eval_split_on_street_world_matches_brute_force(street_world_tiny: Path)
 
 
 def test_eval_split_counts_queries_without_positive(tmp_path: Path) -> None:
-    ev = ds.load_eval_split(_eval_tree(tmp_path / "sf_xs" / "val", n_db=3, n_q=3))
+    ev = sp.load_eval_split(_eval_tree(tmp_path / "sf_xs" / "val", n_db=3, n_q=3))
     # db at 0, 10, 20 m; queries at 3, 33, 63 m -> positives for the first two only
     assert [len(p) for p in ev.positives] == [3, 2, 0]
     assert ev.queries_without_positive == 1
@@ -88,22 +86,22 @@ def test_find_split_layouts(tmp_path: Path) -> None:
     val = _eval_tree(tmp_path / "sf_xs" / "val")
     tokyo = _eval_tree(tmp_path / "Tokyo_XS")  # no test level, other case
     _train_tree(tmp_path, {"1_A": 4})
-    assert ds.find_split(tmp_path, "sf_xs/val") == val
-    assert ds.find_split(tmp_path, "tokyo_xs/test") == tokyo
-    assert ds.find_split(val, "sf_xs/val") == val  # a split folder given directly
-    assert ds.find_split(tmp_path / "sf_xs", "sf_xs/val") == val
-    assert ds.find_split(tmp_path, "gsv_xs/train") == tmp_path / "gsv_xs" / "train"
+    assert sp.find_split(tmp_path, "sf_xs/val") == val
+    assert sp.find_split(tmp_path, "tokyo_xs/test") == tokyo
+    assert sp.find_split(val, "sf_xs/val") == val  # a split folder given directly
+    assert sp.find_split(tmp_path / "sf_xs", "sf_xs/val") == val
+    assert sp.find_split(tmp_path, "gsv_xs/train") == tmp_path / "gsv_xs" / "train"
     with pytest.raises(UserError, match="sf_xs/test"):
-        ds.find_split(tmp_path, "sf_xs/test")
-    assert set(ds.find_splits(tmp_path)) == {"gsv_xs/train", "sf_xs/val", "tokyo_xs/test"}
+        sp.find_split(tmp_path, "sf_xs/test")
+    assert set(sp.find_splits(tmp_path)) == {"gsv_xs/train", "sf_xs/val", "tokyo_xs/test"}
 
 
 def test_resolve_data_root_explicit_env_and_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VPR_TUNE_DATA", str(tmp_path))
-    assert ds.resolve_data_root(None, log=lambda _m: None) == tmp_path.resolve()
-    assert ds.resolve_data_root(str(tmp_path)) == tmp_path.resolve()
+    assert sp.resolve_data_root(None, log=lambda _m: None) == tmp_path.resolve()
+    assert sp.resolve_data_root(str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(UserError, match="does not exist") as err:
-        ds.resolve_data_root(tmp_path / "nope")
+        sp.resolve_data_root(tmp_path / "nope")
     assert str(tmp_path / "nope") in str(err.value)
 
 
@@ -111,37 +109,37 @@ def test_resolve_data_root_generates_street_world_once(tmp_path: Path, monkeypat
     monkeypatch.delenv("VPR_TUNE_DATA", raising=False)
     monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path / "cache"))
     logs: list[str] = []
-    root = ds.resolve_data_root(None, size="tiny", log=logs.append)
+    root = sp.resolve_data_root(None, size="tiny", log=logs.append)
     assert root == tmp_path / "cache" / f"street-world-tiny-seed0-v{VERSION}"
     assert any("synthetic street-world" in m and str(root) in m for m in logs)
-    assert ds.is_synthetic(root) and ds.is_synthetic(root / "sf_xs" / "val" / "queries")
-    mtime = (root / ds.MARKER).stat().st_mtime_ns
+    assert sp.is_synthetic(root) and sp.is_synthetic(root / "sf_xs" / "val" / "queries")
+    mtime = (root / MARKER).stat().st_mtime_ns
     logs.clear()
-    assert ds.resolve_data_root(None, size="tiny", log=logs.append) == root
-    assert (root / ds.MARKER).stat().st_mtime_ns == mtime  # reused, not regenerated
+    assert sp.resolve_data_root(None, size="tiny", log=logs.append) == root
+    assert (root / MARKER).stat().st_mtime_ns == mtime  # reused, not regenerated
     assert any("using synthetic" in m for m in logs)
     with pytest.raises(UserError, match="huge"):
-        ds.resolve_data_root(None, size="huge")
+        sp.resolve_data_root(None, size="huge")
 
 
 def test_is_synthetic_false_for_real_layout(tmp_path: Path) -> None:
-    assert not ds.is_synthetic(_eval_tree(tmp_path / "sf_xs" / "val"))
+    assert not sp.is_synthetic(_eval_tree(tmp_path / "sf_xs" / "val"))
 
 
 # --------------------------------------------------------------------------- train split
 def test_train_split_drops_small_places_and_labels_are_contiguous(tmp_path: Path) -> None:
     _train_tree(tmp_path, {"7_A": 4, "3_A": 2, "9_A": 5}, folder="Bangkok")
-    tr = ds.load_train_split(tmp_path, min_images_per_place=4)
+    tr = sp.load_train_split(tmp_path, min_images_per_place=4)
     assert tr.num_places == 2 and tr.dropped_places == 1
     assert sorted(set(tr.labels.tolist())) == [0, 1] and tr.labels.dtype == np.int64
     assert len(tr.paths) == 9 == len(tr.labels)
     for path, label in zip(tr.paths, tr.labels, strict=True):
         assert path.name.split("@")[-2] == tr.place_names[label]
-    assert ds.load_train_split(tmp_path, min_images_per_place=2).num_places == 3
+    assert sp.load_train_split(tmp_path, min_images_per_place=2).num_places == 3
 
 
 def test_train_split_street_world(street_world_tiny: Path) -> None:
-    tr = ds.load_train_split(street_world_tiny / "gsv_xs" / "train")
+    tr = sp.load_train_split(street_world_tiny / "gsv_xs" / "train")
     assert tr.num_places == 30 and len(tr.paths) >= 4 * 30
     assert np.array_equal(np.unique(tr.labels), np.arange(tr.num_places))
 
@@ -151,7 +149,7 @@ def test_missing_database_folder(tmp_path: Path) -> None:
     split = _eval_tree(tmp_path / "sf_xs" / "val")
     shutil.rmtree(split / "database")
     with pytest.raises(UserError, match="database"):
-        ds.load_eval_split(split)
+        sp.load_eval_split(split)
 
 
 def test_empty_split(tmp_path: Path) -> None:
@@ -159,25 +157,25 @@ def test_empty_split(tmp_path: Path) -> None:
     (split / "database").mkdir(parents=True)
     (split / "queries").mkdir()
     with pytest.raises(UserError, match="empty") as err:
-        ds.load_eval_split(split)
+        sp.load_eval_split(split)
     assert str(split / "database") in str(err.value)
     (tmp_path / "gsv_xs" / "train" / "rome").mkdir(parents=True)
     with pytest.raises(UserError, match="train"):
-        ds.load_train_split(tmp_path / "gsv_xs" / "train")
+        sp.load_train_split(tmp_path / "gsv_xs" / "train")
 
 
 def test_unparseable_utm_in_a_file_name(tmp_path: Path) -> None:
     split = _eval_tree(tmp_path / "sf_xs" / "val")
     bad = _jpeg(split / "queries" / "IMG_0001.jpg")
     with pytest.raises(UserError, match="UTM") as err:
-        ds.load_eval_split(split)
+        sp.load_eval_split(split)
     assert str(bad) in str(err.value)
 
 
 def test_train_image_without_place_note(tmp_path: Path) -> None:
     _jpeg(tmp_path / "gsv_xs" / "train" / "rome" / _name(1, 2, ""))
     with pytest.raises(UserError, match="note"):
-        ds.load_train_split(tmp_path)
+        sp.load_train_split(tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -188,94 +186,18 @@ def test_corrupt_jpeg_is_found_by_the_scan(tmp_path: Path, damage: str) -> None:
     damaged = {"truncate": data[: len(data) // 2], "garbage": b"\x00not a jpeg" * 50, "empty": b""}
     victim.write_bytes(damaged[damage])
     with pytest.raises(UserError) as err:
-        ds.load_eval_split(split)
+        sp.load_eval_split(split)
     assert str(victim) in str(err.value) and "skip" in str(err.value)
     with pytest.warns(UserWarning, match="skipping"):
-        ev = ds.load_eval_split(split, skip_bad_files=True)
+        ev = sp.load_eval_split(split, skip_bad_files=True)
     assert len(ev.db_paths) == 3 and victim not in ev.db_paths
 
 
-# --------------------------------------------------------------------------- sampler
-def test_pk_sampler_properties_and_determinism() -> None:
-    labels = np.repeat(np.arange(23), np.random.default_rng(1).integers(4, 9, 23))
-    s = ds.PKSampler(labels, places_per_batch=5, images_per_place=4, seed=3, batches_per_epoch=9)
-    batches = list(s.batches(0))
-    assert len(batches) == 9 == len(s)
-    for b in batches:
-        assert b.shape == (20,) and len(set(b.tolist())) == 20
-        places = labels[b].reshape(5, 4)
-        assert (places == places[:, :1]).all()  # grouped K per place
-        assert len(set(places[:, 0].tolist())) == 5  # no place twice in a batch
-    again = list(ds.PKSampler(labels, 5, 4, seed=3, batches_per_epoch=9).batches(0))
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
-    other = list(s.batches(1))
-    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
-    # one pass over 23 places in groups of 5 = 4 batches; every place at most once per pass
-    first_pass = np.concatenate([labels[b] for b in batches[:4]])
-    assert len(np.unique(first_pass)) == 20
-
-
-def test_pk_sampler_rejects_impossible_batches() -> None:
-    labels = np.repeat(np.arange(3), 4)
-    with pytest.raises(UserError, match="places_per_batch"):
-        ds.PKSampler(labels, 4, 2, seed=0)
-    with pytest.raises(UserError, match="images_per_place"):
-        ds.PKSampler(labels, 2, 5, seed=0)
-
-
-# --------------------------------------------------------------------------- loaders
-def test_train_loader_batches(street_world_tiny: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path))
-    tr = ds.load_train_split(street_world_tiny)
-    loader = ds.TrainLoader(tr, (32, 40), 4, 3, batches_per_epoch=3, seed=5)
-    got = list(loader.epoch(0))
-    assert len(got) == 3 == len(loader)
-    x, y = got[0]
-    assert x.shape == (12, 3, 32, 40) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert y.reshape(4, 3).unique(dim=1).shape == (4, 1)
-    assert x.min() > -2.2 and x.max() < 2.7  # ImageNet-normalised range
-    again = list(ds.TrainLoader(tr, (32, 40), 4, 3, 3, seed=5, cache=False).epoch(0))
-    for (a, la), (b, lb) in zip(got, again, strict=True):  # cache == PIL, deterministic
-        assert torch.equal(la, lb) and torch.allclose(a, b, atol=1e-5)
-    x1, _ = next(iter(loader.epoch(1)))
-    assert not torch.equal(x1, x)
-
-
-def test_train_loader_without_augment_is_the_image(street_world_tiny: Path, tmp_path: Path,
-                                                    monkeypatch) -> None:
-    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path))
-    tr = ds.load_train_split(street_world_tiny)
-    loader = ds.TrainLoader(tr, 32, 2, 2, 1, seed=0, augment=False)
-    x, _ = next(iter(loader.epoch(0)))
-    idx = next(loader.sampler.batches(0))
-    raw = torch.from_numpy(load_image(tr.paths[idx[0]], 32)).permute(2, 0, 1).float() / 255
-    mean = torch.tensor(ds.IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(ds.IMAGENET_STD).view(3, 1, 1)
-    assert torch.allclose(x[0], (raw - mean) / std, atol=1e-5)
-
-
-@pytest.mark.parametrize("cache", [True, False])
-def test_eval_batches_in_order(street_world_tiny: Path, tmp_path: Path, monkeypatch,
-                               cache: bool) -> None:
-    monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path))
-    ev = ds.load_eval_split(ds.find_split(street_world_tiny, "tokyo_xs/test"))
-    paths = ev.q_paths[:11]
-    out = list(ds.eval_batches(paths, (24, 24), batch_size=4, cache=cache))
-    assert [len(b) for b in out] == [4, 4, 3]
-    x = torch.cat(out)
-    for i in (0, 5, 10):
-        raw = torch.from_numpy(load_image(paths[i], 24)).permute(2, 0, 1).float() / 255
-        expected = (raw - torch.tensor(ds.IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(
-            ds.IMAGENET_STD
-        ).view(3, 1, 1)
-        assert torch.allclose(x[i], expected, atol=1e-5)
-
-
 def test_check_data_counts(street_world_tiny: Path) -> None:
-    info = ds.check_data(street_world_tiny)
+    info = sp.check_data(street_world_tiny)
     assert set(info) == {"gsv_xs/train", "sf_xs/val", "sf_xs/test", "tokyo_xs/test"}
     assert info["gsv_xs/train"]["places"] == 30 and info["sf_xs/val"]["synthetic"] is True
-    marker = ds.synthetic_info(street_world_tiny)
+    marker = sp.synthetic_info(street_world_tiny)
     for rel, counts in marker["counts"].items():
         if rel == "gsv_xs/train":
             assert info[rel]["images"] == counts
@@ -284,32 +206,16 @@ def test_check_data_counts(street_world_tiny: Path) -> None:
             assert info[rel]["queries"] == counts["queries"]
 
 
-def test_gpu_stage_matches_cpu_stage() -> None:
-    """The CUDA finishing code (run here on CPU tensors) equals the CPU LUT path."""
-    rng = np.random.default_rng(0)
-    crops = rng.integers(0, 256, (5, 20, 26, 3), dtype=np.uint8)
-    aug = ds.draw_augmentation(rng, 5, (24, 30))
-    aug.crop_hw = (20, 26)
-    cpu = ds._finish_cpu(crops, (24, 30), aug)
-    gpu_code = ds._finish_cuda(torch.from_numpy(crops), (24, 30), aug)
-    assert cpu.shape == gpu_code.shape == (5, 3, 24, 30)
-    # only the uint8 rounding of the CPU resize differs (<= 1 grey level)
-    assert (cpu - gpu_code).abs().max() < 1.01 / 255 / min(ds.IMAGENET_STD) * 1.3
-    plain = rng.integers(0, 256, (3, 24, 26, 3), dtype=np.uint8)  # no augmentation
-    got = ds._finish_cpu(plain, (24, 26), ds._identity(3, (24, 26)))
-    assert torch.allclose(got, ds.normalize(torch.from_numpy(plain)), atol=1e-5)
-
-
 def test_scan_verdicts_are_remembered_until_a_file_changes(tmp_path: Path, monkeypatch) -> None:
     split = _eval_tree(tmp_path / "sf_xs" / "val", n_db=4)
-    ds.load_eval_split(split)  # scans and remembers
+    sp.load_eval_split(split)  # scans and remembers
     with monkeypatch.context() as m:
-        m.setattr(ds, "_bad_reason", lambda _p: pytest.fail("rescanned unchanged files"))
-        assert len(ds.load_eval_split(split).db_paths) == 4
+        m.setattr(sp, "_bad_reason", lambda _p: pytest.fail("rescanned unchanged files"))
+        assert len(sp.load_eval_split(split).db_paths) == 4
     victim = sorted((split / "database").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:200])
     with pytest.raises(UserError, match="truncated"):
-        ds.load_eval_split(split)
+        sp.load_eval_split(split)
 
 
 def test_decode_finds_corrupt_data_inside_a_complete_file(tmp_path: Path) -> None:
@@ -318,12 +224,12 @@ def test_decode_finds_corrupt_data_inside_a_complete_file(tmp_path: Path) -> Non
     data = victim.read_bytes()
     half = len(data) // 2  # a stray start-of-image marker mid-stream; the end marker stays
     victim.write_bytes(data[:half] + b"\xff\xd8\xff\xd8" + data[half + 4 :])
-    assert len(ds.load_eval_split(split).db_paths) == 4  # the quick scan cannot see it
+    assert len(sp.load_eval_split(split).db_paths) == 4  # the quick scan cannot see it
     with pytest.raises(UserError, match="cannot decode") as err:
-        ds.load_eval_split(split, decode=True)
+        sp.load_eval_split(split, decode=True)
     assert str(victim) in str(err.value)
     with pytest.warns(UserWarning, match="skipping"):
-        info = ds.check_data(split, skip_bad_files=True, decode=True)
+        info = sp.check_data(split, skip_bad_files=True, decode=True)
     (only,) = info.values()
     assert only["database"] == 3
 
@@ -335,7 +241,7 @@ def _resolve(cache: str, start, out) -> None:
     os.environ.pop("VPR_TUNE_DATA", None)
     logs: list[str] = []
     start.wait()
-    root = ds.resolve_data_root(None, size="tiny", log=logs.append)
+    root = sp.resolve_data_root(None, size="tiny", log=logs.append)
     out.put((str(root), sum("generating" in m for m in logs)))
 
 
@@ -356,4 +262,4 @@ def test_trials_starting_together_generate_street_world_once(tmp_path: Path) -> 
         assert p.exitcode == 0
     assert len({r[0] for r in results}) == 1
     assert sum(r[1] for r in results) == 1  # one generated, the other waited and reused
-    assert ds.is_synthetic(results[0][0])
+    assert sp.is_synthetic(results[0][0])

@@ -7,7 +7,7 @@ split of the config's ``data.test`` (SF-XS test and Tokyo-XS test by default). W
 reuses them unless ``force``::
 
     from vpr_tune.analysis import load_experiment
-    from vpr_tune.tune.retest import retest
+    from vpr_tune.retest import retest
 
     table = retest(load_experiment("demo"), top=5)      # DataFrame, also written to disk
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from vpr_tune import SYNTHETIC_NOTE
+from vpr_tune import SYNTHETIC_NOTE, metrics
 from vpr_tune.analysis import (
     SYNTHETIC_LABEL,
     Experiment,
@@ -31,11 +31,11 @@ from vpr_tune.analysis import (
     top_table,
 )
 from vpr_tune.atomic import write_csv, write_text
-from vpr_tune.config import DEFAULTS
+from vpr_tune.config import DEFAULTS, normalize_config
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
-RETEST_NS = (1, 5, 10)
+RETEST_NS = metrics.RECALL_NS[:3]  # R@25 of a few hundred queries adds little
 SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
 
 # (checkpoint path, data root, {set name: rel split}) -> {set name: metrics}; injectable in tests.
@@ -91,14 +91,14 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
     def run(checkpoint: Path, root: Path, tests: dict[str, str]) -> dict[str, dict[str, Any]]:
         import torch
 
-        from vpr_tune.data.datasets import find_split, load_eval_split
+        from vpr_tune.checkpoint import load_model_from_checkpoint
+        from vpr_tune.data.splits import find_split, load_eval_split
         from vpr_tune.evaluate import evaluate
-        from vpr_tune.train import load_model_from_checkpoint
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
         device = _device()
         model, cfg = load_model_from_checkpoint(checkpoint, device=device)
-        data = cfg.get("data", {})
+        data = normalize_config(cfg).get("data", {})
         out = {}
         for set_name, rel in tests.items():
             path = find_split(root, rel)
@@ -107,7 +107,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
                                                                              False))
             with torch.no_grad():
                 out[set_name] = evaluate(
-                    model, splits[path], tuple(data.get("image_size", (224, 224))),
+                    model, splits[path], data.get("image_size", DEFAULTS["data"]["image_size"]),
                     int(cfg.get("budget", {}).get("eval_batch_size", 64)), device,
                     precision=str(cfg.get("resources", {}).get("precision", "auto")),
                 )
@@ -127,7 +127,7 @@ def _load_cache(path: Path) -> dict[str, Any]:
 def resolve_root(exp: Experiment, data: str | None, log: Callable[[str], None]) -> Path:
     """The data root for retesting: ``--data``, else the experiment's (space.yaml / env /
     street-world of the experiment's ``data.synth_size``)."""
-    from vpr_tune.data.datasets import resolve_data_root
+    from vpr_tune.data.splits import resolve_data_root
 
     size = (exp.space.get("data") or {}).get("synth_size", DEFAULTS["data"]["synth_size"])
     return Path(resolve_data_root(data or data_root_of(exp.space), size=size, log=log))
@@ -136,17 +136,20 @@ def resolve_root(exp: Experiment, data: str | None, log: Callable[[str], None]) 
 def retest(
     exp: Experiment,
     top: int = 5,
-    metric: str = "val/R@1",
+    metric: str | None = None,
     data: str | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
     evaluate_fn: EvaluateFn | None = None,
 ) -> pd.DataFrame:
-    """Retest the top ``top`` trials on the test sets; returns and writes the retest table.
+    """Retest the top ``top`` trials by ``metric`` (default: the search's) on the test sets;
+    returns and writes the retest table.
 
-    Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``,
-    then ``<set>_R@1/5/10`` for each set of ``data.test`` (``sf_test``, ``tokyo``).
+    Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``
+    (and the ranking metric's column), then ``<set>_R@1/5/10`` for each set of ``data.test``
+    (``sf_test``, ``tokyo``).
     """
+    metric = metric or exp.metric
     table = top_table(exp, top, metric)  # raises when no trial finished
     best = ranked(exp, metric).head(top)
     checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
@@ -176,7 +179,7 @@ def retest(
         for n in RETEST_NS:
             table[f"{set_name}_R@{n}"] = [float(r[set_name][f"R@{n}"]) for r in results]
     synthetic = _root_is_synthetic(root)
-    write_retest(exp.path, table, synthetic)
+    write_retest(exp.path, table, synthetic, metric)
     exp.retest = table
     return table
 
@@ -184,12 +187,13 @@ def retest(
 def _root_is_synthetic(root: Path | None) -> bool:
     if root is None:
         return False
-    from vpr_tune.data.datasets import is_synthetic
+    from vpr_tune.data.splits import is_synthetic
 
     return bool(is_synthetic(root))
 
 
-def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Path, Path]:
+def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
+                 metric: str = metrics.DEFAULT_METRIC) -> tuple[Path, Path]:
     """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
     write_csv(table, csv_path)
@@ -197,7 +201,7 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool) -> tuple[Pa
     if synthetic:
         lines += [SYNTHETIC_MD, ""]
     lines += [
-        "Best checkpoint of each top trial (ranked by val R@1), Recall@N in percent "
+        f"Best checkpoint of each top trial (ranked by best {metric}), Recall@N in percent "
         "(25 m rule).",
         "",
         markdown_table(table),

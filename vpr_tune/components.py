@@ -1,0 +1,250 @@
+"""The named building blocks a YAML can choose, one registry per config section.
+
+Each registry maps the YAML name to a ``Spec(target, defaults)``: ``defaults`` lists every
+parameter the YAML may set for that name, with its default, so the registries are the only
+place those names and parameters are written. The config validator reads them
+(``allowed_params``), the builders read them (``resolve_params``). Adding a loss is one line::
+
+    "lifted": Spec("pytorch_metric_learning.losses.LiftedStructureLoss", {"pos_margin": 0.0}),
+
+A ``target`` given as ``"module.attr"`` is imported when first built, so importing this module
+(and the validator with it) imports neither torch nor PML.
+
+>>> name, params = resolve_params("miner", {"name": "multisimilarity"})
+>>> name, params
+('multisimilarity', {'epsilon': 0.1})
+>>> miner = build_miner({"name": "multisimilarity", "epsilon": 0.2})  # a PML miner
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vpr_tune.errors import UserError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A registry entry: what builds it and every parameter the YAML may set, with defaults."""
+
+    target: str | Callable[..., Any]  # a callable, or "module.attr" imported when first built
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., Any]:
+        """The callable (imports its module on first use)."""
+        if callable(self.target):
+            return self.target
+        module, _, attr = self.target.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
+
+    def build(self, *args: Any, **params: Any) -> Any:
+        return self.load()(*args, **params)
+
+
+# ------------------------------------------------------------------------ losses, miners
+_PML_LOSS = "pytorch_metric_learning.losses."
+_PML_MINER = "pytorch_metric_learning.miners."
+# Classifier losses (ArcFace/CosFace) also get num_classes and embedding_size, and `lr` for
+# their own param group (None -> optimizer.lr); `lr` is not passed to the loss.
+LOSSES: dict[str, Spec] = {
+    "contrastive": Spec(_PML_LOSS + "ContrastiveLoss", {"pos_margin": 0.0, "neg_margin": 1.0}),
+    "triplet": Spec(_PML_LOSS + "TripletMarginLoss",
+                    {"margin": 0.05, "swap": False, "smooth_loss": False}),
+    "multisimilarity": Spec(_PML_LOSS + "MultiSimilarityLoss",
+                            {"alpha": 2.0, "beta": 50.0, "base": 0.5}),
+    "circle": Spec(_PML_LOSS + "CircleLoss", {"m": 0.4, "gamma": 80.0}),
+    "arcface": Spec(_PML_LOSS + "ArcFaceLoss", {"margin": 28.6, "scale": 64.0, "lr": None}),
+    "cosface": Spec(_PML_LOSS + "CosFaceLoss", {"margin": 0.35, "scale": 64.0, "lr": None}),
+}
+CLASSIFIER_LOSSES = ("arcface", "cosface")
+
+MINERS: dict[str, Spec] = {
+    "none": Spec(lambda: None),
+    "multisimilarity": Spec(_PML_MINER + "MultiSimilarityMiner", {"epsilon": 0.1}),
+    "batchhard": Spec(_PML_MINER + "BatchHardMiner"),
+    "tripletmargin": Spec(_PML_MINER + "TripletMarginMiner",
+                          {"margin": 0.2, "type_of_triplets": "all"}),
+    "pairmargin": Spec(_PML_MINER + "PairMarginMiner", {"pos_margin": 0.2, "neg_margin": 0.8}),
+}
+
+
+# ---------------------------------------------------------------- optimizers, schedulers
+def _sgd(params: Any, lr: float, weight_decay: float, momentum: float, nesterov: bool) -> Any:
+    import torch
+
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                           nesterov=bool(nesterov) and momentum > 0)
+
+
+def _adam(cls: str) -> Callable[..., Any]:
+    """Adam-style builder taking ``beta1``/``beta2`` as two searchable numbers."""
+
+    def build(params: Any, lr: float, weight_decay: float, beta1: float, beta2: float,
+              eps: float) -> Any:
+        import torch
+
+        return getattr(torch.optim, cls)(params, lr=lr, weight_decay=weight_decay,
+                                         betas=(beta1, beta2), eps=eps)
+
+    return build
+
+
+_ADAM = {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+OPTIMIZERS: dict[str, Spec] = {
+    "sgd": Spec(_sgd, {"lr": 0.0025, "weight_decay": 0.001, "momentum": 0.9, "nesterov": False}),
+    "adam": Spec(_adam("Adam"), _ADAM),
+    "adamw": Spec(_adam("AdamW"), {**_ADAM, "weight_decay": 0.01}),
+    "asgd": Spec("torch.optim.ASGD", {"lr": 0.01, "weight_decay": 0.0, "lambd": 1e-4,
+                                      "alpha": 0.75, "t0": 1e6}),
+}
+
+
+# Scheduler builders get (optimizer, epochs after warm-up, warm-up epochs, **params); every
+# scheduler also takes the warm-up parameters (vpr_tune.schedule.LRSchedule uses them).
+def _no_scheduler(opt: Any, epochs: int, warmup: int) -> None:
+    return None
+
+
+def _cosine(opt: Any, epochs: int, warmup: int, eta_min: float) -> Any:
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    return CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=eta_min)
+
+
+def _plateau(opt: Any, epochs: int, warmup: int, factor: float, patience: int,
+             threshold: float, min_lr: float) -> Any:
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    # watches val R@1, so higher is better
+    return ReduceLROnPlateau(opt, mode="max", factor=factor, patience=patience,
+                             threshold=threshold, min_lr=min_lr)
+
+
+def _multistep(opt: Any, epochs: int, warmup: int, milestones: list[int], gamma: float) -> Any:
+    from torch.optim.lr_scheduler import MultiStepLR
+
+    # milestones count epochs from the start of training, warm-up included
+    return MultiStepLR(opt, milestones=[max(1, int(m) - warmup) for m in milestones],
+                       gamma=gamma)
+
+
+WARMUP = {"warmup_epochs": 0, "warmup_per_batch": True}
+SCHEDULERS: dict[str, Spec] = {
+    "none": Spec(_no_scheduler, WARMUP),
+    "cosine": Spec(_cosine, {**WARMUP, "eta_min": 0.0}),
+    "plateau": Spec(_plateau, {**WARMUP, "factor": 0.1, "patience": 2, "threshold": 1e-4,
+                               "min_lr": 0.0}),
+    "multistep": Spec(_multistep, {**WARMUP, "milestones": [6, 8], "gamma": 0.1}),
+}
+
+
+# ------------------------------------------------------------------- model (vpr_tune.model)
+# Aggregators are built as target(in_channels, feature_size, **params) and set ``.dim``.
+_AGG = "vpr_tune.model.aggregators."
+AGGREGATORS: dict[str, Spec] = {
+    "avg": Spec(_AGG + "Avg"),
+    "gem": Spec(_AGG + "GeM", {"p": 3.0, "learn_p": True}),
+    "cosplace": Spec(_AGG + "CosPlace", {"dim": 512, "p": 3.0}),
+    "convap": Spec(_AGG + "ConvAP", {"out_channels": 512, "s1": 2, "s2": 2}),
+    "mixvpr": Spec(_AGG + "MixVPR", {"out_channels": 512, "mix_depth": 4, "mlp_ratio": 1,
+                                     "out_rows": 4}),
+    "netvlad": Spec(_AGG + "NetVLAD", {"clusters": 64, "alpha": 100.0}),
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A torchvision ResNet: its factory, its weights enum, out channels after each cut."""
+
+    factory: str  # torchvision.models.<factory>
+    weights: str  # torchvision.models.<weights>.IMAGENET1K_V1
+    channels: dict[str, int]
+
+
+# model.backbone is a plain name (no section of parameters); model.cut one of CUTS.
+CUTS = ("layer3", "layer4")
+BACKBONES: dict[str, Backbone] = {
+    "resnet18": Backbone("resnet18", "ResNet18_Weights", {"layer3": 256, "layer4": 512}),
+    "resnet50": Backbone("resnet50", "ResNet50_Weights", {"layer3": 1024, "layer4": 2048}),
+}
+
+
+# --------------------------------------------------------------------------- look-ups
+# The YAML section each registry's name and parameters live in.
+SECTIONS: dict[str, dict[str, Spec]] = {
+    "loss": LOSSES, "miner": MINERS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+    "model.aggregator": AGGREGATORS,
+}
+
+
+def allowed_params(section: str, name: str) -> set[str]:
+    """Parameter keys (besides ``name``) the YAML ``section`` may set for ``name``.
+
+    >>> sorted(allowed_params("model.aggregator", "convap"))
+    ['out_channels', 's1', 's2']
+    """
+    if section not in SECTIONS:
+        raise UserError(f"unknown config section {section!r}; one of {', '.join(SECTIONS)}")
+    registry = SECTIONS[section]
+    if name not in registry:
+        raise UserError(f"{section}.name: {name!r} is not one of {', '.join(registry)}")
+    return set(registry[name].defaults)
+
+
+def resolve_params(section: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, params)`` of a config section with defaults filled in; unknown keys ->
+    UserError listing the allowed ones.
+
+    >>> resolve_params("loss", {"name": "circle", "m": "0.3"})
+    ('circle', {'m': 0.3, 'gamma': 80.0})
+    """
+    values = dict(values)
+    name = values.pop("name", None)
+    allowed = allowed_params(section, name)
+    unknown = set(values) - allowed
+    if unknown:
+        raise UserError(f"{section}: {', '.join(sorted(unknown))} not a parameter of {name!r} "
+                        f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
+    defaults = SECTIONS[section][name].defaults
+    params = {**defaults, **values}
+    for key, value in params.items():  # YAML 1.1 reads "1e-3" as a string
+        if isinstance(defaults[key], float) and isinstance(value, str | int):
+            try:
+                params[key] = float(value)
+            except ValueError as exc:
+                raise UserError(f"{section}.{key}: {value!r} is not a number") from exc
+    return name, params
+
+
+# --------------------------------------------------------------------------- builders
+def build_loss(section: dict[str, Any], num_places: int, dim: int) -> Any:
+    """PML loss module; classifier losses get a (num_places x dim) weight matrix."""
+    name, params = resolve_params("loss", section)
+    params.pop("lr", None)  # the param group's lr, see build_optimizer
+    if name in CLASSIFIER_LOSSES:
+        params.update(num_classes=int(num_places), embedding_size=int(dim))
+    return LOSSES[name].build(**params)
+
+
+def build_miner(section: dict[str, Any]) -> Any:
+    """PML miner, or None for ``none``."""
+    name, params = resolve_params("miner", section)
+    return MINERS[name].build(**params)
+
+
+def build_optimizer(section: dict[str, Any], model: Any, loss_fn: Any = None,
+                    loss_lr: float | None = None) -> Any:
+    """Torch optimizer over the model's trainable parameters; loss parameters (ArcFace/CosFace
+    weights) form a second param group with ``loss_lr`` (None: the optimizer's lr)."""
+    name, params = resolve_params("optimizer", section)
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad]}
+    ]
+    loss_params = list(loss_fn.parameters()) if loss_fn is not None else []
+    if loss_params:
+        groups.append({"params": loss_params,
+                       "lr": float(params["lr"] if loss_lr is None else loss_lr)})
+    return OPTIMIZERS[name].build(groups, **params)

@@ -1,0 +1,131 @@
+"""The metrics a trial reports, in one place: names, which a search may rank on, and which
+way is better. Everything that lists a metric or picks a best imports it from here::
+
+    from vpr_tune import metrics
+
+    metrics.SEARCHABLE                      # ('val/R@1', ..., 'val/R@25', 'train/loss')
+    metrics.direction("train/loss")         # 'min'
+    metrics.best_index([3.0, 1.0, 2.0], "min")   # 1
+    metrics.summary_column("val/R@10")      # 'best_val/R@10' (the trials.csv column)
+
+Plain Python only: the config validator imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+# Recall@N cut-offs: evaluate computes ``R@N`` for each, a trial reports ``val/R@N``.
+RECALL_NS = (1, 5, 10, 25)
+RECALLS = tuple(f"R@{n}" for n in RECALL_NS)
+VAL_RECALLS = tuple(f"val/{r}" for r in RECALLS)
+LOSS = "train/loss"
+LR = "lr"
+# What every epoch reports, in the order metrics.csv lists it (after trial_id/epoch).
+REPORTED = (LOSS, LR, *VAL_RECALLS)
+# Metrics a search may rank on (``search.metric``), each with its natural direction.
+DIRECTIONS = {**{m: "max" for m in VAL_RECALLS}, LOSS: "min"}
+SEARCHABLE = tuple(DIRECTIONS)
+DEFAULT_METRIC = "val/R@1"
+MODES = ("max", "min")
+# trials.csv summary columns of one metric: its best and its last value.
+SUMMARY_KINDS = ("best", "last")
+
+
+def direction(metric: str) -> str:
+    """``max`` or ``min``: which way ``metric`` (or its ``best_``/``last_`` column) improves.
+
+    >>> direction("val/R@5"), direction("best_train/loss")
+    ('max', 'min')
+    """
+    name = base_name(metric)
+    if name not in DIRECTIONS:
+        from vpr_tune.errors import UserError
+
+        raise UserError(f"unknown metric {metric!r}: one of {', '.join(SEARCHABLE)}")
+    return DIRECTIONS[name]
+
+
+def mode_of(search: dict[str, Any] | None) -> str:
+    """The mode of a ``search`` config section: ``search.mode``, else the metric's direction."""
+    search = search or {}
+    mode = search.get("mode")
+    return str(mode) if mode in MODES else direction(str(search.get("metric") or DEFAULT_METRIC))
+
+
+def base_name(column: str) -> str:
+    """``best_val/R@1`` -> ``val/R@1``; a plain metric name is returned as it is."""
+    column = column.strip()
+    for kind in SUMMARY_KINDS:
+        if column.startswith(f"{kind}_"):
+            return column[len(kind) + 1:]
+    return column
+
+
+def summary_column(metric: str, kind: str = "best") -> str:
+    """``val/R@1`` -> ``best_val/R@1`` (the trials.csv column a metric ranks by); a name that
+    already is a summary column is returned as it is.
+
+    >>> summary_column("val/R@10"), summary_column("train/loss", "last")
+    ('best_val/R@10', 'last_train/loss')
+    """
+    metric = metric.strip()
+    if metric.startswith(tuple(f"{k}_" for k in SUMMARY_KINDS)):
+        return metric
+    return f"{kind}_{metric}"
+
+
+def summary_columns() -> list[str]:
+    """Every trials.csv summary column: ``best_<m>``, ``last_<m>`` for each searchable ``m``."""
+    return [summary_column(m, k) for m in SEARCHABLE for k in SUMMARY_KINDS]
+
+
+def sort_ascending(mode: str) -> bool:
+    """For ``sort_values(ascending=...)``: best first."""
+    return mode == "min"
+
+
+def _value(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def is_better(new: Any, old: Any, mode: str) -> bool:
+    """True when ``new`` beats ``old`` under ``mode``; a missing ``old`` is always beaten by a
+    value, and a missing ``new`` beats nothing (ties keep the old one)."""
+    a, b = _value(new), _value(old)
+    if a is None:
+        return False
+    return b is None or (a > b if mode == "max" else a < b)
+
+
+def best_index(values: Sequence[Any] | Iterable[Any], mode: str) -> int | None:
+    """Index of the best value (the first of equals); missing or NaN values never win;
+    None when there is no value at all.
+
+    >>> best_index([1.0, None, 3.0, 3.0], "max"), best_index([2.0, 0.5], "min")
+    (2, 1)
+    """
+    best: int | None = None
+    values = list(values)
+    for i, v in enumerate(values):
+        if is_better(v, values[best] if best is not None else None, mode):
+            best = i
+    return best
+
+
+def best_value(values: Iterable[Any], mode: str) -> float | None:
+    """The best of ``values`` under ``mode`` (None when there is none)."""
+    values = list(values)
+    i = best_index(values, mode)
+    return None if i is None else float(values[i])
+
+
+def worst(mode: str) -> float:
+    """The worst value a metric can take under ``mode``: what a diverged trial reports."""
+    return 0.0 if mode == "max" else math.inf
