@@ -36,6 +36,19 @@ def test_uri_helpers_keep_parameters_at_the_end():
     assert not storage.is_remote("/abs") and not storage.is_remote("file:///abs")
 
 
+def test_unreachable_store_is_one_line(monkeypatch, capsys):
+    from vpr_tune.cli import main
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    uri = "s3://nobucket/x?endpoint_override=http://127.0.0.1:1"
+    assert main(["best", "ghost", "--storage", uri]) == 2
+    err = capsys.readouterr().err
+    assert "storage s3://nobucket/x/ghost?endpoint_override=http://127.0.0.1:1:" in err
+    assert "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """(endpoint URL, env with test credentials) of a moto S3 server with one bucket."""

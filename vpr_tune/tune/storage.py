@@ -15,9 +15,10 @@ come from the usual AWS variables or files. Filesystems are pyarrow's (what Ray 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from vpr_tune.errors import UserError
 
@@ -48,8 +49,8 @@ def split(uri: str) -> tuple[str, str]:
 def public(uri: str) -> str:
     """The URI without credentials in its parameters (safe to write into space.yaml)."""
     base, sep, query = uri.partition("?")
-    kept = [(k, v) for k, v in parse_qsl(query) if k not in _SECRETS]
-    return base + (sep + urlencode(kept) if kept else "")
+    kept = [p for p in query.split("&") if p and p.partition("=")[0] not in _SECRETS]
+    return base + (sep + "&".join(kept) if kept else "")
 
 
 def filesystem(uri: str) -> tuple[Any, str]:
@@ -60,6 +61,15 @@ def filesystem(uri: str) -> tuple[Any, str]:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except Exception as exc:  # unknown scheme, bad parameter, no credentials
         raise UserError(f"storage {public(uri)}: cannot open ({exc})") from exc
+
+
+@contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """Network and permission errors of the store -> one line naming the URI."""
+    try:
+        yield
+    except OSError as exc:  # pyarrow's: unreachable endpoint, access denied, no bucket
+        raise UserError(f"storage {public(uri)}: {str(exc).splitlines()[0]}") from exc
 
 
 def with_params(uri: str, like: str | None) -> str:
@@ -77,12 +87,13 @@ def push(local_dir: Path, remote: str, names: tuple[str, ...] = TABLES) -> None:
     fs, root = filesystem(remote)
     for name in names:
         src = Path(local_dir) / name
-        if src.is_dir():
-            pyarrow.fs.copy_files(str(src), f"{root}/{name}", source_filesystem=pyarrow.fs.
-                                  LocalFileSystem(), destination_filesystem=fs)
-        elif src.is_file():
-            with fs.open_output_stream(f"{root}/{name}") as out:
-                out.write(src.read_bytes())
+        with _store_errors(remote):
+            if src.is_dir():
+                pyarrow.fs.copy_files(str(src), f"{root}/{name}", destination_filesystem=fs,
+                                      source_filesystem=pyarrow.fs.LocalFileSystem())
+            elif src.is_file():
+                with fs.open_output_stream(f"{root}/{name}") as out:
+                    out.write(src.read_bytes())
 
 
 def pull(remote: str, local_dir: Path, names: tuple[str, ...] = TABLES) -> Path:
@@ -90,14 +101,16 @@ def pull(remote: str, local_dir: Path, names: tuple[str, ...] = TABLES) -> Path:
     import pyarrow.fs
 
     fs, root = filesystem(remote)
-    infos = fs.get_file_info([f"{root}/{n}" for n in names])
+    with _store_errors(remote):
+        infos = fs.get_file_info([f"{root}/{n}" for n in names])
     if not any(i.type == pyarrow.fs.FileType.File for i in infos):
         raise UserError(f"{public(remote)}: no vpr-tune experiment there (no trials.csv)")
     local_dir.mkdir(parents=True, exist_ok=True)
     for name, info in zip(names, infos, strict=True):
         if info.type == pyarrow.fs.FileType.File:
-            with fs.open_input_stream(info.path) as src:
-                _write(local_dir / name, src.read())
+            with _store_errors(remote), fs.open_input_stream(info.path) as src:
+                data = src.read()
+            _write(local_dir / name, data)
     return local_dir
 
 
@@ -107,11 +120,12 @@ def newest(storage: str) -> str:
 
     fs, root = filesystem(storage)
     found = []
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
-        if info.type == pyarrow.fs.FileType.Directory:
-            table = fs.get_file_info(f"{info.path}/trials.csv")
-            if table.type == pyarrow.fs.FileType.File:
-                found.append((table.mtime, info.base_name))
+    with _store_errors(storage):
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+            if info.type == pyarrow.fs.FileType.Directory:
+                table = fs.get_file_info(f"{info.path}/trials.csv")
+                if table.type == pyarrow.fs.FileType.File:
+                    found.append((table.mtime, info.base_name))
     if not found:
         raise UserError(f"no experiment in {public(storage)}: run `vpr-tune run SPACE.yaml "
                         f"--storage {public(storage)}` first")
@@ -122,13 +136,15 @@ def fetch_checkpoint(uri: str, exp_dir: Path, trial_id: str, like: str | None) -
     """Download a trial's checkpoint once into ``<exp_dir>/.checkpoints/<trial_id>/``."""
     fs, path = filesystem(with_params(uri, like))
     dest = Path(exp_dir) / CHECKPOINTS / trial_id / Path(path).name
-    info = fs.get_file_info(path)
+    with _store_errors(uri):
+        info = fs.get_file_info(path)
     if dest.exists() and dest.stat().st_size == info.size:
         return dest
     if info.size is None:
         raise UserError(f"trial {trial_id}: checkpoint {uri} does not exist in the bucket")
-    with fs.open_input_stream(path) as src:
-        _write(dest, src.read())
+    with _store_errors(uri), fs.open_input_stream(path) as src:
+        data = src.read()
+    _write(dest, data)
     return dest
 
 
