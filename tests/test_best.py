@@ -12,12 +12,13 @@ import yaml
 
 from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
+from vpr_tune.metrics import RECALLS
 from vpr_tune.retest import CACHE_FILE
 
 RETEST_COLUMNS = [
     "rank", "trial_id", "optimizer.name", "optimizer.lr", "optimizer.weight_decay",
-    "scheduler.name", "val_R@1", "val_R@5", "sf_test_R@1", "sf_test_R@5", "sf_test_R@10",
-    "tokyo_R@1", "tokyo_R@5", "tokyo_R@10",
+    "scheduler.name", "val_R@1", "val_R@5", *(f"{s}_{r}" for s in ("sf_test", "tokyo")
+                                              for r in RECALLS),
 ]
 
 

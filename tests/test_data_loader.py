@@ -102,7 +102,7 @@ def test_gpu_stage_matches_cpu_stage() -> None:
     # only the uint8 rounding of the CPU resize differs (<= 1 grey level)
     assert (cpu - gpu_code).abs().max() < 1.01 / 255 / min(ld.IMAGENET_STD) * 1.3
     plain = rng.integers(0, 256, (3, 24, 26, 3), dtype=np.uint8)  # no augmentation
-    got = ld._finish_cpu(plain, (24, 26), ld._identity(3, (24, 26)))
+    got = ld._finish_cpu(plain, (24, 26), ld.identity(3, (24, 26)))
     mean = torch.tensor(ld.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(ld.IMAGENET_STD).view(1, 3, 1, 1)
     want = (torch.from_numpy(plain).permute(0, 3, 1, 2).float() / 255.0 - mean) / std

@@ -1,6 +1,7 @@
-"""Faults that really happen on shared machines: the driver killed with SIGKILL mid-search,
-and a trial's worker process killed (the OOM killer, a node reboot). Nothing finished is lost
-or re-run, and interrupted trials continue from their checkpoint, not from epoch 0."""
+"""Faults that really happen on shared machines: the driver killed with SIGKILL or stopped
+with SIGTERM mid-search, a trial's worker process killed (the OOM killer, a node reboot), two
+runs of one experiment at once. Nothing finished is lost or re-run, and interrupted trials
+continue from their checkpoint, not from epoch 0."""
 
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert finished and running, before
+    # the dead driver's lock file is still there with its pid: it must not block --resume
+    assert (exp / ".running").read_text().strip() == str(proc.pid)
 
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=500)
     out = again.stdout + again.stderr
@@ -175,3 +178,75 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, street_wor
     assert restarted and restarted[0]["epoch"] > 1, [(r["epoch"], r["pid"]) for r in rows]
     assert [r["epoch"] for r in rows].count(1) == 1
     assert rows[-1]["epoch"] == epochs
+
+
+def test_sigterm_saves_tables_says_how_to_resume_and_resume_finishes(
+        tmp_path, street_world_tiny):
+    epochs, samples = 10, 3
+    storage = tmp_path / "res"
+    cmd = [sys.executable, "-m", "vpr_tune", "run", str(_space(tmp_path, epochs, samples)),
+           "--data", str(street_world_tiny), "--name", "term", "--storage", str(storage)]
+    exp = storage / "term"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: any(2 <= r[-1]["epoch"] <= epochs - 3
+                              for r in _reports(exp).values()), 400, proc)
+        os.kill(proc.pid, signal.SIGTERM)  # what a scheduler or `timeout` sends
+        start = time.time()
+        out, _ = proc.communicate(timeout=60)
+        took = time.time() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, out
+    assert took < 30, took
+    assert "stopped by SIGTERM" in out and "--resume" in out, out
+    assert "Traceback" not in out, out
+    before = _epochs_by_trial(exp)
+    saved = read_table(exp / "trials.csv")  # valid, every started trial listed
+    assert saved["trial_id"].is_unique and set(before) <= set(saved["trial_id"]), saved
+    assert not (saved["status"] == "ERROR").any(), saved[["trial_id", "status", "error"]]
+
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stdout + again.stderr
+    final = read_table(exp / "trials.csv")
+    assert len(final) == samples and final["trial_id"].is_unique, final
+    assert (final["status"] == "TERMINATED").all(), final[["trial_id", "status", "error"]]
+    assert (final["epochs"] == epochs).all()
+    after = _epochs_by_trial(exp)
+    for trial, epochs_before in before.items():  # nothing run twice from scratch
+        assert after[trial][:len(epochs_before)] == epochs_before
+        assert after[trial].count(1) == 1, (trial, after[trial])
+    metrics = read_table(exp / "metrics.csv")
+    assert not metrics.duplicated(["trial_id", "epoch"]).any()
+    assert len(metrics) == samples * epochs
+
+
+def test_second_run_of_a_running_experiment_refuses_and_the_first_finishes(
+        tmp_path, street_world_tiny):
+    epochs, samples = 3, 2
+    storage = tmp_path / "res"
+    cmd = [sys.executable, "-m", "vpr_tune", "run", str(_space(tmp_path, epochs, samples)),
+           "--data", str(street_world_tiny), "--name", "twice", "--storage", str(storage)]
+    exp = storage / "twice"
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    try:
+        _wait_for(lambda: (exp / "space.yaml").exists(), 300, first)
+        for extra in ([], ["--resume"]):
+            second = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stdout + second.stderr
+            assert f"experiment 'twice' is already running, pid {first.pid}" in second.stderr
+            assert "Traceback" not in second.stderr
+        out, _ = first.communicate(timeout=400)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if _group_alive(first.pid):
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 0, out
+    final = read_table(exp / "trials.csv")
+    assert len(final) == samples and (final["status"] == "TERMINATED").all(), final

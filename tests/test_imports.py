@@ -16,8 +16,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "vpr_tune"
 
 # Modules on top of the library: they may import tune/; nothing below tune/ may import them.
-ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.bench", "vpr_tune.analysis",
-              "vpr_tune.plots", "vpr_tune.report", "vpr_tune.retest", "vpr_tune.tune")
+ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.bench",
+              "vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report", "vpr_tune.retest",
+              "vpr_tune.tune", "vpr_tune.export", "vpr_tune.repeats", "vpr_tune.compare",
+              "vpr_tune.preds")
 # The YAML validator stays importable without training code.
 CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.trainer", "vpr_tune.evaluate",
                           "vpr_tune.model", "vpr_tune.data", "vpr_tune.tune", "vpr_tune.bench",

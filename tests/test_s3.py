@@ -1,6 +1,6 @@
 """A search on an S3-compatible object store (moto's server on 127.0.0.1): search, the driver
-killed with SIGKILL, --resume, then best --retest and report from the bucket alone (the local
-copy deleted), checkpoints downloaded from the bucket. The endpoint comes once from
+killed with SIGKILL, --resume, then best --retest, report and compare from the bucket alone
+(the local copy deleted), checkpoints downloaded from the bucket. The endpoint comes once from
 AWS_ENDPOINT_URL and once from the URI's endpoint_override parameter."""
 
 from __future__ import annotations
@@ -179,6 +179,17 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
     assert "Retest on the test sets" in (local / "s3exp" / "report" / "report.md").read_text()
     keys = _keys(endpoint, creds, "vpr/s3exp/")
     assert {"vpr/s3exp/retest.csv", "vpr/s3exp/report/report.md", "vpr/s3exp/optuna.db"} <= keys
+    # compare reads both from the bucket (the second: a copy of the first's tables)
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, **_creds(creds))
+    for table in ("trials.csv", "metrics.csv", "space.yaml"):
+        client.copy_object(Bucket=BUCKET, Key=f"vpr/s3copy/{table}",
+                           CopySource={"Bucket": BUCKET, "Key": f"vpr/s3exp/{table}"})
+    both = subprocess.run([*cli, "compare", "s3exp", "s3copy", "--storage", uri, "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert (local / "s3copy" / "trials.csv").exists()
     # a missing experiment in the bucket is one line, not a traceback
     missing = subprocess.run([*cli, "best", "ghost", "--storage", uri], env=env,
                              capture_output=True, text=True, timeout=120)

@@ -67,7 +67,7 @@ def test_more_gpus_than_the_cluster_has_is_a_user_error(tmp_path, capsys, street
 
     space = tmp_path / "big.yaml"
     space.write_text("resources: {cpu: 1, gpu: 4}\nsearch: {num_samples: 1}\n"
-                     "data: {image_size: [32, 32]}\n")
+                     "data: {image_size: [32, 32]}\nseed: {choice: [0, 1]}\n")
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "big",
@@ -75,8 +75,11 @@ def test_more_gpus_than_the_cluster_has_is_a_user_error(tmp_path, capsys, street
     finally:
         ray.shutdown()
     assert rc == 2
-    assert "resources.gpu: 4 GPUs per trial but the largest Ray node has 2" in (
-        capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert f"{space}: resources.gpu: 4 GPUs per trial but the largest Ray node has 2 CPU, " \
+        "2 GPU" in err
+    # refused before it started: no folder, so the same name works once the YAML is fixed
+    assert not (tmp_path / "res" / "big").exists()
 
 
 class FailingTrainer(FakeTrainer):

@@ -187,7 +187,7 @@ def test_mlflow_uri_errors_are_one_line(tmp_path, capsys):
     space.write_text("tracking: {mlflow: relative/dir}\n")
     assert main(["run", str(space), "--dry-run"]) == 2
     assert "tracking.mlflow: must be a URI" in capsys.readouterr().err
-    space.write_text("search: {num_samples: 1}\n")
+    space.write_text("optimizer: {lr: {uniform: [0.1, 0.9]}}\nsearch: {num_samples: 1}\n")
     assert main(["run", str(space), "--mlflow", "not-a-uri", "--dry-run"]) == 2
     assert "--mlflow: must be a URI" in capsys.readouterr().err
 

@@ -34,9 +34,9 @@ import pandas as pd
 import yaml
 
 from vpr_tune import metrics
-from vpr_tune.errors import UserError
+from vpr_tune.errors import SearchFailed, UserError
 from vpr_tune.metrics import summary_column
-from vpr_tune.tune.results import read_table
+from vpr_tune.tune.results import all_failed, failure_summary, read_table
 
 # trials.csv columns that are not hyperparameters.
 SUMMARY_COLUMNS = (
@@ -287,6 +287,9 @@ def top_table(exp: Experiment, top: int = 5, metric: str | None = None) -> pd.Da
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
     frame = ranked(exp, metric)
+    if frame.empty and all_failed(exp.trials):
+        raise SearchFailed(f"experiment {exp.name}: no trial finished: "
+                           f"{failure_summary(exp.trials)}")
     if frame.empty:
         counts = exp.trials["status"].astype(str).value_counts().to_dict()
         raise UserError(
@@ -473,18 +476,20 @@ def retest_columns(retest: pd.DataFrame, n: int = 1) -> list[str]:
 
 
 def rank_transfer(retest: pd.DataFrame, n: int = 1) -> pd.DataFrame:
-    """Spearman correlation between val R@n and each test set's R@n across the retested
-    configs: does the val ranking transfer? One row per test set (NaN with < 3 configs)."""
-    from scipy.stats import spearmanr
+    """Spearman's rho and Kendall's tau between val R@n and each test set's R@n across the
+    retested configs: does the val ranking transfer? One row per test set with the number
+    of ``configs`` (NaN with < 3 configs or a constant column)."""
+    from scipy.stats import kendalltau, spearmanr
 
     rows = []
     for col in retest_columns(retest, n):
         val, test = retest[f"val_R@{n}"].astype(float), retest[col].astype(float)
         ok = len(retest) >= 3 and val.nunique() > 1 and test.nunique() > 1
         rho = float(spearmanr(val, test).statistic) if ok else math.nan
+        tau = float(kendalltau(val, test).statistic) if ok else math.nan
         rows.append({"test_set": col.removesuffix(f"_R@{n}"), "configs": len(retest),
-                     "spearman": rho})
-    return pd.DataFrame(rows, columns=["test_set", "configs", "spearman"])
+                     "spearman": rho, "kendall": tau})
+    return pd.DataFrame(rows, columns=["test_set", "configs", "spearman", "kendall"])
 
 
 # ------------------------------------------------------------------------------ tables

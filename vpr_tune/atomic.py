@@ -71,15 +71,47 @@ def write_csv(frame: Any, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+class LockHeld(Exception):
+    """``file_lock(..., wait=False)`` found the lock taken; ``holder`` is the holder's pid."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"held by pid {holder}")
+        self.holder = holder
+
+
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) for the block.
 
     Processes on one machine that take the same lock run the block one at a time (the
-    others wait); the lock goes with the process, so a killed holder never blocks anyone.
+    others wait; with ``wait=False`` they get :class:`LockHeld` at once); the lock goes with
+    the process, so a killed holder never blocks anyone. The file holds the holder's pid.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.seek(0)
+            raise LockHeld(fh.read().strip() or "unknown") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
         yield
+
+
+def lock_holder(path: Path) -> str | None:
+    """The pid holding :func:`file_lock` on ``path`` right now, or None (only reads)."""
+    try:
+        fh = open(path)  # noqa: SIM115
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "unknown"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None

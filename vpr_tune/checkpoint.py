@@ -35,13 +35,15 @@ def write_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """Load a vpr-tune checkpoint dict; anything else -> UserError."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; expected a .pt file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path} is not a vpr-tune checkpoint (cannot load: "
-                        f"{type(exc).__name__})") from exc
+        raise UserError(f"checkpoint {path} is truncated or corrupt, or not a vpr-tune "
+                        f"checkpoint (cannot load: {type(exc).__name__})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a vpr-tune checkpoint (written by train or run)")
     if state.get("version", 0) > VERSION:

@@ -14,13 +14,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vpr_tune import __version__
 from vpr_tune.errors import UserError
 from vpr_tune.metrics import SEARCHABLE
 
-console = Console()
-err_console = Console(stderr=True)
+# markup=False: messages, paths and names are printed literally ("[low, high]", "x[/bold]")
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 app = typer.Typer(
     help="Hyperparameter search for visual place recognition (VPR) on Ray Tune.",
@@ -60,7 +62,8 @@ def data_synth(
     ] = False,
     workers: Annotated[
         int | None,
-        typer.Option(help="Processes (default: all cores for full, 1 otherwise); same bytes."),
+        typer.Option(min=1,
+                     help="Processes (default: all cores for full, 1 otherwise); same bytes."),
     ] = None,
 ) -> None:
     """Write the street-world synthetic dataset in the real GSV-XS/SF-XS/Tokyo-XS format."""
@@ -120,7 +123,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start over in an existing run folder.")] = False,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
+        int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).")
     ] = None,
 ) -> None:
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
@@ -180,7 +183,7 @@ def evaluate(
     data: Annotated[str, typer.Option(help="An eval split folder or a data root.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     save_preds: Annotated[
-        int, typer.Option(help="Write predictions.csv with the top N and pictures.")
+        int, typer.Option(min=0, help="Write predictions.csv with the top N and pictures.")
     ] = 0,
     only_wrong: Annotated[bool, typer.Option(help="Pictures only for wrong queries.")] = False,
     split: Annotated[
@@ -190,7 +193,8 @@ def evaluate(
         Path | None,
         typer.Option(help="Where predictions.csv goes (default: next to the checkpoint)."),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per forward pass.")] = None,
 ) -> None:
     """Recall@1/5/10/25 of a checkpoint on an eval split (25 m rule)."""
     import json
@@ -247,9 +251,10 @@ def run(
         str | None, typer.Option(help="Experiment name (default: <file>-<time>).")
     ] = None,
     data: Annotated[str | None, typer.Option(help="Data root (default: street-world).")] = None,
-    num_samples: Annotated[int | None, typer.Option(help="Override search.num_samples.")] = None,
+    num_samples: Annotated[
+        int | None, typer.Option(min=1, help="Override search.num_samples.")] = None,
     max_concurrent: Annotated[
-        int | None, typer.Option(help="Override search.max_concurrent.")
+        int | None, typer.Option(min=1, help="Override search.max_concurrent.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the experiment NAME.")] = False,
     address: Annotated[
@@ -262,49 +267,137 @@ def run(
     mlflow: Annotated[
         str | None, typer.Option(help="Also log each trial to MLflow at this tracking URI.")
     ] = None,
+    estimate: Annotated[
+        bool, typer.Option(help="Time the smallest and largest trials here and project the "
+                           "search's wall time and GPU hours; writes nothing to results/.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="With --estimate: one JSON object.")
+                        ] = False,
 ) -> None:
     """Run a hyperparameter search: Ray Tune trials with ASHA early stopping."""
     from vpr_tune.tune import run_experiment
 
-    def log(msg: str) -> None:
-        console.print(msg, highlight=False, markup=False, soft_wrap=True)
+    out = err_console if json_out else console  # keep --json stdout pure JSON
 
+    def log(msg: str) -> None:
+        out.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+    if json_out and not estimate:
+        raise UserError("--json goes with --estimate")
+    if estimate:
+        import json
+
+        from vpr_tune.tune import load_run_space
+        from vpr_tune.tune.estimate import estimate_search, format_estimate
+
+        space = load_run_space(space, num_samples, max_concurrent)
+        result = estimate_search(space, _data_root(space, data, log), address=address, log=log)
+        if json_out:
+            print(json.dumps(result, indent=1))
+        else:
+            for line in format_estimate(result):
+                log(line)
+        return
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
                    storage=storage, dry_run=dry_run, log=log, mlflow=mlflow)
 
 
+def _data_root(space, data: str | None, log) -> Path:
+    from vpr_tune.data.splits import resolve_data_root
+
+    return resolve_data_root(data or space.base["data"]["root"],
+                             size=space.base["data"]["synth_size"], log=log)
+
+
+@app.command("doctor")
+def doctor(
+    space: Annotated[
+        Path | None, typer.Argument(help="Search-space YAML to check (model, weights, data).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Data root (default: the space's, "
+                                             "else street-world).")] = None,
+    decode: Annotated[bool, typer.Option(help="Decode every image (slow, thorough).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check this machine before a search: packages, GPUs, precision, weights, data, disk."""
+    import json
+
+    from vpr_tune.doctor import Context, as_json, exit_code, run_checks
+
+    def show(check) -> None:
+        if json_out:
+            return
+        colour = {"✔": "green", "✘": "bold red", "!": "yellow"}[check.status]
+        console.print(f"[{colour}]{check.status}[/] [bold]{check.name}[/]: "
+                      f"{escape(check.detail)}", highlight=False, soft_wrap=True)
+        if check.fix:
+            console.print(f"    {escape(check.fix)}", highlight=False, soft_wrap=True)
+
+    checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
+    if json_out:
+        print(json.dumps(as_json(checks), indent=1))
+    raise typer.Exit(exit_code(checks))
+
+
 @app.command("best")
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
-    top: Annotated[int, typer.Option(help="How many trials to show.")] = 5,
+    top: Annotated[
+        str | None, typer.Option(help="How many trials: a number or 'all' (default 5; 3 "
+                                 "with --repeat).")
+    ] = None,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
     retest: Annotated[bool, typer.Option(help="Evaluate on SF-XS test and Tokyo-XS.")] = False,
     data: Annotated[str | None, typer.Option(help="Data root for --retest.")] = None,
     force: Annotated[bool, typer.Option(help="Recompute retest results.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the trial's config as a train YAML.")
+    ] = None,
+    trial: Annotated[
+        str | None, typer.Option(help="Trial id for --export/--save-preds (default: best).")
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option(min=0, help="Retrain the top configs (--top, default 3) with N new "
+                          "seeds.")
+    ] = 0,
+    save_preds: Annotated[
+        int, typer.Option(min=0, help="Prediction pictures (top N) of the trial on val and "
+                          "tests.")
+    ] = 0,
 ) -> None:
-    """The top trials of a search; --retest re-evaluates them on the test sets."""
+    """The top trials of a search; --retest re-evaluates them on the test sets, --repeat
+    retrains them with new seeds, --export writes one as a train YAML."""
     import json
 
     from vpr_tune import analysis
 
     exp = _load_experiment(name, storage)
     metric = metric or exp.metric
-    table = analysis.top_table(exp, top, metric)
+    log_console = err_console if json_out else console  # keep --json stdout pure JSON
+    if export is not None or save_preds:
+        _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console)
+        return
+    top_n = _parse_top(top, exp, 3 if repeat else 5)
+    if repeat:
+        _best_repeat(exp, repeat, top_n, metric, data, json_out, log_console)
+        return
+    table = analysis.top_table(exp, top_n, metric)
     retested = None
     if retest:
         from vpr_tune.retest import retest as run_retest
 
-        log_console = err_console if json_out else console  # keep --json stdout pure JSON
-        retested = run_retest(exp, top, metric, data, force, log=log_console.print)
+        retested = run_retest(exp, top_n, metric, data, force, log=log_console.print)
         _push(exp, storage, ("retest.csv", "retest.md"))
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
         if retested is not None:
             out["retest"] = _records(retested)
+            out["test_sets"] = retested.attrs.get("test_sets", {})
+            out["transfer"] = _records(analysis.rank_transfer(retested))
         print(json.dumps(out, indent=1))
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
@@ -312,8 +405,64 @@ def best(
     if retested is None:
         _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
     else:  # the retest table holds every column of the best table but epochs
+        from vpr_tune.retest import transfer_lines
+
         _print_wide(_rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
+        for line in transfer_lines(retested):
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+def _parse_top(top: str | None, exp, default: int) -> int:
+    """``--top``: a number >= 1, or ``all`` (every trial); ``default`` when not given."""
+    if top is None:
+        return default
+    if top.strip().lower() == "all":
+        return max(1, len(exp.trials))
+    try:
+        n = int(top)
+    except ValueError:
+        raise UserError(f"--top takes a number or 'all', got {top!r}") from None
+    if n < 1:
+        raise UserError(f"--top must be at least 1, got {n}")
+    return n
+
+
+def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console) -> None:
+    """``best --export FILE`` and ``best --save-preds N`` for one trial (default: the best)."""
+    if export is not None:
+        from vpr_tune.export import export_trial
+
+        path, cfg = export_trial(exp, export, trial, metric)
+        log_console.print(f"wrote {path}: trial {cfg['name'].rpartition('-')[2]} of "
+                          f"{exp.name} as a train config; reproduce it with\n"
+                          f"  vpr-tune train {path}", highlight=False, soft_wrap=True)
+    if save_preds:
+        from vpr_tune.preds import save_trial_predictions
+
+        written = save_trial_predictions(exp, save_preds, trial, data, metric,
+                                         log=log_console.print)
+        log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
+                          f"{next(iter(written.values())).parent.parent}", highlight=False,
+                          soft_wrap=True)
+
+
+def _best_repeat(exp, seeds, top, metric, data, json_out, log_console) -> None:
+    """``best --repeat N``: the top configs retrained with N new seeds, mean ± std."""
+    import json
+
+    from vpr_tune.repeats import display_table, repeat, verdict
+
+    runs, summary, changed = repeat(exp, seeds, top, metric, data, log=log_console.print)
+    if json_out:
+        print(json.dumps({"experiment": exp.name, "runs": _records(runs),
+                          "summary": _records(summary), "winner_changed": changed}, indent=1))
+        return
+    _print_wide(_rich_table(display_table(summary),
+                            f"Repeats of {exp.label}: {seeds} new seed(s) per config",
+                            f"mean ± std over seeds; written to {exp.path / 'repeats.csv'} "
+                            "and repeats.md"))
+    console.print(verdict(summary, changed), highlight=False, soft_wrap=True)
 
 
 def _load_experiment(name: str | None, storage: str | None):
@@ -384,11 +533,43 @@ def _rich_table(frame, title: str, caption: str):
     return table
 
 
+@app.command("compare")
+def compare(
+    names: Annotated[list[str], typer.Argument(help="Two or more experiments.")],
+    metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write their best-so-far curves on one axis (PNG).")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Experiments side by side: cost, best val and retest recalls, differing settings."""
+    import json
+
+    from vpr_tune.compare import compare_table, differing_hyperparameters, plot_best_so_far
+
+    if len(names) < 2:
+        raise UserError("compare needs at least two experiments")
+    exps = [_load_experiment(n, storage) for n in names]
+    table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
+    if json_out:
+        print(json.dumps({"experiments": _records(table), "differing": _records(diff)},
+                         indent=1))
+    else:
+        _print_wide(_rich_table(table, "Experiments (best trial of each; R@N %)",
+                                "trial_time_h: trial-seconds summed; wall_time_h: start to "
+                                "last table update"))
+        _print_wide(_rich_table(diff, "Where their best configs differ", ""))
+    if plot is not None:
+        path = plot_best_so_far(exps, plot, metric)
+        (err_console if json_out else console).print(f"wrote {path}", highlight=False)
+
+
 @app.command("report")
 def report(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
-    top: Annotated[int, typer.Option(help="Trials in the top table.")] = 5,
+    top: Annotated[int, typer.Option(min=1, help="Trials in the top table.")] = 5,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
@@ -439,25 +620,54 @@ def _click_usage_errors() -> tuple[type[Exception], ...]:
 _CLICK_ERRORS = _click_usage_errors()
 
 
+def _print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr, the message printed literally (never read as markup)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
+                      soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Our own warnings (a skipped corrupt image) as one ``warning: ...`` line each, not
+    Python's file:line + source-code format; other libraries' warnings are left alone."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def short(message, category, filename, lineno, line=None) -> str:
+        if "vpr_tune" in str(filename):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = short
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: user errors -> one line and exit 2 (``--debug`` for traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     command = typer.main.get_command(app)
     try:
-        rc = command.main(args=args, prog_name="vpr-tune", standalone_mode=False)
+        with _one_line_warnings():
+            rc = command.main(args=args, prog_name="vpr-tune", standalone_mode=False)
     except UserError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        _print_error(str(exc))
+        return exc.exit_code
     except _CLICK_ERRORS as exc:  # bad command line: unknown command/option, bad value
         if debug:
             raise
-        err_console.print(
-            f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True
-        )
+        _print_error(exc.format_message())
         return 2
+    except typer.Exit as exc:  # a command's own exit status (doctor: 2 when a check fails)
+        return int(exc.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         return 130

@@ -60,6 +60,21 @@ LOSSES: dict[str, Spec] = {
     "cosface": Spec(_PML_LOSS + "CosFaceLoss", {"margin": 0.35, "scale": 64.0, "lr": None}),
 }
 CLASSIFIER_LOSSES = ("arcface", "cosface")
+# The unit of each loss parameter whose scale differs between losses, and the range a value
+# in that unit plausibly takes (embeddings are L2-normalised: distances in [0, 2], cosines in
+# [-1, 1]). The config validator refuses a value outside it, naming the unit and the
+# registry default: an ArcFace margin of 0.3 is a CosFace-style value, not 0.3 degrees.
+LOSS_UNITS: dict[tuple[str, str], tuple[str, float, float]] = {
+    ("arcface", "margin"): ("degrees", 5.0, 90.0),
+    ("cosface", "margin"): ("cosine units", 0.0, 1.0),
+    ("triplet", "margin"): ("distance units", 0.0, 2.0),
+    ("contrastive", "pos_margin"): ("distance units", 0.0, 2.0),
+    ("contrastive", "neg_margin"): ("distance units", 0.0, 2.0),
+    ("multisimilarity", "base"): ("cosine units", -1.0, 1.0),
+    ("circle", "m"): ("cosine units", 0.0, 1.0),
+    ("arcface", "scale"): ("logit scale", 1.0, 256.0),
+    ("cosface", "scale"): ("logit scale", 1.0, 256.0),
+}
 
 MINERS: dict[str, Spec] = {
     "none": Spec(lambda: None),
@@ -178,6 +193,21 @@ SECTIONS: dict[str, dict[str, Spec]] = {
     "loss": LOSSES, "miner": MINERS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
     "model.aggregator": AGGREGATORS,
 }
+
+
+def unit_problem(name: str, key: str, value: Any) -> str | None:
+    """Why ``value`` is not a plausible ``loss.<key>`` of loss ``name`` (None when it is).
+
+    >>> unit_problem("arcface", "margin", 0.3)
+    '0.3 is not a plausible arcface margin: it is in degrees (library default 28.6; plausible 5-90)'
+    """
+    if (name, key) not in LOSS_UNITS or not isinstance(value, int | float):
+        return None
+    unit, low, high = LOSS_UNITS[(name, key)]
+    if low <= value <= high:
+        return None
+    return (f"{value:g} is not a plausible {name} {key}: it is in {unit} (library default "
+            f"{LOSSES[name].defaults[key]:g}; plausible {low:g}-{high:g})")
 
 
 def allowed_params(section: str, name: str) -> set[str]:

@@ -12,7 +12,15 @@ of it; each leaf is either a fixed value or a *distribution*::
 Distributions: ``choice``, ``uniform``, ``loguniform``, ``int``/``randint``, ``quniform``
 ([low, high, q]), ``grid``. ``when: {sibling: value-or-list}`` makes any leaf (fixed or
 distribution) apply only when a sibling key in the same section has one of the values; a
-leaf that does not apply is absent from the trial config and the factory default is used.
+dotted key starting with a top-level section names a key of another section
+(``miner: {name: {choice: [...], when: {loss.name: [contrastive, triplet]}}}``). A leaf that
+does not apply is absent from the trial config and the factory default is used.
+A key whose range depends on another key is a list of conditional alternatives (the first
+that applies is used)::
+
+    margin:
+      - {uniform: [20.0, 40.0], when: {name: arcface}}   # degrees
+      - {uniform: [0.2, 0.5], when: {name: cosface}}     # cosine units
 
 Public API (implemented below):
 
@@ -50,7 +58,17 @@ DEFAULTS: dict[str, Any] = {
         "min_images_per_place": 4,
         "cache": True,  # decode-once memory-mapped cache; False -> PIL every step
         "skip_bad_files": False,  # corrupt JPEGs: error (False) or warn and skip (True)
-        "augment": True,  # crop/scale/colour jitter on tensors for training
+        # Training augmentation on the cached tensors (vpr_tune/data/augment.py); the YAML
+        # may also say `augment: true/false` (= enabled).
+        "augment": {
+            "enabled": True,
+            "crop_min": 0.8,  # crop side / image side, uniform(crop_min, crop_max)
+            "crop_max": 1.0,
+            "aspect": 0.05,  # crop aspect ratio 1 +- aspect
+            "jitter": 0.25,  # brightness and contrast factors 1 +- jitter
+            "white_balance": 0.07,  # per-channel gain 1 +- white_balance
+            "perspective": 0.0,  # corners move up to this fraction of the side; 0 = off
+        },
     },
     "model": {
         "backbone": "resnet18",
@@ -116,6 +134,11 @@ NAMES = {
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "data.root", "data.train",
                   "data.val", "data.test", "tracking")
+# What each data.augment strength may be (fractions of the side, or of the brightness).
+AUGMENT_RANGES = {"crop_min": (0.1, 1.0), "crop_max": (0.1, 1.0), "aspect": (0.0, 0.5),
+                  "jitter": (0.0, 0.9), "white_balance": (0.0, 0.5), "perspective": (0.0, 0.4)}
+# Marks an alternative's search name: ``loss.margin#arcface`` (see Param.alias).
+ALIAS_MARK = "#"
 NUMERIC_DISTS = ("uniform", "loguniform", "int", "randint", "quniform")
 
 
@@ -127,6 +150,14 @@ class Param:
     kind: str
     args: Any
     when: dict[str, tuple] = field(default_factory=dict)  # dotted sibling path -> values
+    # Set on one of several alternatives for the same path: the name it is searched under
+    # (``loss.margin#arcface``), unique in the space.
+    alias: str = ""
+
+    @property
+    def id(self) -> str:
+        """The key of this leaf in ``Space.params`` and the name Optuna suggests it under."""
+        return self.alias or self.path
 
     def applies(self, sampled: dict[str, Any]) -> bool:
         """True when every ``when`` sibling was sampled and has one of its values."""
@@ -155,6 +186,8 @@ def materialize(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]
     """Nested trial config: ``base`` with each dotted ``sampled`` value set (deep copy)."""
     cfg = copy.deepcopy(base)
     for path, value in sampled.items():
+        if ALIAS_MARK in path:  # an alternative's search name; its value is also under path
+            continue
         node = cfg
         *parents, leaf = path.split(".")
         for key in parents:
@@ -184,10 +217,12 @@ def load_space(path: str | Path) -> Space:
     from vpr_tune.errors import UserError
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; expected a search-space YAML file")
     if not path.is_file():
         raise UserError(f"{path}: search-space file does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -195,7 +230,60 @@ def load_space(path: str | Path) -> Space:
         raise UserError(f"{path}: YAML syntax error{where}: {problem}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from exc
-    return space_from_dict(raw if raw is not None else {}, str(path))
+    if raw is None:  # empty or only comments: 16 trials of the defaults is never meant
+        raise UserError(f"{path}: has no content (empty or only comments); see "
+                        "search_spaces/README.md for the schema")
+    return space_from_dict(raw, str(path))
+
+
+def read_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Parse YAML as the search spaces need it: a key given twice in one mapping is an error
+    naming both lines (PyYAML keeps the last silently), and ``1e-4`` is the number it means
+    (YAML 1.1 reads a float without a dot as text).
+
+    >>> read_yaml("lr: 1e-4")
+    {'lr': 0.0001}
+    """
+    loader = _loader()(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import re
+
+    import yaml
+
+    from vpr_tune.errors import UserError
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise UserError(f"{self.source}: key {key!r} is given twice, "
+                                    f"at lines {seen[key]} and {line}; keep one")
+                if isinstance(key, (str, int, float, bool)):
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    # YAML 1.1 floats need a dot: also read 1e-4, -3E+2 as numbers (copying PyYAML's list).
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    _LOADER = Loader
+    return Loader
 
 
 def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
@@ -219,13 +307,20 @@ class _Builder:
         if not isinstance(raw, dict):
             self.fail("", f"expected a mapping of sections at the top, got {_tname(raw)}")
         self.walk(raw, DEFAULTS, "")
+        self.check_when_values()
         self.resolve_static()
+        paths = [p.path for p in self.leaves]
+        for p in self.leaves:  # one alternative left: searched under its plain path
+            if paths.count(p.path) == 1:
+                p.alias = ""
         self.check_names()
         self.check_free_params()
+        self.check_augment()
         self.check_search()
+        self.check_batch()
         base = materialize(defaults(), self.fixed)
         base["search"]["mode"] = metrics.mode_of(base["search"])
-        params = _ordered({p.path: p for p in self.leaves})
+        params = _ordered({p.id: p for p in self.leaves})
         return Space(base=base, params=params, source=self.source, raw=copy.deepcopy(raw))
 
     def walk(self, node: dict, schema: dict, prefix: str) -> None:
@@ -239,7 +334,10 @@ class _Builder:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(dotted, f"unknown key{hint}; allowed: {', '.join(schema)}")
             default = schema.get(key)
-            if isinstance(default, dict) and key != "test" or dotted in FREE_SECTIONS:
+            if dotted == "data.augment" and (isinstance(value, bool) or isinstance(
+                    value, dict) and _is_leaf_spec(value)):  # augment: true/false
+                self.leaf("data.augment.enabled", value, True, True)
+            elif isinstance(default, dict) and key != "test" or dotted in FREE_SECTIONS:
                 if not isinstance(value, dict) or _is_leaf_spec(value):
                     self.fail(dotted, f"expected a section (mapping), got {_tname(value)}")
                 self.walk(value, default or {}, dotted + ".")
@@ -250,8 +348,24 @@ class _Builder:
                     if not isinstance(v, str):
                         self.fail(f"{dotted}.{k}", f"expected a split path, got {_tname(v)}")
                 self.fixed[dotted] = value
+            elif _is_alternatives(value):
+                self.alternatives(dotted, value, default, key in schema)
             else:
                 self.leaf(dotted, value, default, key in schema)
+
+    def alternatives(self, dotted: str, value: list, default: Any, known: bool) -> None:
+        """Several conditional specs for one key: each becomes a Param with its own alias."""
+        for i, spec in enumerate(value):
+            if "when" not in spec:
+                self.fail(f"{dotted}[{i}]", "each alternative of a list needs a when:")
+            before = len(self.leaves)
+            self.leaf(dotted, spec, default, known)
+            for p in self.leaves[before:]:
+                tag = "+".join(str(v) for vals in p.when.values() for v in vals)
+                taken = {q.id for q in self.leaves}
+                p.alias = f"{dotted}{ALIAS_MARK}{tag}"
+                if p.alias in taken:
+                    p.alias = f"{dotted}{ALIAS_MARK}{i}"
 
     def leaf(self, dotted: str, value: Any, default: Any, known: bool) -> None:
         if isinstance(value, dict) and _is_leaf_spec(value):
@@ -289,12 +403,16 @@ class _Builder:
         parent = dotted.rpartition(".")[0]
         out = {}
         for sib, vals in when.items():
-            sib_path = f"{parent}.{sib}" if parent else str(sib)
+            sib_path = when_path(parent, str(sib))
             if sib_path == dotted:
                 self.fail(f"{dotted}.when", "a parameter cannot depend on itself")
             vals = tuple(vals) if isinstance(vals, list) else (vals,)
             if not vals:
                 self.fail(f"{dotted}.when.{sib}", "empty list of values")
+            bad = [v for v in vals if sib_path in NAMES and v not in NAMES[sib_path]]
+            if bad:
+                self.fail(f"{dotted}.when", f"{sib_path} never takes {bad[0]!r} "
+                          f"(one of {', '.join(NAMES[sib_path])})")
             out[sib_path] = vals
         return out
 
@@ -364,6 +482,43 @@ class _Builder:
             self.fail(dotted, f"must not be negative, got low {low}")
         return list(args)
 
+    def check_when_values(self) -> None:
+        """Each ``when`` value is one its key can take: a name from the registry, or one of
+        the key's choices (a typo would otherwise silently drop the parameter)."""
+        for p in self.leaves:
+            for sib, vals in p.when.items():
+                searched = [q for q in self.leaves if q.path == sib
+                            and q.kind in ("choice", "grid")]
+                allowed = tuple(NAMES.get(sib, ())) or tuple(
+                    v for q in searched for v in q.args)
+                if not allowed:
+                    continue
+                for v in vals:
+                    if not _in(v, allowed):
+                        close = difflib.get_close_matches(str(v), [str(a) for a in allowed],
+                                                          n=1)
+                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        self.fail(f"{p.path}.when.{sib.rpartition('.')[2]}",
+                                  f"{v!r} is not a value of {sib}{hint}; "
+                                  f"allowed: {', '.join(map(str, allowed))}")
+
+    def check_batch(self) -> None:
+        """A pair-based loss needs positives (K >= 2 images per place) and negatives (P >= 2
+        places) in every batch; classifier losses (arcface, cosface) only need labels."""
+        losses = self.possible("loss.name") or (DEFAULTS["loss"]["name"],)
+        pair = [n for n in losses if n not in components.CLASSIFIER_LOSSES]
+        if not pair:
+            return
+        for key, what in (("images_per_place", "positives"), ("places_per_batch", "negatives")):
+            dotted = f"budget.{key}"
+            values = self.possible(dotted) or (DEFAULTS["budget"][key],)
+            lows = [v[0] if isinstance(v, list) else v for v in values]  # int: [low, high]
+            low = [v for v in lows if isinstance(v, (int, float)) and v < 2]
+            if low:
+                self.fail(dotted, f"{low[0]} cannot form {what} for loss {pair[0]!r}: at "
+                          "least 2 (or a classifier loss: "
+                          f"{', '.join(components.CLASSIFIER_LOSSES)})")
+
     def resolve_static(self) -> None:
         """``when`` on a fixed sibling is decided now: the leaf becomes plain or is dropped."""
         kept = []
@@ -374,8 +529,10 @@ class _Builder:
                     for k in sib.split("."):
                         node = node.get(k, {}) if isinstance(node, dict) else {}
                     if node == {}:
-                        self.fail(f"{p.path}.when", f"{sib.rpartition('.')[2]!r} is not a key "
-                                  "of this section")
+                        parent, _, key = sib.rpartition(".")
+                        where = ("this section" if parent == p.path.rpartition(".")[0]
+                                 else parent or "the top level")
+                        self.fail(f"{p.path}.when", f"{key!r} is not a key of {where}")
                     self.fixed.setdefault(sib, node)
             static = {s: v for s, v in p.when.items() if s in self.fixed}
             if not all(_in(self.fixed[s], v) for s, v in static.items()):
@@ -409,19 +566,19 @@ class _Builder:
                               f"(possible: {list(possible)})")
 
     def check_free_params(self) -> None:
-        """Each key of a name-dependent section is a parameter of every name it applies to."""
+        """Each key of a name-dependent section is a parameter of every name it applies to,
+        and a loss parameter's values are plausible in that loss's unit."""
         allowed = components.allowed_params
-        keys = {d: p for d, p in self.fixed.items()} | {p.path: p for p in self.leaves}
+        keys = [(d, None) for d in self.fixed] + [(p.path, p) for p in self.leaves]
         for section in FREE_SECTIONS:
             node = DEFAULTS
             for part in section.split("."):
                 node = node[part]
             names = self.possible(f"{section}.name") or (node["name"],)
-            for dotted in keys:
+            for dotted, leaf in keys:
                 parent, _, key = dotted.rpartition(".")
                 if parent != section or key == "name":
                     continue
-                leaf = next((p for p in self.leaves if p.path == dotted), None)
                 when_names = leaf.when.get(f"{section}.name") if leaf else None
                 applies_to = [n for n in names if when_names is None or _in(n, when_names)]
                 bad = [n for n in applies_to if key not in allowed(section, n)]
@@ -431,6 +588,25 @@ class _Builder:
                               f"{', '.join(sorted(allowed(section, bad[0]))) or 'none'}"
                               f"; {key} applies to {', '.join(ok) or 'no ' + section}"
                               f"{' — add when: {name: [...]}' if ok else ''})")
+                if section == "loss":
+                    values = [self.fixed[dotted]] if leaf is None else _values(leaf)
+                    for n in applies_to:
+                        problem = next(filter(None, (components.unit_problem(n, key, v)
+                                                     for v in values)), None)
+                        if problem:
+                            self.fail(dotted, problem)
+
+    def check_augment(self) -> None:
+        """Augmentation strengths stay where the image survives them."""
+        keys = [(d, [v]) for d, v in self.fixed.items()] + [(p.path, _values(p))
+                                                              for p in self.leaves]
+        for dotted, values in keys:
+            key = dotted.removeprefix("data.augment.")
+            if key in AUGMENT_RANGES and dotted != key:
+                low, high = AUGMENT_RANGES[key]
+                bad = [v for v in values if not low <= v <= high]
+                if bad:
+                    self.fail(dotted, f"{bad[0]!r} is outside {low:g}-{high:g}")
 
     def check_search(self) -> None:
         metric = self.fixed.get("search.metric", DEFAULTS["search"]["metric"])
@@ -469,6 +645,21 @@ def is_tracking_uri(uri: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+.-]*:", uri)) or Path(uri).expanduser().is_absolute()
 
 
+def when_path(parent: str, key: str) -> str:
+    """The dotted path a ``when`` key names: a key whose first part is a top-level section
+    (``loss.name``) is absolute, any other is a sibling in ``parent``.
+
+    >>> when_path("miner", "loss.name"), when_path("miner", "name")
+    ('loss.name', 'miner.name')
+    >>> when_path("model", "aggregator.name")
+    'model.aggregator.name'
+    """
+    head = key.split(".")[0]
+    if "." in key and isinstance(DEFAULTS.get(head), dict):
+        return key
+    return f"{parent}.{key}" if parent else key
+
+
 def _ordered(params: dict[str, Param]) -> dict[str, Param]:
     """Params ordered so every ``when`` sibling comes before the leaves that depend on it."""
     done: dict[str, Param] = {}
@@ -476,8 +667,9 @@ def _ordered(params: dict[str, Param]) -> dict[str, Param]:
     while pending:
         progress = False
         for p in list(pending):
-            if all(s in done or s not in params for s in p.when):
-                done[p.path] = p
+            waiting = {q.path for q in pending if q is not p}
+            if not any(s in waiting for s in p.when):
+                done[p.id] = p
                 pending.remove(p)
                 progress = True
         if not progress:
@@ -485,6 +677,20 @@ def _ordered(params: dict[str, Param]) -> dict[str, Param]:
 
             raise UserError(f"circular when between {', '.join(p.path for p in pending)}")
     return done
+
+
+def _values(p: Param) -> list[Any]:
+    """The values a leaf can take that a range check must see: a fixed value, every choice,
+    both ends of a numeric distribution."""
+    if p.kind == "value":
+        return [p.args]
+    return list(p.args) if p.kind in ("choice", "grid") else list(p.args[:2])
+
+
+def _is_alternatives(value: Any) -> bool:
+    """A list of conditional specs (``[{uniform: ..., when: ...}, ...]``), not a list value."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, dict) and _is_leaf_spec(v) for v in value))
 
 
 def _is_leaf_spec(value: dict) -> bool:

@@ -18,3 +18,12 @@ class UserError(Exception):
 
 class DivergedError(RuntimeError):
     """Training loss became NaN or infinite; the trial stops with status ``DIVERGED``."""
+
+
+class SearchFailed(UserError):
+    """A search ended without one finished trial (or was stopped): the tables are written,
+    and scripts and CI see a non-zero exit status (1, or 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

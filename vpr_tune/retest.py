@@ -15,6 +15,7 @@ reuses them unless ``force``::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,12 @@ from vpr_tune.analysis import (
 )
 from vpr_tune.atomic import write_csv, write_text
 from vpr_tune.config import DEFAULTS, normalize_config
+from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
-RETEST_NS = metrics.RECALL_NS[:3]  # R@25 of a few hundred queries adds little
+# What evaluate reports about a split besides recalls (the same for every config).
+SPLIT_COUNTS = ("queries", "database", "queries_without_positive")
 SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
 
 # (checkpoint path, data root, {set name: rel split}) -> {set name: metrics}; injectable in tests.
@@ -97,7 +100,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
         device = _device()
-        model, cfg = load_model_from_checkpoint(checkpoint, device=device)
+        model, cfg = _load_with_fallback(load_model_from_checkpoint, checkpoint, device, log)
         data = normalize_config(cfg).get("data", {})
         out = {}
         for set_name, rel in tests.items():
@@ -115,6 +118,30 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         return out
 
     return run
+
+
+def _load_with_fallback(load: Callable[..., Any], checkpoint: Path, device: str,
+                        log: Callable[[str], None]) -> Any:
+    """``load(checkpoint)``; a truncated or corrupt file falls back to the best model of the
+    trial's previous kept checkpoint folder (Ray keeps two), else one clear error."""
+    folder = checkpoint.parent
+    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.name < folder.name),
+                   reverse=True)
+    candidates = [checkpoint, *(p / checkpoint.name for p in older)]
+    problems = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            loaded = load(path, device=device)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            log(f"warning: {problems[0]}; using {path} instead")
+        return loaded
+    raise UserError(f"{'; '.join(problems)}; no earlier kept checkpoint of this trial to "
+                    "fall back to")
 
 
 def _load_cache(path: Path) -> dict[str, Any]:
@@ -146,8 +173,9 @@ def retest(
     returns and writes the retest table.
 
     Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``
-    (and the ranking metric's column), then ``<set>_R@1/5/10`` for each set of ``data.test``
-    (``sf_test``, ``tokyo``).
+    (and the ranking metric's column), then ``<set>_R@N`` for each N of ``metrics.RECALLS``
+    and each set of ``data.test`` (``sf_test``, ``tokyo``). ``table.attrs["test_sets"]``
+    holds each set's query, database and no-positive counts.
     """
     metric = metric or exp.metric
     table = top_table(exp, top, metric)  # raises when no trial finished
@@ -159,12 +187,13 @@ def retest(
     root: Path | None = None
     evaluate_fn = evaluate_fn or make_evaluator(log)
     results: list[dict[str, dict[str, Any]]] = []
+    fingerprint = ""
     for (_, row), ckpt in zip(best.iterrows(), checkpoints, strict=True):
         if root is None:
             root = resolve_root(exp, data, log)
-        key = json.dumps(
-            [row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns, str(root), tests]
-        )
+            fingerprint = data_fingerprint(root)
+        key = json.dumps([row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns,
+                          str(root), tests, fingerprint])
         if key not in cache:
             shown = ckpt.relative_to(exp.path) if ckpt.is_relative_to(exp.path) else ckpt
             log(f"retest #{row['rank']} {row['trial_id']} ({shown})")
@@ -176,10 +205,19 @@ def retest(
 
     table = table.drop(columns="epochs")
     for set_name in tests:
-        for n in RETEST_NS:
-            table[f"{set_name}_R@{n}"] = [float(r[set_name][f"R@{n}"]) for r in results]
+        for r in metrics.RECALLS:
+            table[f"{set_name}_{r}"] = [float(res[set_name][r]) for res in results]
+    table.attrs["test_sets"] = {s: {k: results[0][s].get(k) for k in SPLIT_COUNTS}
+                                for s in tests}
     synthetic = _root_is_synthetic(root)
-    write_retest(exp.path, table, synthetic, metric)
+    searched = str(((exp.space or {}).get("resolved") or {}).get("data_fingerprint") or "")
+    note = f"Data: {root} ({fingerprint})."
+    if searched and searched != fingerprint:
+        warning = (f"warning: the data changed since the search (search: {searched}; "
+                   f"retest: {fingerprint}): files were added, removed or rewritten")
+        log(warning)
+        note += f" **{warning}**"
+    write_retest(exp.path, table, synthetic, metric, note)
     exp.retest = table
     return table
 
@@ -193,8 +231,9 @@ def _root_is_synthetic(root: Path | None) -> bool:
 
 
 def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
-                 metric: str = metrics.DEFAULT_METRIC) -> tuple[Path, Path]:
-    """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies)."""
+                 metric: str = metrics.DEFAULT_METRIC, data_note: str = "") -> tuple[Path, Path]:
+    """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies and
+    ``data_note``: the data root and its fingerprint)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
     write_csv(table, csv_path)
     lines = [f"# Retest of {folder.name}" + (f" — {SYNTHETIC_LABEL}" if synthetic else ""), ""]
@@ -206,6 +245,31 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
         "",
         markdown_table(table),
         "",
+        *(f"- {line}" for line in transfer_lines(table)),
+        "",
     ]
+    if data_note:
+        lines += [data_note, ""]
     write_text(md_path, "\n".join(lines))
     return csv_path, md_path
+
+
+def transfer_lines(table: pd.DataFrame) -> list[str]:
+    """What a reader of the retest needs besides the table: each test set's queries without a
+    positive (they cap R@N), and how well the val ranking transferred to each test set."""
+    from vpr_tune.analysis import rank_transfer
+
+    lines = []
+    for name, c in table.attrs.get("test_sets", {}).items():
+        q, miss = c.get("queries"), c.get("queries_without_positive")
+        if q:
+            lines.append(f"{name}: {q} queries, {miss} without a positive within 25 m "
+                         f"(R@N cannot exceed {100 * (q - miss) / q:.1f} %)")
+    for row in rank_transfer(table).itertuples(index=False):
+        if math.isnan(row.spearman):
+            lines.append(f"val -> {row.test_set} ranking: needs 3+ configs with different "
+                         f"recalls (retested {row.configs}; use --top)")
+        else:
+            lines.append(f"val -> {row.test_set} ranking over {row.configs} configs (R@1): "
+                         f"Spearman {row.spearman:+.2f}, Kendall's tau {row.kendall:+.2f}")
+    return lines

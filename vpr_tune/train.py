@@ -95,7 +95,7 @@ class Trainer:
         self.batches_per_epoch = int(budget["batches_per_epoch"])
         self.loader = TrainLoader(
             self.train_split, self.image_size, places, int(budget["images_per_place"]),
-            self.batches_per_epoch, self.seed, augment=bool(data["augment"]),
+            self.batches_per_epoch, self.seed, augment=data["augment"],
             cache=self.cache, device=str(self.device))
 
         if isinstance(self.model.aggregator, NetVLAD):
@@ -249,6 +249,8 @@ METRIC_COLUMNS = ["epoch", *REPORTED, "time_s"]
 def load_train_config(path: Path | str) -> dict[str, Any]:
     """The resolved config of a train YAML (search-space schema, every value fixed)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config {path} is a directory; expected a YAML file")
     if not path.is_file():
         raise UserError(f"config {path} does not exist")
     space = load_space(path)
@@ -285,6 +287,8 @@ def train_run(
             with metrics_path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= trainer.epoch]
         log(f"resumed from {out_dir / 'last.pt'} after epoch {trainer.epoch}")
+    elif resume:
+        log(f"--resume: nothing to resume in {out_dir} (no last.pt): starting fresh")
     writer = SummaryWriter(log_dir=str(out_dir))
 
     def record(row: dict[str, Any]) -> None:

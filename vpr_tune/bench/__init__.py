@@ -128,6 +128,7 @@ def results_table(results: list[dict[str, Any]]) -> Any:
     """A rich Table: benchmark, ratio, bar, pass/FAIL, what the ratio is, seconds."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text  # styled cells: the CLI console prints strings literally
 
     table = Table(title="vpr-tune benchmarks (median ratio of alternating repetitions)",
                   box=box.SIMPLE_HEAD)
@@ -136,10 +137,10 @@ def results_table(results: list[dict[str, Any]]) -> Any:
         table.add_column(col, justify=justify, no_wrap=col != "figure")
     for r in results:
         if r.get("error"):
-            table.add_row(r["name"], "-", "-", "[yellow]not run[/]",
+            table.add_row(r["name"], "-", "-", Text("not run", style="yellow"),
                           BAR_TEXT[r["name"]] + " (see the log above)", "")
             continue
-        verdict = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/]"
+        verdict = Text("pass", style="green") if r["passed"] else Text("FAIL", style="bold red")
         table.add_row(r["name"], f"{r['ratio']:.3f}", f"{r['bar_op']} {r['bar']:g}", verdict,
                       r.get("figure", ""), f"{r.get('elapsed_s', 0):.0f}")
     return table

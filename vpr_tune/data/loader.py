@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vpr_tune.data.augment import Aug, augment_params, draw_augmentation, identity, perspective
 from vpr_tune.data.cache import as_hw, cached_images, load_image
 from vpr_tune.data.splits import TrainSplit
 from vpr_tune.errors import UserError
@@ -111,42 +111,7 @@ _MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
 _STD = np.asarray(IMAGENET_STD, dtype=np.float32)
 
 
-@dataclass
-class _Aug:
-    """Per-batch augmentation: one crop size, per-image offsets and colour affine."""
-
-    crop_hw: tuple[int, int]
-    offsets: np.ndarray  # (B, 2) top-left y, x
-    gain: np.ndarray  # (B, 3): value = clip(pixel * gain + bias, 0, 1) before normalising
-    bias: np.ndarray  # (B, 3)
-
-
-def _identity(b: int, hw: tuple[int, int]) -> _Aug:
-    return _Aug(
-        hw,
-        np.zeros((b, 2), np.int64),
-        np.full((b, 3), 1 / 255, np.float32),
-        np.zeros((b, 3), np.float32),
-    )
-
-
-def draw_augmentation(rng: np.random.Generator, b: int, hw: tuple[int, int]) -> _Aug:
-    """Mild VPR-safe augmentation: a crop of 80-100 % of the side (aspect +-5 %) resized
-    back, brightness/contrast and a small white-balance shift. No flips: a mirrored street
-    is another place."""
-    h, w = hw
-    scale = rng.uniform(0.8, 1.0)
-    ch = max(1, round(h * scale))
-    cw = max(1, min(w, round(w * scale * rng.uniform(0.95, 1.05))))
-    offsets = np.stack([rng.integers(0, h - ch + 1, b), rng.integers(0, w - cw + 1, b)], 1)
-    bright = rng.uniform(0.75, 1.25, (b, 1))
-    contrast = rng.uniform(0.75, 1.25, (b, 1))
-    gain = bright * rng.uniform(0.93, 1.07, (b, 3)) * contrast / 255.0
-    bias = np.repeat(0.5 * (1 - contrast), 3, axis=1)  # contrast pivots on mid-grey
-    return _Aug((ch, cw), offsets, gain.astype(np.float32), bias.astype(np.float32))
-
-
-def _crops(get: Callable[[int], np.ndarray], idx: np.ndarray, aug: _Aug) -> np.ndarray:
+def _crops(get: Callable[[int], np.ndarray], idx: np.ndarray, aug: Aug) -> np.ndarray:
     """(B, ch, cw, 3) uint8: image ``idx[j]`` cropped at ``aug.offsets[j]`` (one copy)."""
     ch, cw = aug.crop_hw
     out = np.empty((len(idx), ch, cw, 3), dtype=np.uint8)
@@ -156,7 +121,7 @@ def _crops(get: Callable[[int], np.ndarray], idx: np.ndarray, aug: _Aug) -> np.n
     return out
 
 
-def _finish_cpu(crops: np.ndarray, hw: tuple[int, int], aug: _Aug) -> Any:
+def _finish_cpu(crops: np.ndarray, hw: tuple[int, int], aug: Aug) -> Any:
     """uint8 crops -> normalised float32 NCHW on the CPU (resize + one LUT pass)."""
     torch = _torch()
     import torch.nn.functional as F  # noqa: N812
@@ -164,6 +129,8 @@ def _finish_cpu(crops: np.ndarray, hw: tuple[int, int], aug: _Aug) -> Any:
     t = torch.from_numpy(crops).permute(0, 3, 1, 2)  # channels_last view, no copy
     if tuple(t.shape[2:]) != hw:
         t = F.interpolate(t, size=hw, mode="bilinear", align_corners=False)
+    if aug.warp is not None:  # only when data.augment.perspective > 0
+        t = perspective(t.float(), aug.warp).round_().clamp_(0, 255).to(torch.uint8)
     nhwc = t.permute(0, 2, 3, 1).contiguous().numpy()
     levels = np.arange(256, dtype=np.float32)
     lut = (levels[None, None, :] * aug.gain[:, :, None] + aug.bias[:, :, None]).clip(0, 1)
@@ -175,7 +142,7 @@ def _finish_cpu(crops: np.ndarray, hw: tuple[int, int], aug: _Aug) -> Any:
     return torch.from_numpy(out)
 
 
-def _finish_cuda(crops_dev: Any, hw: tuple[int, int], aug: _Aug) -> Any:
+def _finish_cuda(crops_dev: Any, hw: tuple[int, int], aug: Aug) -> Any:
     """The same on the GPU: uint8 NHWC crops on device -> normalised channels_last float."""
     torch = _torch()
     import torch.nn.functional as F  # noqa: N812
@@ -184,6 +151,8 @@ def _finish_cuda(crops_dev: Any, hw: tuple[int, int], aug: _Aug) -> Any:
     x = crops_dev.permute(0, 3, 1, 2).float()
     if tuple(x.shape[2:]) != hw:
         x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+    if aug.warp is not None:
+        x = perspective(x, aug.warp)
     gain = torch.from_numpy(aug.gain).to(dev).view(-1, 3, 1, 1)
     bias = torch.from_numpy(aug.bias).to(dev).view(-1, 3, 1, 1)
     mean = torch.from_numpy(_MEAN).to(dev).view(1, 3, 1, 1)
@@ -229,13 +198,13 @@ class _Pipeline:
         self.source, self.device = source, str(device)
         self.cuda = self.device.startswith("cuda")
 
-    def host(self, idx: np.ndarray, aug: _Aug) -> Any:
+    def host(self, idx: np.ndarray, aug: Aug) -> Any:
         crops = _crops(self.source.get, idx, aug)
         if not self.cuda:
             return _finish_cpu(crops, self.source.hw, aug)
         return _torch().from_numpy(crops).pin_memory().to(self.device, non_blocking=True)
 
-    def device_stage(self, x: Any, aug: _Aug) -> Any:
+    def device_stage(self, x: Any, aug: Aug) -> Any:
         return _finish_cuda(x, self.source.hw, aug) if self.cuda else x
 
 
@@ -255,13 +224,13 @@ class TrainLoader:
         images_per_place: int,
         batches_per_epoch: int | None,
         seed: int = 0,
-        augment: bool = True,
+        augment: bool | dict[str, Any] = True,
         cache: bool = True,
         device: str = "cpu",
         skip_bad_files: bool = False,
     ) -> None:
         self.split, self.hw, self.seed = split, as_hw(image_size), int(seed)
-        self.augment, self.device = augment, str(device)
+        self.augment, self.device = augment_params(augment), str(device)
         self.sampler = PKSampler(
             split.labels, places_per_batch, images_per_place, seed, batches_per_epoch
         )
@@ -275,13 +244,13 @@ class TrainLoader:
         batches = list(self.sampler.batches(epoch))
         labels_all = torch.from_numpy(self.split.labels)
 
-        def host(i: int) -> tuple[Any, Any, _Aug]:
+        def host(i: int) -> tuple[Any, Any, Aug]:
             idx = batches[i]
-            if self.augment:
+            if self.augment["enabled"]:
                 rng = np.random.default_rng([self.seed, int(epoch), i, 104729])
-                aug = draw_augmentation(rng, len(idx), self.hw)
+                aug = draw_augmentation(rng, len(idx), self.hw, self.augment)
             else:
-                aug = _identity(len(idx), self.hw)
+                aug = identity(len(idx), self.hw)
             x = self.pipe.host(idx, aug)
             y = labels_all[torch.from_numpy(idx)].to(self.device, non_blocking=True)
             return x, y, aug
@@ -307,9 +276,9 @@ def eval_batches(
     n = len(source.paths)
     starts = list(range(0, n, batch_size))
 
-    def host(i: int) -> tuple[Any, _Aug]:
+    def host(i: int) -> tuple[Any, Aug]:
         idx = np.arange(starts[i], min(n, starts[i] + batch_size))
-        aug = _identity(len(idx), source.hw)
+        aug = identity(len(idx), source.hw)
         return pipe.host(idx, aug), aug
 
     for x, aug in _prefetched(host, len(starts)):

@@ -137,6 +137,9 @@ def find_split(root: str | Path, rel: str) -> Path:
     root = Path(root)
     if not root.exists():
         raise UserError(f"data root {root} does not exist")
+    if not root.is_dir():
+        raise UserError(f"data root {root} is a file; expected a folder (a data root or a "
+                        "split folder)")
     is_train = rel.rstrip("/").endswith("train")
     ok = _is_train_split if is_train else _is_eval_split
     parts = [p for p in rel.split("/") if p]
@@ -169,7 +172,11 @@ def find_splits(root: str | Path) -> dict[str, Path]:
     for rel in (TRAIN_SPLIT, *EVAL_SPLITS):
         ok = _is_train_split if rel == TRAIN_SPLIT else _is_eval_split
         parts = rel.split("/")
-        for cand in (_walk(root, rel), _walk(root, parts[0]), _walk(root, parts[1])):
+        # root/test is sf_xs/test only when root is not another dataset's folder (tokyo_xs)
+        datasets = {r.split("/")[0] for r in (TRAIN_SPLIT, *EVAL_SPLITS)}
+        own = root.name.lower() not in datasets - {parts[0]}
+        for cand in (_walk(root, rel), _walk(root, parts[0]),
+                     _walk(root, parts[1]) if own else None):
             if cand is not None and ok(cand) and cand not in found.values():
                 found[rel] = cand
                 break

@@ -58,6 +58,19 @@ def _load_local(net: nn.Module, path: Path, name: str, used: tuple[str, ...]) ->
         )
 
 
+def imagenet_weights_file(name: str) -> Path:
+    """Where torchvision keeps backbone ``name``'s ImageNet weights once downloaded."""
+    url = getattr(torchvision.models, BACKBONES[name].weights).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def check_weights_file(path: Path | str, name: str = "resnet18") -> None:
+    """Raise :class:`UserError` unless ``path`` loads as ``name`` weights (what
+    ``pretrained: PATH`` does at build time, without building the model)."""
+    net = getattr(torchvision.models, BACKBONES[name].factory)(weights=None)
+    _load_local(net, Path(path).expanduser(), name, ("stem",))
+
+
 def _resnet(name: str, pretrained: str | None, used: tuple[str, ...] = STAGES) -> nn.Module:
     factory = getattr(torchvision.models, BACKBONES[name].factory)
     weights_enum = BACKBONES[name].weights

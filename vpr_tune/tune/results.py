@@ -7,6 +7,8 @@ columns are listed in docs/CONTRACTS.md. Tables are written atomically (tmp + re
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -15,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from vpr_tune import metrics
-from vpr_tune.atomic import write_csv
-from vpr_tune.config import materialize
+from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
+from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
 from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
 
@@ -46,7 +48,67 @@ def storage_root(storage: str | None = None) -> Path:
 
 def experiment_dir(name: str, storage: str | None = None) -> Path:
     """The folder of experiment ``name`` (it may not exist yet)."""
-    return storage_root(storage) / name
+    return storage_root(storage) / check_name(name)
+
+
+def check_name(name: str, where: str = "experiment name") -> str:
+    """``name`` if it is a plain folder name, else UserError: nothing may be created outside
+    the results root, whatever the name.
+
+    >>> check_name("demo-1")
+    'demo-1'
+    """
+    bad = ("is empty" if not name.strip()
+           else "is . or .." if name.strip() in (".", "..")
+           else "contains a path separator" if "/" in name or "\\" in name or os.sep in name
+           else "contains a control character" if any(ord(c) < 32 or ord(c) == 127
+                                                       for c in name)
+           else f"is {len(name.encode())} bytes long (at most 255)"
+           if len(name.encode()) > 255 else "")
+    if bad:
+        raise UserError(f"{where} {name[:60]!r}{'...' if len(name) > 60 else ''} {bad}; use "
+                        "a plain name such as optim-lr (letters, digits, - _ .)")
+    return name
+
+
+LOCK_FILE = ".running"  # holds the driver's pid while a search runs
+
+
+def lock_experiment(exp_dir: Path) -> contextlib.ExitStack:
+    """Mark ``exp_dir`` as running (:func:`vpr_tune.atomic.file_lock` on ``.running``, which
+    holds our pid) or raise UserError naming the pid of the driver that runs it. The kernel
+    drops the lock when the driver exits, even by SIGKILL, so a stale file never blocks
+    ``--resume``. ``close()`` the returned stack when the search ends."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(file_lock(exp_dir / LOCK_FILE, wait=False))
+    except LockHeld as held:
+        raise UserError(f"experiment {exp_dir.name!r} is already running, pid {held.holder} "
+                        f"({exp_dir}); wait for it or pick another --name") from None
+    return stack
+
+
+def running_pid(exp_dir: Path) -> str | None:
+    """The pid of the driver running ``exp_dir`` right now, or None (the file is only read)."""
+    return lock_holder(exp_dir / LOCK_FILE)
+
+
+def failure_summary(trials: pd.DataFrame) -> str:
+    """``N ERROR, M DIVERGED; most common error (K trials): MESSAGE`` for the trials of a
+    search in which none finished."""
+    status = trials["status"].astype(str)
+    counts = ", ".join(f"{n} {s}" for s, n in status.value_counts().items())
+    errors = trials.get("error", pd.Series(dtype=str)).fillna("").astype(str)
+    errors = errors[errors.str.strip() != ""]
+    if errors.empty:
+        return counts
+    top, n = errors.value_counts().index[0], int(errors.value_counts().iloc[0])
+    return f"{counts}; most common error ({n} of {len(trials)} trials): {top}"
+
+
+def all_failed(trials: pd.DataFrame) -> bool:
+    """True when every trial ended ERROR or DIVERGED (none left to run or rank)."""
+    return not trials.empty and trials["status"].astype(str).isin(["ERROR", "DIVERGED"]).all()
 
 
 def newest_experiment(storage: str | None = None) -> Path:
@@ -79,7 +141,8 @@ def _error_message(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-        return lines[-1][:500] if lines else ""
+        # our own errors are the whole story: no exception class in front
+        return lines[-1].removeprefix("vpr_tune.errors.UserError: ")[:500] if lines else ""
     return ""
 
 
@@ -127,7 +190,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     if diverged:
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
-                              **dict(sorted(trial.config.items()))}
+                              **dict(sorted((k, v) for k, v in trial.config.items()
+                                            if ALIAS_MARK not in k))}
     for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
         vals = [r[m] for r in good if r.get(m) is not None]
         record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
@@ -175,7 +239,17 @@ def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
     frame = pd.DataFrame(records, columns=None if records else fixed + tail)
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
-    write_csv(frame, Path(exp_dir) / "trials.csv")
-    write_csv(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
-              Path(exp_dir) / "metrics.csv")
+    write_table(frame, Path(exp_dir) / "trials.csv")
+    write_table(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
+                Path(exp_dir) / "metrics.csv")
     return frame
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """``write_csv``; a full disk is a UserError naming the file (the old table stays)."""
+    try:
+        write_csv(frame, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device: {path}") from exc
+        raise

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ def expand_points(space: Space, num_samples: int, seed: int) -> list[dict[str, A
             points.append(dict(partial))
             return
         p = params[i]
-        if not p.applies(partial):
+        if not p.applies(partial) or p.path in partial:  # or an earlier alternative applied
             walk(i + 1, partial)
         elif p.kind == "grid":
             for value in p.args:
@@ -83,23 +85,25 @@ class OptunaDefineByRun:
         chosen: dict[str, Any] = {}
         constants: dict[str, Any] = {}
         for p in self.params:
-            if not p.applies(chosen):
+            if not p.applies(chosen) or p.path in chosen:  # or an earlier alternative applied
                 continue
-            a = p.args
+            a, name = p.args, p.id  # an alternative is suggested under its own name
             if p.kind == "value":
                 value = constants[p.path] = a
             elif p.kind == "choice":
-                value = trial.suggest_categorical(p.path, a)
+                value = trial.suggest_categorical(name, a)
             elif p.kind == "uniform":
-                value = trial.suggest_float(p.path, a[0], a[1])
+                value = trial.suggest_float(name, a[0], a[1])
             elif p.kind == "loguniform":
-                value = trial.suggest_float(p.path, a[0], a[1], log=True)
+                value = trial.suggest_float(name, a[0], a[1], log=True)
             elif p.kind in ("int", "randint"):
-                value = trial.suggest_int(p.path, a[0], a[1])
+                value = trial.suggest_int(name, a[0], a[1])
             elif p.kind == "quniform":
-                value = trial.suggest_float(p.path, a[0], a[1], step=a[2])
+                value = trial.suggest_float(name, a[0], a[1], step=a[2])
             else:
                 raise UserError(f"{p.path}: {p.kind} is not supported with optuna")
+            if name != p.path:  # the trial config holds it under its path too
+                constants[p.path] = value
             chosen[p.path] = value
         return constants or None
 
@@ -109,6 +113,14 @@ def count_trials(space: Space, num_samples: int) -> int:
     if space.algorithm == "optuna":
         return num_samples
     return len(expand_points(space, num_samples, 0))
+
+
+def plan_line(space: Space, trials: int) -> str:
+    """The plan in one line (``run``, ``--dry-run``, ``--estimate`` and ``doctor`` print it)."""
+    sconf, res = space.base["search"], space.base["resources"]
+    return (f"{len(space.params)} searched parameter(s), {trials} trials, "
+            f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+            f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
 
 
 # ----------------------------------------------------------------------------- the tuner
@@ -172,13 +184,13 @@ def trial_scheduler(space: Space) -> Any:
     search, asha = space.base["search"], space.base["asha"]
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
-    max_t = max(int(v) for v in _possible(space, "budget.max_epochs"))
+    max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
     return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
                          max_t=max_t, grace_period=int(asha["grace_period"]),
                          reduction_factor=float(asha["reduction_factor"]))
 
 
-def _possible(space: Space, dotted: str) -> list[Any]:
+def possible_values(space: Space, dotted: str) -> list[Any]:
     p = space.params.get(dotted)
     if p is None:
         return [materialize(space.base, {})["budget"]["max_epochs"]] if dotted.startswith(
@@ -215,20 +227,83 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def check_cluster_resources(space: Space, max_concurrent: int) -> None:
-    """Per-trial resources must fit on one node of the cluster (checked once Ray runs)."""
-    import ray
+def check_cluster_resources(space: Space, max_concurrent: int,
+                            nodes: list[tuple[float, float]] | None = None) -> None:
+    """Per-trial resources must fit on one node: ``nodes`` as (CPUs, GPUs), by default the
+    live nodes of the Ray cluster we are connected to. The error names the file, the key
+    and the largest node."""
+    if nodes is None:
+        import ray
 
+        nodes = [(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0))
+                 for n in ray.nodes() if n.get("Alive")]
     res = space.base["resources"]
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    best_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    best_cpu = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    best_cpu = max((c for c, _ in nodes), default=0)
+    best_gpu = max((g for _, g in nodes), default=0)
+    largest = f"the largest Ray node has {best_cpu:g} CPU, {best_gpu:g} GPU"
     if res["gpu"] > best_gpu:
-        raise UserError(f"resources.gpu: {res['gpu']} GPUs per trial but the largest Ray node "
-                        f"has {best_gpu:g}")
+        raise UserError(f"{space.source}: resources.gpu: {res['gpu']} GPUs per trial but "
+                        f"{largest}")
     if res["cpu"] > best_cpu:
-        raise UserError(f"resources.cpu: {res['cpu']} CPUs per trial but the largest Ray node "
-                        f"has {best_cpu:g}")
+        raise UserError(f"{space.source}: resources.cpu: {res['cpu']} CPUs per trial but "
+                        f"{largest}")
+
+
+def local_node() -> list[tuple[float, float]]:
+    """(CPUs, GPUs) of the local Ray a run without ``--address`` starts (for --dry-run)."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return [(float(os.cpu_count() or 1), float(gpus))]
+
+
+class _NoTrialTraceback:
+    """Logging filter: Ray's "Trial task failed" line without the worker's traceback (the
+    trial's error.txt keeps it; trials.csv has its message)."""
+
+    def filter(self, record: Any) -> bool:
+        if record.exc_info and str(record.msg).startswith("Trial task failed"):
+            record.exc_info = None
+            record.msg = f"{record.msg} (traceback: error.txt in the trial folder)"
+        return True
+
+
+def quiet_trial_tracebacks() -> None:
+    """Install :class:`_NoTrialTraceback` on Ray Tune's controller logger (once)."""
+    import logging
+
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _NoTrialTraceback) for f in log.filters):
+        log.addFilter(_NoTrialTraceback())
+
+
+@contextmanager
+def sigterm_stops_search() -> Iterator[dict[str, bool]]:
+    """SIGTERM (pre-emption, ``timeout``, a job scheduler) stops the search as Ctrl-C does:
+    Ray Tune saves the experiment state and returns. The yielded dict says ``terminated``."""
+    state = {"terminated": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        state["terminated"] = True
+        current = signal.getsignal(signal.SIGINT)  # Ray Tune's graceful stop while it runs
+        if callable(current) and current is not signal.default_int_handler:
+            current(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a notebook worker): leave signals alone
+        yield state
+        return
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
@@ -304,7 +379,11 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             # Ctrl-C: Ray marks the trials it stops TERMINATED, but they resume later.
             cut = {t.trial_id for t in trials if t.trial_id in self.started - self.ended
                    and str(t.status) == "TERMINATED"} if final else set()
-            frame = write_tables(exp_dir, trials, space.base, metric, running=cut)
+            try:
+                frame = write_tables(exp_dir, trials, space.base, metric, running=cut)
+            except UserError as exc:  # a full disk: the search goes on, old tables stay
+                self.log(f"warning: {exc}; the previous tables stay valid")
+                return
             if cut:
                 self.log(f"interrupted: {len(cut)} unfinished trial(s) continue from their last "
                          "checkpoint with --resume")
@@ -369,7 +448,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
                              skip_bad_files=skip)
     val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
     if build_cache and data["cache"]:
-        sizes = _possible(space, "data.image_size") or [data["image_size"]]
+        sizes = possible_values(space, "data.image_size") or [data["image_size"]]
         for size in sizes:
             log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
                 f"images at {size} ...")

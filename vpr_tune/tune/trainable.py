@@ -7,10 +7,12 @@ from its checkpoint.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +62,9 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
-            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            if (Path(folder) / BEST_FILE).exists():
-                shutil.copy2(Path(folder) / BEST_FILE, best)
+            folder = _load_newest_good(trainer, Path(folder))
+            if (folder / BEST_FILE).exists():
+                shutil.copy2(folder / BEST_FILE, best)
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
     metric = cfg["search"]["metric"]
     last: dict[str, Any] = {metric: worst(mode_of(cfg["search"]))}  # diverged before a report
@@ -76,15 +78,47 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                              "error": str(exc)[:500], **extra})
                 return
             last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
-            if trainer.is_best or not best.exists():
-                trainer.save_model(best)
+            with _disk_full_names_file(best):
+                if trainer.is_best or not best.exists():
+                    trainer.save_model(best)
             with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
-                trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
-                _link_or_copy(best, Path(tmp) / BEST_FILE)
-                tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
-                            checkpoint=tune.Checkpoint.from_directory(tmp))
+                with _disk_full_names_file(Path(tmp) / CHECKPOINT_FILE):
+                    trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
+                    _link_or_copy(best, Path(tmp) / BEST_FILE)
+                with _disk_full_names_file(Path(tune.get_context().get_trial_dir())):
+                    tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
+                                checkpoint=tune.Checkpoint.from_directory(tmp))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load_newest_good(trainer: Any, folder: Path) -> Path:
+    """Load ``folder``'s checkpoint; a truncated or corrupt one falls back to the trial's
+    previous kept checkpoint folder (Ray keeps two). Returns the folder loaded from."""
+    tried = []
+    older = sorted((p for p in folder.parent.glob("checkpoint_*") if p.name < folder.name),
+                   reverse=True)
+    for candidate in (folder, *older):
+        try:
+            trainer.load_checkpoint(candidate / CHECKPOINT_FILE)
+        except UserError as exc:
+            tried.append(str(exc))
+            continue
+        if tried:
+            print(f"warning: {'; '.join(tried)}; resumed from {candidate}", flush=True)
+        return candidate
+    raise UserError(f"no usable checkpoint to resume the trial from: {'; '.join(tried)}")
+
+
+@contextmanager
+def _disk_full_names_file(path: Path) -> Iterator[None]:
+    """A full disk while writing ``path`` ends the trial as ERROR with one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device: {path}") from exc
+        raise
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -1,0 +1,145 @@
+"""``run --estimate``: trial-epochs under FIFO and ASHA, the projection, and a real tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import write_space
+from vpr_tune.config import space_from_dict
+from vpr_tune.tune.estimate import (
+    asha_rungs,
+    extreme_config,
+    project,
+    trial_epochs,
+)
+
+
+def test_asha_rungs_match_ray() -> None:
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    for grace, rf, max_t in [(1, 3, 4), (2, 3, 10), (1, 2, 8), (2, 4, 10), (1, 3, 9)]:
+        ray_rungs = sorted(m for m, _ in _Bracket(grace, max_t, rf, 0)._rungs)
+        assert asha_rungs(grace, rf, max_t) == ray_rungs
+    assert asha_rungs(1, 3, 4) == [1, 3]  # the demo: cut after 1 or 3 of 4 epochs
+
+
+def test_fifo_trial_epochs_is_trials_times_epochs() -> None:
+    got = trial_epochs(10, 7, "fifo", grace_period=1, reduction_factor=3)
+    assert got["trial_epochs"] == got["fifo"] == 70
+    assert got["rungs"] == []
+
+
+def test_asha_trial_epochs_by_hand() -> None:
+    # one trial: nothing recorded at any rung, it always runs to max_t
+    assert trial_epochs(1, 10, "asha", 2, 3)["trial_epochs"] == 10
+    # two trials, rungs at 1 and 3 of 4: the first runs all 4 epochs; the second passes
+    # epoch 1 when it beats the first (half the time) and then also passes epoch 3
+    got = trial_epochs(2, 4, "asha", 1, 3, runs=2000)
+    assert got["trial_epochs"] == pytest.approx(4 + 1 + 0.5 * 3, abs=0.15)
+    assert [r["epoch"] for r in got["rungs"]] == [1, 3, 4]
+    # many trials: each rung keeps about 1/rf of its arrivals
+    n = 3000
+    got = trial_epochs(n, 10, "asha", 2, 3, runs=5)["trial_epochs"]
+    assert got == pytest.approx(n * (2 + (6 - 2) / 3 + (10 - 6) / 9), rel=0.03)
+    assert got < trial_epochs(n, 10, "fifo")["trial_epochs"]
+
+
+def test_asha_trial_epochs_agree_with_rays_bracket_on_random_results() -> None:
+    """Ray's own async bracket, trials one after another, each keeping its rank."""
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    class T:
+        def __init__(self, i: int) -> None:
+            self.trial_id = str(i)
+
+    rng = np.random.default_rng(0)
+    for n, grace, rf, max_t in [(12, 1, 3, 4), (24, 2, 3, 10), (30, 1, 2, 8)]:
+        totals = []
+        for _ in range(400):
+            bracket, total = _Bracket(grace, max_t, rf, 0), 0
+            for i in range(n):
+                quality = rng.random()
+                for epoch in range(1, max_t + 1):
+                    total += 1
+                    if bracket.on_result(T(i), epoch, quality + 0.01 * epoch) == "STOP":
+                        break
+            totals.append(total)
+        assert trial_epochs(n, max_t, "asha", grace, rf)["trial_epochs"] == pytest.approx(
+            np.mean(totals), rel=0.05), (n, grace, rf, max_t)
+
+
+def test_project_on_fake_timings() -> None:
+    got = project(trial_epochs=20, trials=10, epoch_s=6.0, trial_start_s=3.0, ray_start_s=5.0,
+                  concurrency=2, gpus_per_trial=0.5, max_epochs=4)
+    assert got["trial_s"] == 20 * 6 + 10 * 3
+    assert got["wall_s"] == 5 + 150 / 2
+    assert got["gpu_hours"] == pytest.approx(150 * 0.5 / 3600)
+    # more slots than work: the longest trial bounds the wall time
+    one = project(trial_epochs=4, trials=1, epoch_s=6.0, trial_start_s=3.0, ray_start_s=5.0,
+                  concurrency=8, gpus_per_trial=1, max_epochs=4)
+    assert one["wall_s"] == 5 + 3 + 4 * 6
+
+
+def test_extreme_configs_pick_cost_ends_and_respect_conditions() -> None:
+    space = space_from_dict({
+        "data": {"image_size": {"choice": [[64, 64], [32, 32]]}},
+        "model": {"aggregator": {"name": {"grid": ["netvlad", "avg", "gem"]},
+                                 "clusters": {"grid": [8, 16], "when": {"name": "netvlad"}}}},
+        "budget": {"places_per_batch": {"int": [4, 8]}},
+        "optimizer": {"lr": {"loguniform": [1e-4, 1e-2]}},
+        "search": {"algorithm": "grid"},
+    })
+    small, chosen_small = extreme_config(space, largest=False)
+    large, chosen_large = extreme_config(space, largest=True)
+    assert small["data"]["image_size"] == [32, 32] and large["data"]["image_size"] == [64, 64]
+    assert small["model"]["aggregator"] == {"name": "avg"}
+    assert large["model"]["aggregator"] == {"name": "netvlad", "clusters": 16}
+    assert (small["budget"]["places_per_batch"], large["budget"]["places_per_batch"]) == (4, 8)
+    assert "optimizer.lr" not in chosen_small and "optimizer.lr" not in chosen_large
+    assert 1e-4 <= small["optimizer"]["lr"] <= 1e-2
+
+
+def test_estimate_on_a_tiny_space_writes_nothing(tmp_path, monkeypatch, capsys,
+                                                 street_world_tiny) -> None:
+    from vpr_tune.cli import main
+
+    space = write_space(tmp_path / "tiny.yaml", search={"scheduler": "asha"})
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", str(space), "--estimate", "--json", "--data", str(street_world_tiny)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not (tmp_path / "results").exists()
+    expected = trial_epochs(3, 2, "asha", 1, 2)["trial_epochs"]
+    assert out["trial_epochs"] == pytest.approx(expected)
+    assert out["fifo_trial_epochs"] == 6
+    assert out["gpu_hours"] == 0 and out["device"] == "cpu"
+    assert out["wall_s"] > out["ray_start_s"] > 0
+    (timed,) = out["configs"]  # nothing cost-relevant varies: one configuration timed
+    assert timed["batch_s"] > 0 and timed["val_s"] > 0
+    assert out["epoch_s"] == pytest.approx(2 * timed["batch_s"] + timed["val_s"]
+                                           + timed["checkpoint_s"])
+
+
+def test_json_needs_estimate(tmp_path) -> None:
+    from vpr_tune.cli import main
+
+    space = write_space(tmp_path / "tiny.yaml")
+    assert main(["run", str(space), "--json"]) == 2
+
+
+def test_ray_that_cannot_start_is_one_user_error(tmp_path, monkeypatch, street_world_tiny):
+    from vpr_tune.config import load_space
+    from vpr_tune.errors import UserError
+    from vpr_tune.tune import search
+    from vpr_tune.tune.estimate import estimate_search
+
+    def boom(*_a, **_k):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(search, "init_ray", boom)
+    space = load_space(write_space(tmp_path / "s.yaml"))
+    with pytest.raises(UserError, match="could not start Ray here .*timed out"):
+        estimate_search(space, street_world_tiny, log=lambda _m: None)

@@ -1,0 +1,160 @@
+"""Experiments side by side (``vpr-tune compare NAME NAME...``).
+
+One row per experiment: trials run, trial-epochs and time spent, the best trial's val
+recalls and (when ``best --retest`` ran) its test recalls; then the hyperparameters on
+which the experiments' best configs differ::
+
+    from vpr_tune.analysis import load_experiment
+    from vpr_tune.compare import compare_table, differing_hyperparameters
+
+    exps = [load_experiment("optim"), load_experiment("losses")]
+    compare_table(exps)               # DataFrame, one row per experiment
+    differing_hyperparameters(exps)   # DataFrame, one row per differing key
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vpr_tune import metrics
+from vpr_tune.analysis import (
+    Experiment,
+    best_so_far,
+    failed_trials,
+    hyperparameter_columns,
+    ranked,
+    table_column,
+)
+from vpr_tune.errors import UserError
+
+# Keys of a resolved config that say where and how a run was launched, not what it trained.
+NOT_HYPERPARAMETERS = ("name", "storage", "data.root", "search.", "asha.", "resources.cpu",
+                       "resources.gpu")
+
+
+def wall_time_s(exp: Experiment) -> float:
+    """Seconds from the experiment's start (space.yaml written) to its last table update
+    (trials.csv); a resumed experiment includes the time it was stopped."""
+    start, end = exp.path / "space.yaml", exp.path / "trials.csv"
+    if not start.exists() or not end.exists():
+        return math.nan
+    return max(0.0, end.stat().st_mtime - start.stat().st_mtime)
+
+
+def compare_table(exps: list[Experiment], metric: str | None = None) -> pd.DataFrame:
+    """One row per experiment: ``experiment, trials, finished, failed, trial_epochs,
+    trial_time_h, wall_time_h, best_trial``, the best trial's ``val_R@N`` and, from
+    retest.csv, its ``<set>_R@1/5``."""
+    rows = []
+    for exp in exps:
+        m = metric or exp.metric
+        frame = ranked(exp, m)
+        row: dict[str, Any] = {
+            "experiment": exp.name,
+            "trials": len(exp.trials),
+            "finished": len(frame),
+            "failed": len(failed_trials(exp)),
+            "trial_epochs": len(exp.curves),
+            "trial_time_h": float(pd.to_numeric(exp.trials.get("time_s"),
+                                                errors="coerce").sum()) / 3600,
+            "wall_time_h": wall_time_s(exp) / 3600,
+            "best_trial": frame.iloc[0]["trial_id"] if len(frame) else "",
+        }
+        for name in metrics.VAL_RECALLS:
+            col = metrics.summary_column(name)
+            row[table_column(name)] = (float(frame.iloc[0][col])
+                                       if len(frame) and col in frame else math.nan)
+        retest = exp.retest
+        if retest is not None and len(frame):
+            hit = retest[retest["trial_id"].astype(str) == str(row["best_trial"])]
+            for col in retest.columns:
+                if "_R@" in col and not col.startswith("val_") and col.endswith(("@1", "@5")):
+                    row[col] = float(hit.iloc[0][col]) if len(hit) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and key != "test":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def best_config(exp: Experiment, metric: str | None = None) -> dict[str, Any]:
+    """The resolved config of the experiment's best trial, from its checkpoint; when that
+    cannot be read (moved or cleaned), its searched hyperparameters from trials.csv."""
+    from vpr_tune.export import pick_trial, trial_config
+
+    row = pick_trial(exp, None, metric)
+    try:
+        return trial_config(exp, row)
+    except UserError:
+        return {c: row[c] for c in hyperparameter_columns(exp.trials) if pd.notna(row[c])}
+
+
+def differing_hyperparameters(exps: list[Experiment], metric: str | None = None,
+                              configs: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """``key`` and one column per experiment, for every config key on which the best
+    configs differ (launch settings such as ``search.*`` left out). ``configs`` overrides
+    reading the best configs from the checkpoints."""
+    configs = configs or [best_config(exp, metric) for exp in exps]
+    flats = [_flat(c) for c in configs]
+    keys = sorted(set().union(*flats))
+    names = _unique_names(exps)
+    rows = []
+    for key in keys:
+        if key.startswith(NOT_HYPERPARAMETERS) or key in NOT_HYPERPARAMETERS:
+            continue
+        values = [f.get(key, "") for f in flats]
+        if any(v != values[0] for v in values[1:]):
+            rows.append({"key": key, **{n: _show(v) for n, v in zip(names, values, strict=True)}})
+    return pd.DataFrame(rows, columns=["key", *names])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return format(value, ".3g")
+    return "" if value is None else str(value)
+
+
+def _unique_names(exps: list[Experiment]) -> list[str]:
+    names = [e.name for e in exps]
+    if len(set(names)) != len(names):
+        raise UserError(f"compare needs different experiments, got {', '.join(names)}")
+    return names
+
+
+def plot_best_so_far(exps: list[Experiment], out: str | Path,
+                     metric: str | None = None) -> Path:
+    """Every experiment's best-so-far curve (best metric vs trial-epochs) on one axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vpr_tune.atomic import atomic_path
+
+    metric = metric or exps[0].metric
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for exp in exps:
+        curve = best_so_far(exp.curves, metric, exclude=failed_trials(exp),
+                            mode=exp.mode_for(metric))
+        ax.step(curve["trial_epochs"], curve["best"], where="post", label=exp.label)
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel(f"best {metric} so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out

@@ -1,0 +1,409 @@
+"""``vpr-tune doctor``: will a search run on this machine? A checklist, one line per check.
+
+Each check is a function ``(Context) -> list[Check]`` in :data:`CHECKS`; adding a check is
+writing one function and listing it. A check that raises becomes a ✘ line of its own, so a
+broken install (torch missing) still prints the whole list.
+
+>>> checks = run_checks(Context(space_path=Path("search_spaces/demo.yaml")))
+>>> exit_code(checks)   # 0: everything needed is there; 2: some ✘
+0
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vpr_tune.errors import UserError
+
+OK, FAIL, WARN = "✔", "✘", "!"
+
+
+@dataclass
+class Check:
+    """One line of the checklist: ``status`` is ✔ (fine), ✘ (the search cannot run) or
+    ! (it runs, but read the fix); ``fix`` is one sentence, empty when fine."""
+
+    status: str
+    name: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Context:
+    """What the checks look at; ``space`` and ``data_root`` are filled in by earlier checks."""
+
+    space_path: Path | None = None
+    data: str | None = None
+    decode: bool = False
+    space: Any = None
+    data_root: Path | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def resources(self) -> dict[str, Any]:
+        from vpr_tune.config import DEFAULTS
+
+        return (self.space.base if self.space else DEFAULTS)["resources"]
+
+    def model_values(self, dotted: str) -> list[Any]:
+        """Every value ``dotted`` (e.g. ``model.pretrained``) can take in the space."""
+        from vpr_tune.config import DEFAULTS, materialize
+
+        if self.space is None:
+            node: Any = DEFAULTS
+        else:
+            p = self.space.params.get(dotted)
+            if p is not None and p.kind in ("choice", "grid"):
+                return list(p.args)
+            if p is not None and p.kind == "value":
+                return [p.args]
+            node = materialize(self.space.base, {})
+        for key in dotted.split("."):
+            node = node[key]
+        return [node]
+
+
+# ---------------------------------------------------------------------------- checks
+PACKAGES = {  # import name -> (pip name, what needs it)
+    "torch": ("torch", "training"), "torchvision": ("torchvision", "the ResNet backbones"),
+    "ray": ("ray[tune]", "the search"), "optuna": ("optuna", "TPE search"),
+    "faiss": ("faiss-cpu", "Recall@N"), "pytorch_metric_learning": ("pytorch-metric-learning",
+                                                                    "losses and miners"),
+}
+_MISMATCH = ("torchvision does not match torch: pip install --force-reinstall torchvision "
+             "(let pip pick the torch it needs).")
+
+
+def check_python(ctx: Context) -> list[Check]:
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    version = ".".join(map(str, sys.version_info[:3]))
+    try:  # pyproject.toml's requires-python, e.g. ">=3.11"
+        need = str(metadata("vpr-tune")["Requires-Python"]).removeprefix(">=")
+    except (PackageNotFoundError, KeyError):
+        need = "3"
+    if sys.version_info[:2] < tuple(int(x) for x in need.split(".")[:2]):
+        return [Check(FAIL, "python", version, f"vpr-tune needs Python {need} or newer.")]
+    return [Check(OK, "python", f"{version} ({sys.executable})")]
+
+
+def check_packages(ctx: Context) -> list[Check]:
+    out = []
+    for module, (pip_name, why) in PACKAGES.items():
+        try:
+            mod = importlib.import_module(module)
+        except Exception as exc:  # ImportError, or a broken build (torchvision::nms missing)
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            fix = f"pip install '{pip_name}' (needed for {why})."
+            if module == "torchvision" and "torchvision::" in msg:
+                fix = _MISMATCH
+            out.append(Check(FAIL, module, f"cannot import: {msg}", fix))
+            continue
+        out.append(Check(OK, module, str(getattr(mod, "__version__", "installed"))))
+    if all(c.status == OK for c in out if c.name in ("torch", "torchvision")):
+        out.append(_torchvision_ops())
+    return out
+
+
+def _torchvision_ops() -> Check:
+    """torchvision's compiled ops must match torch (a CPU-only torch with a CUDA
+    torchvision imports but has no kernels)."""
+    import torch
+    import torchvision
+
+    try:
+        torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+    except Exception as exc:
+        return Check(FAIL, "torchvision ops", f"{type(exc).__name__}: {str(exc)[:200]}",
+                     _MISMATCH)
+    return Check(OK, "torchvision ops", f"match torch {torch.__version__}")
+
+
+def check_space(ctx: Context) -> list[Check]:
+    if ctx.space_path is None:
+        return [Check(WARN, "space", "none given: checks use the defaults",
+                      "Pass the search-space YAML to check its model, weights and data.")]
+    from vpr_tune.config import load_space
+    from vpr_tune.tune.search import count_trials, plan_line
+
+    try:
+        ctx.space = load_space(ctx.space_path)
+    except UserError as exc:
+        return [Check(FAIL, "space", str(exc), "Fix the YAML key named (schema: "
+                      "search_spaces/README.md).")]
+    n = count_trials(ctx.space, int(ctx.space.base["search"]["num_samples"]))
+    return [Check(OK, "space", f"{ctx.space_path}: {plan_line(ctx.space, n)}")]
+
+
+def check_cuda(ctx: Context) -> list[Check]:
+    import torch
+
+    want = float(ctx.resources()["gpu"])
+    if not torch.cuda.is_available():
+        built = torch.version.cuda or "none (CPU-only build)"
+        if want > 0:
+            return [Check(FAIL, "cuda", f"torch sees no GPU (CUDA in this torch: {built}) but "
+                          f"resources.gpu is {want:g}",
+                          "Install a CUDA build of torch that matches the driver (nvidia-smi), "
+                          "or set resources: {gpu: 0} to train on CPU.")]
+        return [Check(WARN, "cuda", f"no GPU visible to torch (CUDA in this torch: {built})",
+                      "Trials train on the CPU: fine for street-world, slow for real data.")]
+    names = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        names.append(f"{p.name} {p.total_memory / 2**30:.0f} GiB")
+    return [Check(OK, "cuda", f"torch {torch.version.cuda}: " + ", ".join(names))]
+
+
+def check_ray(ctx: Context) -> list[Check]:
+    """Ray's own view of the machine (a short local Ray: what a search would start)."""
+    import ray
+    import torch
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    try:
+        resources = ray.cluster_resources()
+    finally:
+        if started:
+            ray.shutdown()
+    gpus, cpus = float(resources.get("GPU", 0)), os.cpu_count() or 1
+    res = ctx.resources()
+    detail = f"Ray {ray.__version__} sees {gpus:g} GPU(s), {cpus} CPU core(s)"
+    torch_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if float(res["gpu"]) > gpus:
+        return [Check(FAIL, "ray", f"{detail}; a trial asks for {res['gpu']:g} GPU",
+                      "Make the GPUs visible to Ray (CUDA_VISIBLE_DEVICES, or ray start "
+                      "--num-gpus) or lower resources.gpu.")]
+    if torch_gpus != gpus:
+        return [Check(WARN, "ray", f"{detail}; torch sees {torch_gpus}",
+                      "Check CUDA_VISIBLE_DEVICES: Ray and torch should see the same GPUs.")]
+    if float(res["cpu"]) > cpus:
+        return [Check(FAIL, "ray", f"{detail}; a trial asks for {res['cpu']:g} CPUs",
+                      f"Set resources.cpu to at most {cpus}.")]
+    return [Check(OK, "ray", detail)]
+
+
+def _device(ctx: Context) -> str:
+    import torch
+
+    return "cuda" if float(ctx.resources()["gpu"]) > 0 and torch.cuda.is_available() else "cpu"
+
+
+def check_precision(ctx: Context) -> list[Check]:
+    import torch
+
+    from vpr_tune.precision import autocast_dtype, cpu_has_amx
+
+    precision, device = str(ctx.resources().get("precision", "auto")), _device(ctx)
+    dtype = autocast_dtype(precision, device)
+    name = str(dtype).removeprefix("torch.") + " autocast" if dtype else "float32"
+    detail = f"resources.precision {precision} -> {name} on {device}"
+    if device == "cpu":
+        detail += " (CPU has AMX)" if cpu_has_amx() else " (no AMX)"
+        if dtype is not None and not cpu_has_amx():
+            return [Check(WARN, "precision", detail, "This CPU emulates reduced precision "
+                          "(slower than float32): set resources: {precision: fp32}.")]
+    elif dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return [Check(FAIL, "precision", detail + ": this GPU has no bfloat16",
+                      "Set resources: {precision: auto} (float16) or fp32.")]
+    return [Check(OK, "precision", detail)]
+
+
+def check_step(ctx: Context) -> list[Check]:
+    """One forward + backward of the space's largest model at its precision on its device."""
+    import torch
+
+    from vpr_tune.model import build_model
+    from vpr_tune.precision import autocast, autocast_dtype
+
+    cfg = _largest(ctx)
+    device = _device(ctx)
+    dtype = autocast_dtype(str(cfg["resources"].get("precision", "auto")), device)
+    size = [int(v) for v in cfg["data"]["image_size"]]
+    start = time.perf_counter()
+    try:
+        model = build_model({**cfg["model"], "pretrained": "none"}, size).to(device)
+        x = torch.randn(4, 3, *size, device=device)
+        with autocast(device, dtype):
+            desc = model(x)
+        desc.float().pow(2).sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    except Exception as exc:  # out of memory, a CUDA/driver mismatch, a bad kernel
+        return [Check(FAIL, "train step", f"{type(exc).__name__}: {str(exc)[:200]}",
+                      "Fix the device error above (drivers, memory, precision) before a search.")]
+    what = f"{cfg['model']['backbone']} + {cfg['model']['aggregator']['name']}"
+    return [Check(OK, "train step", f"{what} at {size[0]}x{size[1]}, batch 4, forward+backward "
+                  f"on {device} in {time.perf_counter() - start:.1f}s")]
+
+
+def _largest(ctx: Context) -> dict[str, Any]:
+    from vpr_tune.config import defaults
+    from vpr_tune.tune.estimate import extreme_config
+
+    return extreme_config(ctx.space, largest=True)[0] if ctx.space else defaults()
+
+
+def can_reach(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3) -> bool:
+    """True when a TCP connection to ``host`` opens (nothing is downloaded)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_weights(ctx: Context) -> list[Check]:
+    from vpr_tune.model.backbones import check_weights_file, imagenet_weights_file
+
+    out = []
+    for backbone in ctx.model_values("model.backbone"):
+        for choice in ctx.model_values("model.pretrained"):
+            name = f"weights {backbone}"
+            if str(choice).lower() == "none":
+                out.append(Check(OK, name, "pretrained: none (random init, nothing to load)"))
+            elif str(choice).lower() == "imagenet":
+                path = imagenet_weights_file(backbone)
+                if path.is_file():
+                    out.append(Check(OK, name, f"ImageNet weights in the torch cache: {path}"))
+                elif can_reach():
+                    out.append(Check(WARN, name, f"ImageNet weights not in cache ({path}); "
+                                     "will download on first use",
+                                     "Nothing to do online; offline nodes need the file there."))
+                else:
+                    out.append(Check(FAIL, name, f"ImageNet weights not in cache ({path}) "
+                                     "and download.pytorch.org is unreachable",
+                                     f"Copy the file to {path}, or set pretrained: PATH to a "
+                                     "local .pth."))
+            else:
+                try:
+                    check_weights_file(choice, backbone)
+                    out.append(Check(OK, name, f"{choice} loads"))
+                except UserError as exc:
+                    out.append(Check(FAIL, name, str(exc), "Point model.pretrained at a "
+                                     "torchvision ResNet state_dict or a vpr-tune best.pt."))
+    return out
+
+
+def check_data(ctx: Context) -> list[Check]:
+    from vpr_tune.config import DEFAULTS
+    from vpr_tune.data.splits import check_data as scan
+    from vpr_tune.data.splits import find_split, resolve_data_root
+
+    data = (ctx.space.base if ctx.space else DEFAULTS)["data"]
+    root = ctx.data or data.get("root") or os.environ.get("VPR_TUNE_DATA")
+    if not root:
+        ctx.data_root = resolve_data_root(None, data.get("synth_size", "demo"),
+                                          log=lambda _m: None)
+    else:
+        ctx.data_root = Path(root).expanduser()
+        if not ctx.data_root.is_dir():
+            return [Check(FAIL, "data", f"{ctx.data_root} does not exist",
+                          "Pass --data DIR holding gsv_xs/, sf_xs/ and tokyo_xs/.")]
+    out = []
+    needed = {"train": data["train"], "val": data["val"], **dict(data["test"])}
+    for role, rel in needed.items():
+        try:
+            find_split(ctx.data_root, rel)
+        except UserError as exc:
+            status = FAIL if role in ("train", "val") else WARN
+            why = "the search needs it" if status == FAIL else "only --retest needs it"
+            out.append(Check(status, f"data {role}", str(exc),
+                             f"Put the {rel} split under {ctx.data_root} ({why})."))
+    if any(c.status == FAIL for c in out):
+        return out
+    try:
+        info = scan(ctx.data_root, skip_bad_files=bool(data["skip_bad_files"]),
+                    decode=ctx.decode)
+    except UserError as exc:
+        return [*out, Check(FAIL, "data", str(exc), "Replace or delete the file, or set "
+                            "data.skip_bad_files: true to skip it with a warning.")]
+    for rel, v in info.items():
+        if "images" in v:
+            detail = f"{v['images']} images, {v['places']} places"
+        else:
+            detail = (f"{v['database']} database, {v['queries']} queries, "
+                      f"{v['queries_without_positive']} without a positive within 25 m")
+        synthetic = " (synthetic street-world)" if v.get("synthetic") else ""
+        out.append(Check(OK, f"data {rel}", detail + synthetic))
+    if not ctx.decode:
+        out.append(Check(WARN, "data files", "quick scan (headers and end markers)",
+                         "Add --decode to decode every image once (slow, thorough)."))
+    return out
+
+
+def checkpoint_bytes(ctx: Context) -> int:
+    """Disk a search keeps: per trial two checkpoint folders (model + optimizer state, best
+    model), counted for Adam (two moments: the largest optimizer state)."""
+    from vpr_tune.model import build_model
+
+    cfg = _largest(ctx)
+    model = build_model({**cfg["model"], "pretrained": "none"}, cfg["data"]["image_size"])
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    trials = int(cfg["search"]["num_samples"]) if ctx.space is None else ctx.notes.get(
+        "trials", int(cfg["search"]["num_samples"]))
+    return trials * 2 * (params * 3 + params)
+
+
+def check_disk(ctx: Context) -> list[Check]:
+    from vpr_tune.tune.results import storage_root
+
+    root = storage_root(ctx.space.base.get("storage") if ctx.space else None)
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = checkpoint_bytes(ctx)
+    detail = f"{free / 2**30:.1f} GiB free under {root}; checkpoints need about " \
+             f"{need / 2**30:.2f} GiB"
+    if free < need:
+        return [Check(FAIL, "disk", detail, "Free space there or pass --storage on a "
+                      "larger disk.")]
+    return [Check(OK, "disk", detail)]
+
+
+CHECKS: list[Callable[[Context], list[Check]]] = [
+    check_python, check_packages, check_space, check_cuda, check_ray, check_precision,
+    check_step, check_weights, check_data, check_disk,
+]
+
+
+def run_checks(ctx: Context, checks: list[Callable[[Context], list[Check]]] | None = None,
+               on_check: Callable[[Check], Any] | None = None) -> list[Check]:
+    """Run every check in order; a check that raises is a ✘ line naming the error."""
+    out: list[Check] = []
+    for fn in CHECKS if checks is None else checks:
+        name = fn.__name__.removeprefix("check_")
+        try:
+            got = fn(ctx)
+        except Exception as exc:  # a broken install must not hide the other lines
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            got = [Check(FAIL, name, f"{type(exc).__name__}: {msg}"[:300],
+                         "Fix this first: later checks may depend on it.")]
+        for check in got:
+            out.append(check)
+            if on_check is not None:
+                on_check(check)
+    return out
+
+
+def exit_code(checks: list[Check]) -> int:
+    """0 when nothing is ✘, else 2."""
+    return 2 if any(c.status == FAIL for c in checks) else 0
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    """``{"ok": bool, "checks": [{"status", "name", "detail", "fix"}, ...]}``."""
+    return {"ok": exit_code(checks) == 0, "checks": [asdict(c) for c in checks]}

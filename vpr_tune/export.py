@@ -1,0 +1,103 @@
+"""A trial of a search as a ``vpr-tune train`` YAML (``vpr-tune best NAME --export FILE``).
+
+The config written is the one the trial trained with, read from its best checkpoint (exact
+values, not the rounded trials.csv columns), so ``vpr-tune train FILE.yaml`` repeats the
+trial's val curve on the same machine and precision::
+
+    from vpr_tune.analysis import load_experiment
+    from vpr_tune.export import export_trial
+
+    path, cfg = export_trial(load_experiment("demo"), "best.yaml")           # the best trial
+    path, cfg = export_trial(load_experiment("demo"), "t.yaml", "d405f859")  # a given trial
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vpr_tune.analysis import Experiment, data_root_of, ranked
+from vpr_tune.errors import UserError
+
+
+def pick_trial(exp: Experiment, trial_id: str | None = None,
+               metric: str | None = None) -> pd.Series:
+    """The trials.csv row of ``trial_id`` (a unique prefix is enough), else the best trial."""
+    if trial_id is None:
+        frame = ranked(exp, metric)
+        if frame.empty:
+            raise UserError(f"experiment {exp.name}: no finished trial "
+                            f"({exp.path / 'trials.csv'})")
+        return frame.iloc[0]
+    ids = exp.trials["trial_id"].astype(str)
+    hit = exp.trials[ids == trial_id]
+    if hit.empty:
+        hit = exp.trials[ids.str.startswith(trial_id)]
+    if len(hit) != 1:
+        what = "matches several trials" if len(hit) > 1 else "is not a trial"
+        raise UserError(f"--trial {trial_id!r} {what} of {exp.name} "
+                        f"(trials: {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''})")
+    return hit.iloc[0]
+
+
+def trial_config(exp: Experiment, row: pd.Series) -> dict[str, Any]:
+    """The full resolved config the trial trained with: from its checkpoint, else (a
+    checkpoint of another trainer) the experiment's space.yaml with the trial's sampled
+    values from Ray's ``params.json``."""
+    from vpr_tune.checkpoint import read_checkpoint
+    from vpr_tune.retest import checkpoint_of
+
+    ckpt = checkpoint_of(exp, row)
+    try:
+        return copy.deepcopy(read_checkpoint(ckpt)["config"])
+    except UserError:
+        params = next((d / "params.json" for d in ckpt.parents
+                       if (d / "params.json").is_file()), None)
+        if params is None:
+            raise
+    return space_config(exp, json.loads(params.read_text()))
+
+
+def space_config(exp: Experiment, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's space.yaml resolved with ``sampled`` dotted values (what the search's
+    trainable trained)."""
+    from vpr_tune.config import materialize, space_from_dict
+
+    raw = {k: v for k, v in exp.space.items() if k != "resolved"}
+    return materialize(space_from_dict(raw, str(exp.path / "space.yaml")).base, sampled)
+
+
+def train_yaml(exp: Experiment, row: pd.Series) -> dict[str, Any]:
+    """``trial_config`` made a train YAML: named ``<experiment>-<trial>``, with the data root
+    of the experiment when it ran on a given folder (not the default street-world)."""
+    cfg = trial_config(exp, row)
+    cfg["name"] = f"{exp.name}-{row['trial_id']}"
+    cfg["storage"] = None
+    root = data_root_of(exp.space)
+    if cfg["data"].get("root") is None and root and not exp.synthetic:
+        cfg["data"]["root"] = root
+    return cfg
+
+
+def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
+                 metric: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the trial's train YAML to ``path`` (atomically); returns ``(path, config)``."""
+    import yaml
+
+    from vpr_tune.atomic import write_text
+
+    path = Path(path)
+    if path.suffix not in (".yaml", ".yml"):
+        raise UserError(f"--export {path}: expected a .yaml file name")
+    row = pick_trial(exp, trial_id, metric)
+    cfg = train_yaml(exp, row)
+    header = (f"# Trial {row['trial_id']} of experiment {exp.name} ({exp.path}), exported by "
+              "vpr-tune best --export.\n#   vpr-tune train "
+              f"{path.name}    # repeats the trial's val curve (same machine and precision)\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
+    return path, cfg
