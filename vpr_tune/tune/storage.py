@@ -7,6 +7,7 @@ to Ray's files (``trials.csv``, ``metrics.csv``, ``space.yaml``, ``optuna.db``, 
 
     vpr-tune best NAME --storage s3://bucket/prefix --retest   # checkpoints downloaded
     vpr-tune report NAME --storage s3://bucket/prefix
+    vpr-tune compare NAME OTHER --storage s3://bucket/prefix
 
 An S3-compatible server is reached through the standard ``AWS_ENDPOINT_URL`` variable or the
 URI's own parameter (``s3://bucket/prefix?endpoint_override=http://host:9000``); credentials
