@@ -462,7 +462,7 @@ def test_retest_records_the_data_fingerprint_and_warns_when_it_changed(
 
     def fake_eval(ckpt, data_root, tests):
         calls.append(ckpt)
-        return {name: {"R@1": 1.0, "R@5": 2.0, "R@10": 3.0} for name in tests}
+        return {name: {"R@1": 1.0, "R@5": 2.0, "R@10": 3.0, "R@25": 4.0} for name in tests}
 
     logs: list[str] = []
     retest(load_experiment(hand_experiment), 2, log=logs.append, evaluate_fn=fake_eval)

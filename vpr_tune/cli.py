@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from vpr_tune import __version__
 from vpr_tune.errors import UserError
@@ -267,6 +266,13 @@ def run(
     mlflow: Annotated[
         str | None, typer.Option(help="Also log each trial to MLflow at this tracking URI.")
     ] = None,
+    time_budget: Annotated[
+        str | None, typer.Option(help="Override search.time_budget (e.g. 90m, 6h, 3600s).")
+    ] = None,
+    warm_start: Annotated[
+        str | None, typer.Option(help="Give the finished trials of experiment NAME to the "
+                                 "sampler first.")
+    ] = None,
     estimate: Annotated[
         bool, typer.Option(help="Time the smallest and largest trials here and project the "
                            "search's wall time and GPU hours; writes nothing to results/.")
@@ -300,7 +306,8 @@ def run(
         return
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
-                   storage=storage, dry_run=dry_run, log=log, mlflow=mlflow)
+                   storage=storage, dry_run=dry_run, time_budget=time_budget,
+                   warm_start=warm_start, log=log, mlflow=mlflow)
 
 
 def _data_root(space, data: str | None, log) -> Path:
@@ -329,10 +336,12 @@ def doctor(
         if json_out:
             return
         colour = {"✔": "green", "✘": "bold red", "!": "yellow"}[check.status]
-        console.print(f"[{colour}]{check.status}[/] [bold]{check.name}[/]: "
-                      f"{escape(check.detail)}", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        console.print(Text.assemble((check.status, colour), " ", (check.name, "bold"), ": ",
+                                    check.detail), highlight=False, soft_wrap=True)
         if check.fix:
-            console.print(f"    {escape(check.fix)}", highlight=False, soft_wrap=True)
+            console.print(f"    {check.fix}", highlight=False, soft_wrap=True)
 
     checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
     if json_out:
@@ -344,7 +353,8 @@ def doctor(
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     top: Annotated[
-        str | None, typer.Option(help="How many trials: a number or 'all' (default 5; 3 "
+        str | None, typer.Option(callback=lambda v: _check_top(v),
+                                 help="How many trials: a number or 'all' (default 5; 3 "
                                  "with --repeat).")
     ] = None,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
@@ -391,6 +401,11 @@ def best(
 
         retested = run_retest(exp, top_n, metric, data, force, log=log_console.print)
         _push(exp, storage, ("retest.csv", "retest.md"))
+    from vpr_tune.tune.lineage import lineage, read_perturbations
+
+    schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
+    if read_perturbations(exp.path) is not None and len(table):
+        schedule = lineage(exp.path, str(table["trial_id"].iloc[0]))
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
@@ -398,6 +413,8 @@ def best(
             out["retest"] = _records(retested)
             out["test_sets"] = retested.attrs.get("test_sets", {})
             out["transfer"] = _records(analysis.rank_transfer(retested))
+        if schedule is not None:
+            out["schedule"] = _records(schedule)
         print(json.dumps(out, indent=1))
         return
     failed = len(exp.trials) - len(analysis.ranked(exp, metric))
@@ -411,6 +428,23 @@ def best(
                                 f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
         for line in transfer_lines(retested):
             console.print(line, highlight=False, soft_wrap=True)
+    if schedule is not None:
+        _print_wide(_rich_table(schedule, f"Schedule of {table['trial_id'].iloc[0]} (PBT "
+                                "lineage: ran_in = the trial that trained that epoch)",
+                                f"exploits: {exp.path / 'perturbations.csv'}"))
+
+
+def _check_top(top: str | None) -> str | None:
+    """``--top`` is checked like every numeric option, before any experiment is read."""
+    if top is None or top.strip().lower() == "all":
+        return top
+    try:
+        n = int(top)
+    except ValueError:
+        raise typer.BadParameter(f"a number or 'all', got {top!r}") from None
+    if n < 1:
+        raise typer.BadParameter(f"{n} is not in the range x>=1")
+    return top
 
 
 def _parse_top(top: str | None, exp, default: int) -> int:
@@ -419,13 +453,7 @@ def _parse_top(top: str | None, exp, default: int) -> int:
         return default
     if top.strip().lower() == "all":
         return max(1, len(exp.trials))
-    try:
-        n = int(top)
-    except ValueError:
-        raise UserError(f"--top takes a number or 'all', got {top!r}") from None
-    if n < 1:
-        raise UserError(f"--top must be at least 1, got {n}")
-    return n
+    return int(top)
 
 
 def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console) -> None:
@@ -440,8 +468,9 @@ def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_consol
     if save_preds:
         from vpr_tune.preds import save_trial_predictions
 
-        written = save_trial_predictions(exp, save_preds, trial, data, metric,
-                                         log=log_console.print)
+        written = save_trial_predictions(
+            exp, save_preds, trial, data, metric,
+            log=lambda m: log_console.print(m, highlight=False, soft_wrap=True))
         log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
                           f"{next(iter(written.values())).parent.parent}", highlight=False,
                           soft_wrap=True)

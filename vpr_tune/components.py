@@ -278,3 +278,18 @@ def build_optimizer(section: dict[str, Any], model: Any, loss_fn: Any = None,
         groups.append({"params": loss_params,
                        "lr": float(params["lr"] if loss_lr is None else loss_lr)})
     return OPTIMIZERS[name].build(groups, **params)
+
+
+def optimizer_hyperparams(section: dict[str, Any], loss_section: dict[str, Any] | None,
+                          groups: int) -> tuple[list[float], dict[str, Any]]:
+    """(base lr per param group, other group settings) as :func:`build_optimizer` sets them:
+    what a restored trial re-applies after PBT changed its config."""
+    _, params = resolve_params("optimizer", section)
+    loss_lr = (loss_section or {}).get("lr")
+    base = [float(params["lr"])] + [float(params["lr"] if loss_lr is None else loss_lr)] * (
+        groups - 1)
+    settings = {k: params[k] for k in ("weight_decay", "momentum", "eps", "lambd", "alpha", "t0")
+                if k in params}
+    if "beta1" in params:
+        settings["betas"] = (params["beta1"], params["beta2"])
+    return base, settings

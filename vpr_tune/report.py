@@ -57,6 +57,22 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _pbt_section(exp: va.Experiment, best: str, out: Path) -> list[str]:
+    """PBT/PB2: the lr of every trial per epoch with the exploits, and the winner's schedule."""
+    from vpr_tune.tune.lineage import lineage, plot_lr_schedules, read_perturbations
+
+    moves = read_perturbations(exp.path)
+    if moves is None:
+        return []
+    _save_png(plot_lr_schedules(exp.path, best), out / "lr_schedule.png")
+    return ["### Learning rate per epoch (population-based training)", "",
+            f"{len(moves)} perturbation(s) in `perturbations.csv`; stars mark where an "
+            "exploited trial starts training with its new lr; the black line is the best "
+            "trial's lineage (the schedule it really trained with).", "",
+            "![lr per epoch](lr_schedule.png)", "", f"Schedule of the best trial `{best}`:", "",
+            va.markdown_table(lineage(exp.path, best)), ""]
+
+
 def write_report(
     exp: va.Experiment, out_dir: Path | None = None, top: int = 5, metric: str | None = None
 ) -> Path:
@@ -115,6 +131,7 @@ def write_report(
     for stem in figs:
         title, about = FIGURES[stem]
         lines += [f"### {title}", "", about, "", f"![{title}]({stem}.png)", ""]
+    lines += _pbt_section(exp, str(best["trial_id"]), out)
     path = out / "report.md"
     write_text(path, "\n".join(lines))
     return path

@@ -57,6 +57,16 @@ class LRSchedule:
         elif self.scheduler is not None:
             self.scheduler.step()
 
+    def rebase(self, base: list[float]) -> None:
+        """New base lr per group (a PBT exploit): the current lrs scale with the bases, so
+        the schedule keeps its progress (cosine half-way stays half-way)."""
+        for group, old, new in zip(self.optimizer.param_groups, self.base, base, strict=True):
+            group["lr"] = group["lr"] * new / old if old > 0 else new
+            group["initial_lr"] = new
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = list(base)
+        self.base = list(base)
+
     def state_dict(self) -> dict[str, Any]:
         return {"base": self.base,
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None}

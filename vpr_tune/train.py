@@ -30,7 +30,12 @@ from vpr_tune.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from vpr_tune.components import build_loss, build_miner, build_optimizer
+from vpr_tune.components import (
+    build_loss,
+    build_miner,
+    build_optimizer,
+    optimizer_hyperparams,
+)
 from vpr_tune.config import load_space
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import evaluate
@@ -235,11 +240,22 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UserError(f"{path}: checkpoint does not match this config ({exc})") from exc
         self.schedule.load_state_dict(state["schedule"])
+        self._apply_optimizer_config()
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.best = state["best"]
         self.history = list(state["history"])
         set_rng_state(state["rng"])
+
+    def _apply_optimizer_config(self) -> None:
+        """Set this config's lr, weight decay, momentum... on the restored optimizer: after a
+        PBT exploit the checkpoint holds the source trial's values. The same config -> no-op."""
+        base, settings = optimizer_hyperparams(self.cfg["optimizer"], self.cfg["loss"],
+                                               len(self.optimizer.param_groups))
+        for group in self.optimizer.param_groups:
+            group.update({k: v for k, v in settings.items() if k in group})
+        if [round(b, 15) for b in base] != [round(b, 15) for b in self.schedule.base]:
+            self.schedule.rebase(base)
 
 
 # ------------------------------------------------------------------------- train command

@@ -44,6 +44,7 @@ def run_experiment(
     space_path: Path, name: str | None = None, data: str | None = None,
     num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
     address: str | None = None, storage: str | None = None, dry_run: bool = False,
+    time_budget: str | None = None, warm_start: str | None = None,
     log: Callable[[str], Any] = print, mlflow: str | None = None,
 ) -> Path | None:
     """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
@@ -112,12 +113,28 @@ def run_experiment(
 
         if not is_tracking_uri(mlflow):
             raise UserError(f"--mlflow: {TRACKING_URI_HELP}, got {mlflow!r}")
+    if time_budget is not None:
+        from vpr_tune.config import parse_duration
+
+        try:
+            parse_duration(time_budget)
+        except ValueError as exc:
+            raise UserError(f"--time-budget: {exc}") from None
+        sconf["time_budget"] = time_budget
+    notes = search.check_plan(space)
     data_root = resolve_data_root(data or space.base["data"]["root"],
                                   size=space.base["data"]["synth_size"], log=log)
     n = search.count_trials(space, int(sconf["num_samples"]))
     summary = search.prepare_data(space, data_root, build_cache=not dry_run, log=log)
     log(f"space {space_path}: {search.plan_line(space, n)}")
     log("data " + str(data_root) + ": " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    for note in notes:
+        log(note)
+    warm = None
+    if warm_start and not resume:
+        warm = search.load_warm_start(space, experiment_dir(warm_start, storage
+                                                            if remote is None else None))
+        log(f"warm start: {len(warm)} finished trial(s) of {warm_start} given to the sampler")
     if dry_run:
         # the cluster it would use: this machine, or the one --address names
         if address or os.environ.get("RAY_ADDRESS"):
@@ -183,7 +200,8 @@ def run_experiment(
             with search.sigterm_stops_search() as stop:
                 search.run_tuner(space, remote or exp_dir, data_root,
                                  int(sconf["num_samples"]), int(sconf["max_concurrent"]),
-                                 resume, callbacks, study_db=exp_dir / STUDY_FILE
+                                 resume, callbacks, tables_dir=exp_dir, warm=warm,
+                                 study_db=exp_dir / STUDY_FILE
                                  if sconf["algorithm"] == "optuna" else None)
         finally:
             finished = _report_best(exp_dir, sconf["metric"], sconf["mode"], log)

@@ -52,16 +52,9 @@ class BestValueOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def optuna_searcher(define_by_run: Any, metric: str, mode: str, seed: int,
-                    db: Path | None, study_name: str) -> OptunaSearch:
-    """TPE (seeded) over ``define_by_run``; the study lives in ``db`` when given."""
+def rdb_storage(db: Path) -> Any:
+    """The Optuna RDB storage of a study file (its folder is made if needed)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = None
-    if db is not None:
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(storage_url(db))
-    return BestValueOptunaSearch(space=define_by_run, metric=metric, mode=mode,
-                                 sampler=optuna.samplers.TPESampler(seed=seed),
-                                 study_name=study_name, storage=storage)
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(storage_url(db))

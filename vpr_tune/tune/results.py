@@ -22,7 +22,8 @@ from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
 from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
 
-STATUSES = ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED", "RUNNING", "PENDING")
+STATUSES = ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED", "RUNNING",
+            "PENDING")
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -120,9 +121,12 @@ def newest_experiment(storage: str | None = None) -> Path:
     return found[-1].parent
 
 
-def read_result_rows(trial_dir: Path) -> list[dict[str, Any]]:
+EPOCH_LOG = "epochs.jsonl"  # every reported row, appended by the driver as it arrives
+
+
+def read_result_rows(trial_dir: Path, name: str = "result.json") -> list[dict[str, Any]]:
     """The trial's reported rows from Ray's ``result.json`` (JSON lines; torn tail skipped)."""
-    path = Path(trial_dir) / "result.json"
+    path = Path(trial_dir) / name
     return parse_result_rows(path.read_text()) if path.exists() else []
 
 
@@ -146,26 +150,44 @@ def _error_message(trial: Any) -> str:
     return ""
 
 
-def trial_rows(trial: Any) -> list[dict[str, Any]]:
-    """Every epoch row a Ray ``Trial`` reported so far (from its ``result.json``)."""
+def append_epoch_row(exp_dir: Path, result: dict[str, Any]) -> None:
+    """Keep a reported row in ``epochs.jsonl``: Ray rewrites a restored trial's result.json
+    from its last synced copy (PBT restores often), which can drop recent rows."""
+    keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and (
+        k in metrics.REPORTED or k in ("trial_id", "epoch", "timestamp", "time_total_s", "diverged",
+                              "error", "node_id", "checkpoint_dir_name", "pid"))}
+    with open(Path(exp_dir) / EPOCH_LOG, "a") as fh:
+        fh.write(json.dumps(keep) + "\n")
+
+
+def trial_rows(trial: Any, logged: list[dict[str, Any]] | None = None
+               ) -> list[dict[str, Any]]:
+    """Every epoch row a Ray ``Trial`` reported (repeats included; ``logged``: its rows
+    from ``epochs.jsonl``)."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
-    candidates = [read_result_rows(Path(d)) for d in (trial.local_path, trial.path) if d]
+    rows = [r for d in (trial.local_path, trial.path) if d for r in read_result_rows(Path(d))]
     remote = remote_trial_file(trial, "result.json")  # a trial Ray keeps on an object store
-    if remote:
-        candidates.append(parse_result_rows(remote))
-    return [r for r in max(candidates, key=len, default=[]) if "epoch" in r]
+    rows += parse_result_rows(remote) if remote else []
+    return [r for r in rows + list(logged or []) if "epoch" in r]
 
 
 def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT_METRIC,
-                 running: bool = False, status: str | None = None) -> dict[str, Any]:
-    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``; ``status``
-    is Ray's status when it is known before ``trial.status`` says so (trial-end callbacks)."""
-    rows = trial_rows(trial)
+                 running: bool = False, budget: bool = False,
+                 logged: list[dict[str, Any]] | None = None,
+                 status: str | None = None) -> dict[str, Any]:
+    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``;
+    ``running``: cut short by an interrupt, ``budget``: and the time budget is spent;
+    ``logged``: its rows from ``epochs.jsonl``; ``status``: Ray's status when it is known
+    before ``trial.status`` says so (trial-end callbacks)."""
+    rows = trial_rows(trial, logged)
     # A trial resumed from a checkpoint older than its last report (the driver was killed
-    # between two experiment-state saves) repeats those epochs: the later row wins.
+    # between two experiment-state saves, or PBT cloned an earlier checkpoint) repeats those
+    # epochs: the later row wins.
+    rows.sort(key=lambda r: r.get("timestamp", 0))
     rows = sorted({int(r["epoch"]): r for r in rows}.values(), key=lambda r: int(r["epoch"]))
     good = [r for r in rows if not r.get("diverged")]
-    cfg = materialize(base, trial.config)
+    config = {k: v for k, v in trial.config.items() if v is not None}  # PBT placeholders
+    cfg = materialize(base, config)
     max_epochs = int(cfg["budget"]["max_epochs"])
     status = status or str(trial.status)
     diverged = any(r.get("diverged") for r in rows)
@@ -176,6 +198,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
         pass
     elif diverged:
         status = "DIVERGED"
+    elif budget and (running or status != "TERMINATED" or not rows):
+        status = "STOPPED_BUDGET"  # ended (or never started) when search.time_budget ran out
     elif status == "TERMINATED" and not rows:  # Ctrl-C before it started: Ray says TERMINATED
         status = "PENDING"
     elif running:  # stopped by Ctrl-C, continues from its checkpoint on --resume
@@ -190,7 +214,7 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     if diverged:
         error = next((r.get("error", "") for r in rows if r.get("diverged")), "")
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
-                              **dict(sorted((k, v) for k, v in trial.config.items()
+                              **dict(sorted((k, v) for k, v in config.items()
                                             if ALIAS_MARK not in k))}
     for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
         vals = [r[m] for r in good if r.get(m) is not None]
@@ -228,11 +252,15 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str,
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
-                 metric: str = metrics.DEFAULT_METRIC,
-                 running: set[str] | None = None) -> pd.DataFrame:
+                 metric: str = metrics.DEFAULT_METRIC, running: set[str] | None = None,
+                 budget: bool = False) -> pd.DataFrame:
     """Write ``trials.csv`` and ``metrics.csv`` for ``trials`` (ids in ``running`` were cut
-    short by an interrupt); returns the trials frame."""
-    records = [trial_record(t, base, metric, t.trial_id in (running or ())) for t in trials]
+    short by an interrupt, or by the time budget when ``budget``); returns the trials frame."""
+    logged: dict[str, list[dict[str, Any]]] = {}
+    for row in read_result_rows(Path(exp_dir), EPOCH_LOG):
+        logged.setdefault(row.get("trial_id", ""), []).append(row)
+    records = [trial_record(t, base, metric, t.trial_id in (running or ()), budget,
+                            logged.get(t.trial_id)) for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
     tail = [*metrics.summary_columns(), "epochs", "time_s", "node_id", "error", "checkpoint"]

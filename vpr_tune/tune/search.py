@@ -1,9 +1,12 @@
-"""Search space -> Ray Tune search: sampling, Optuna define-by-run, the Tuner, resume.
+"""Search space -> Ray Tune search: samplers, Optuna define-by-run, the Tuner, resume.
 
-- ``random`` / ``grid``: we sample and expand the trial configs ourselves (seeded numpy) and
-  hand them to Ray as explicit points, so conditionals and seeds are exact.
-- ``optuna``: ``OptunaSearch`` (TPE, seeded) with a define-by-run function that walks
+- ``optuna`` (any ``search.sampler``, see ``samplers.py``) and ``random`` (Optuna's
+  RandomSampler): ``OptunaSearch`` with a define-by-run function that walks
   ``Space.params`` in order and skips the ones whose ``when`` does not hold.
+- ``grid`` (and ``random`` over ``grid`` leaves): every combination is drawn up front
+  (seeded numpy) and handed to Ray as explicit points.
+- ``pbt`` / ``pb2`` schedulers take no searcher: the population is drawn up front by the
+  sampler and handed to Ray as points (``pbt.py`` explores from there).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import numpy as np
 from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
+
+POPULATION_SCHEDULERS = ("pbt", "pb2")
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -108,40 +113,248 @@ class OptunaDefineByRun:
         return constants or None
 
 
+def uses_points(space: Space) -> bool:
+    """True when the trials are drawn up front: grid, or random over grid leaves."""
+    return space.algorithm == "grid" or (
+        space.algorithm == "random" and any(p.kind == "grid" for p in space.params.values()))
+
+
+def sampler_name(space: Space) -> str:
+    """The Optuna sampler of the search (``random`` for search.algorithm random)."""
+    return "random" if space.algorithm == "random" else space.base["search"]["sampler"]
+
+
 def count_trials(space: Space, num_samples: int) -> int:
     """How many trials the search will run."""
-    if space.algorithm == "optuna":
+    if not uses_points(space):
         return num_samples
     return len(expand_points(space, num_samples, 0))
+
+
+def optuna_distribution(p: Param) -> Any:
+    """The Optuna distribution of a searched parameter (what define-by-run suggests)."""
+    from optuna import distributions as d
+
+    a = p.args
+    if p.kind in ("choice", "grid"):
+        return d.CategoricalDistribution(a)
+    if p.kind in ("int", "randint"):
+        return d.IntDistribution(a[0], a[1])
+    return d.FloatDistribution(a[0], a[1], log=p.kind == "loguniform",
+                               step=a[2] if p.kind == "quniform" else None)
+
+
+def check_points(space: Space, points: Any, key: str = "search.points_to_evaluate"
+                 ) -> list[dict[str, Any]]:
+    """Validate partial configs against the space: searched keys only, values the
+    distribution can take, conditional keys only with the value that makes them apply."""
+    import difflib
+
+    if not isinstance(points, list):
+        raise UserError(f"{space.source}: {key}: expected a list of {{dotted.key: value}}")
+    out = []
+    for i, point in enumerate(points):
+        where = f"{space.source}: {key}[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise UserError(f"{where}: expected a mapping such as {{optimizer.lr: 0.0025}}")
+        for name, value in point.items():
+            p = space.params.get(name)
+            if p is None or p.kind == "value":
+                close = difflib.get_close_matches(str(name), list(space.params), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"{where}: {name} is not searched in this space{hint}; "
+                                f"searched: {', '.join(space.params)}")
+            if not valid_value(p, value):
+                raise UserError(f"{where}: {name}: {value!r} is outside {p.kind} {p.args}")
+            missing = [s for s in p.when if s not in point]
+            if missing or not p.applies(point):
+                cond = ", ".join(f"{s} in {list(v)}" for s, v in p.when.items())
+                got = ("; give that too" if missing else " (got "
+                       + ", ".join(f"{s} {point[s]!r}" for s in p.when) + ")")
+                raise UserError(f"{where}: {name} applies only when {cond}{got}")
+        out.append(dict(point))
+    return out
+
+
+def valid_value(p: Param, value: Any) -> bool:
+    """True when the distribution of ``p`` can take ``value``."""
+    if p.kind in ("choice", "grid"):
+        return any(value == c and type(value) is type(c) or value == c for c in p.args)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if p.kind in ("int", "randint") and value != int(value):
+        return False
+    return p.args[0] <= value <= p.args[1]
+
+
+def draw_points(space: Space, n: int, seed: int,
+                first: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """``n`` trial configs drawn now by Optuna's RandomSampler (``first`` partial configs
+    enqueued first): the initial population of a PBT/PB2 search."""
+    import optuna
+
+    from vpr_tune.tune.samplers import build_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=build_sampler("random", seed))
+    for point in first or []:
+        study.enqueue_trial(point)
+    define = OptunaDefineByRun(space)
+    points = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = define(trial) or {}
+        points.append({**trial.params, **constants})
+    return points
 
 
 def plan_line(space: Space, trials: int) -> str:
     """The plan in one line (``run``, ``--dry-run``, ``--estimate`` and ``doctor`` print it)."""
     sconf, res = space.base["search"], space.base["resources"]
+    algorithm = sconf["algorithm"] + (f" ({sconf['sampler']})" if sconf["algorithm"] == "optuna"
+                                       else "")
     return (f"{len(space.params)} searched parameter(s), {trials} trials, "
-            f"{sconf['algorithm']} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
+            f"{algorithm} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
             f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+
+
+def check_plan(space: Space) -> list[str]:
+    """Check what the searcher and scheduler need from the space before anything starts
+    (UserError otherwise); returns the lines the run prints about fallbacks."""
+    from vpr_tune.config import parse_duration
+    from vpr_tune.tune.samplers import sampler_note
+
+    search = space.base["search"]
+    notes = []
+    check_points(space, search["points_to_evaluate"])
+    parse_duration(search["time_budget"])
+    population = search["scheduler"] in POPULATION_SCHEDULERS
+    if population:
+        from vpr_tune.tune.pbt import check_pbt
+
+        check_pbt(space)
+        if int(search["max_concurrent"]) < int(search["num_samples"]):
+            notes.append(f"{search['scheduler']}: {search['num_samples']} trials but "
+                         f"{search['max_concurrent']} at a time; PBT compares the trials "
+                         "that run together (raise search.max_concurrent)")
+        if space.algorithm == "optuna" and search["sampler"] != "random":
+            notes.append(f"{search['scheduler']}: the population is drawn at random from the "
+                         f"declared distributions (search.sampler {search['sampler']} is not "
+                         "used: Ray's PBT takes no searcher)")
+    elif not uses_points(space):
+        note = sampler_note(sampler_name(space), space)
+        notes += [note] if note else []
+    return notes
+
+
+def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], float]]:
+    """(params, last value of the metric) of each finished trial of the experiment at
+    ``earlier``; refused when its searched keys differ from this space's."""
+    import pandas as pd
+    import yaml
+
+    from vpr_tune.config import space_from_dict
+    from vpr_tune.tune.results import read_table
+
+    if uses_points(space) or space.base["search"]["scheduler"] in POPULATION_SCHEDULERS:
+        raise UserError("--warm-start feeds a sampler: use search.algorithm random or optuna "
+                        "with scheduler asha or fifo (grid and pbt/pb2 draw their trials up "
+                        "front)")
+    if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
+        raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
+    raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
+    raw.pop("resolved", None)
+    old = space_from_dict(raw, str(earlier / "space.yaml"))
+    mine = {k for k, p in space.params.items() if p.kind != "value"}
+    theirs = {k for k, p in old.params.items() if p.kind != "value"}
+    if mine != theirs:
+        diff = sorted(mine ^ theirs)
+        raise UserError(f"--warm-start {earlier.name}: it searched different keys "
+                        f"({', '.join(diff)} in only one of the two spaces)")
+    metric = space.base["search"]["metric"]
+    trials = read_table(earlier / "trials.csv")
+    curves = read_table(earlier / "metrics.csv")
+    last = curves.sort_values("epoch").groupby("trial_id")[metric].last()
+    out = []
+    for row in trials[trials["status"].isin(["TERMINATED", "STOPPED_EARLY"])].itertuples():
+        rec = row._asdict()
+        params = {}
+        for k in mine:
+            v = trials.loc[row.Index, k] if k in trials else None
+            if v is None or pd.isna(v):
+                continue
+            p = space.params[k]
+            if p.kind in ("int", "randint"):
+                v = int(v)
+            elif isinstance(v, np.generic):
+                v = v.item()
+            if not valid_value(p, v):
+                params = None  # outside this space's ranges: not a point the sampler knows
+                break
+            params[k] = v
+        value = last.get(rec["trial_id"])
+        if params and value is not None and not pd.isna(value):
+            out.append((params, float(value)))
+    return out
 
 
 # ----------------------------------------------------------------------------- the tuner
 def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
-                     study_db: Path | None = None, study_name: str = "optuna") -> tuple[Any, int]:
-    """(Ray search algorithm, number of trials); an Optuna study is kept in ``study_db``."""
+                     warm: list[tuple[dict[str, Any], float]] | None = None,
+                     study_db: Path | None = None, study_name: str = "vpr-tune"
+                     ) -> tuple[Any, int]:
+    """(Ray search algorithm, number of trials). ``warm``: (params, value) of finished
+    trials of an earlier search, given to the sampler before it proposes anything;
+    ``study_db``: the SQLite file the Optuna study ``study_name`` is kept in."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
     search = space.base["search"]
-    if search["algorithm"] == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-
-        from vpr_tune.tune.optuna_study import optuna_searcher
-
-        # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
-        alg = optuna_searcher(OptunaDefineByRun(space), search["metric"], search["mode"],
-                              int(search["seed"]), study_db, study_name)
-        return ConcurrencyLimiter(alg, max_concurrent=max_concurrent), num_samples
-    from ray.tune.search import ConcurrencyLimiter
-
+    first = check_points(space, search["points_to_evaluate"])
+    if first and uses_points(space):
+        raise UserError(f"{space.source}: search.points_to_evaluate: grid tries every "
+                        "combination already; use search.algorithm random or optuna")
+    if search["scheduler"] in POPULATION_SCHEDULERS:
+        # Ray's PBT takes no searcher: the population is fixed before the search starts.
+        points = (expand_points(space, num_samples, int(search["seed"])) if uses_points(space)
+                  else draw_points(space, num_samples, int(search["seed"]), first))
+        alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
+        alg._points = sorted({k for p in points for k in p})  # keys for run_tuner's param_space
+        return alg, len(points)
+    if not uses_points(space):
+        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm, study_db,
+                                                 study_name),
+                                  max_concurrent=max_concurrent), num_samples
     points = expand_points(space, num_samples, int(search["seed"]))
     searcher = _points_searcher(points, search["metric"], search["mode"])
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent), len(points)
+
+
+def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
+                   warm: list[tuple[dict[str, Any], float]] | None,
+                   study_db: Path | None = None, study_name: str = "vpr-tune") -> Any:
+    import optuna
+
+    from vpr_tune.tune.optuna_study import BestValueOptunaSearch, rdb_storage
+    from vpr_tune.tune.samplers import build_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = space.base["search"]
+    sampler = build_sampler(sampler_name(space), int(search["seed"]), num_samples)
+    # Our own study so earlier trials can be added before the first proposal;
+    # OptunaSearch loads it by name.
+    # (in results/NAME/optuna.db when given: what optuna-dashboard reads)
+    storage = rdb_storage(study_db) if study_db else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                direction="minimize" if search["mode"] == "min" else "maximize",
+                                load_if_exists=True)
+    for params, value in warm or []:
+        dists = {k: optuna_distribution(space.params[k]) for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  value=value))
+    # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
+    return BestValueOptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
+                                 mode=search["mode"], sampler=sampler, storage=storage,
+                                 study_name=study_name, points_to_evaluate=first or None)
 
 
 def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> Any:
@@ -177,11 +390,16 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
     return PointsSearcher()
 
 
-def trial_scheduler(space: Space) -> Any:
-    """ASHA on the search metric (``time_attr=epoch``) or FIFO."""
+def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
+    """ASHA on the search metric (``time_attr=epoch``), FIFO, or PBT/PB2 (``pbt.py``;
+    exploits go to ``tables_dir/perturbations.csv``)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
+    if search["scheduler"] in POPULATION_SCHEDULERS:
+        from vpr_tune.tune.pbt import population_scheduler
+
+        return population_scheduler(space, Path(tables_dir or ".") / "perturbations.csv")
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
@@ -308,11 +526,16 @@ def sigterm_stops_search() -> Iterator[dict[str, bool]]:
 
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
               max_concurrent: int, resume: bool, callbacks: list[Any],
+              tables_dir: Path | None = None,
+              warm: list[tuple[dict[str, Any], float]] | None = None,
               study_db: Path | None = None) -> Any:
     """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
-    ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``study_db``: the Optuna study file."""
+    ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``tables_dir``: where our tables
+    go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler;
+    ``study_db``: the Optuna study file."""
     from ray import tune
 
+    from vpr_tune.config import parse_duration
     from vpr_tune.tune.trainable import make_trainable
 
     search, res = space.base["search"], space.base["resources"]
@@ -328,19 +551,28 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     from vpr_tune.tune.storage import split
 
     parent, name = split(str(exp_dir))  # a URI's parameters (endpoint) stay on the parent
-    alg, n = build_search_alg(space, num_samples, max_concurrent, study_db, name)
+    alg, n = build_search_alg(space, num_samples, max_concurrent, warm, study_db, name)
+    population = search["scheduler"] in POPULATION_SCHEDULERS
     tuner = tune.Tuner(
         trainable,
-        param_space={},
-        tune_config=tune.TuneConfig(search_alg=alg, scheduler=trial_scheduler(space),
-                                    num_samples=n),
+        # PBT's points: Ray checks every preset key against param_space; a key a point lacks
+        # (a conditional one) stays None and is dropped by the trial.
+        param_space={k: None for k in getattr(alg, "_points", ())},
+        tune_config=tune.TuneConfig(
+            search_alg=alg, num_samples=n,
+            scheduler=trial_scheduler(space, Path(tables_dir or exp_dir)),
+            time_budget_s=parse_duration(search["time_budget"]),
+            # PBT restarts a trial at every exploit: in the same worker, not a new process
+            reuse_actors=population),
         run_config=tune.RunConfig(
             name=name, storage_path=parent, callbacks=callbacks,
             verbose=0,
             # Keep the 2 newest folders (each also holds the best model so far). Not by
             # score: that deletes the folder a driver killed between two state saves would
             # resume from; Ray saves its state at least every num_to_keep checkpoints.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT: all (one per perturbation interval). A trial that cloned another shares
+            # its checkpoint, and Ray's retention would delete it under the other trial.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if population else 2),
             failure_config=tune.FailureConfig(max_failures=int(search["max_failures"]))),
     )
     return tuner.fit()
@@ -356,9 +588,11 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
     """A Ray Tune callback: rewrites the tables and prints one progress line per trial end."""
     from ray.tune import Callback
 
-    from vpr_tune.tune.results import write_tables
+    from vpr_tune.config import parse_duration
+    from vpr_tune.tune.results import append_epoch_row, write_tables
 
     metric, mode = space.base["search"]["metric"], space.base["search"]["mode"]
+    budget = parse_duration(space.base["search"]["time_budget"])
 
     class Progress(Callback):
         def __init__(self, log: Callable[[str], Any]) -> None:
@@ -378,13 +612,20 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
         def _update(self, trials: list[Any], final: bool = False) -> None:
             # Ctrl-C: Ray marks the trials it stops TERMINATED, but they resume later.
             cut = {t.trial_id for t in trials if t.trial_id in self.started - self.ended
-                   and str(t.status) == "TERMINATED"} if final else set()
+                   and str(t.status) in ("TERMINATED", "PAUSED")} if final else set()
+            out_of_time = final and budget is not None and time.time() - self.start >= budget
             try:
-                frame = write_tables(exp_dir, trials, space.base, metric, running=cut)
+                frame = write_tables(exp_dir, trials, space.base, metric, running=cut,
+                                     budget=out_of_time)
             except UserError as exc:  # a full disk: the search goes on, old tables stay
                 self.log(f"warning: {exc}; the previous tables stay valid")
                 return
-            if cut:
+            if out_of_time:
+                ids = frame.loc[frame["status"] == "STOPPED_BUDGET", "trial_id"].tolist()
+                self.log(f"time budget {space.base['search']['time_budget']} spent: "
+                         f"{len(ids)} trial(s) cut (STOPPED_BUDGET){': ' if ids else ''}"
+                         f"{', '.join(ids)}")
+            elif cut:
                 self.log(f"interrupted: {len(cut)} unfinished trial(s) continue from their last "
                          "checkpoint with --resume")
             if frame.empty:
@@ -397,7 +638,7 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
                 row = ok.loc[ok[col].idxmax() if mode == "max" else ok[col].idxmin()]
                 best = f" | best {metric} {row[col]:.1f} ({row['trial_id']})"
             done = sum(counts.get(s, 0) for s in
-                       ("TERMINATED", "STOPPED_EARLY", "ERROR", "DIVERGED"))
+                       ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED"))
             spent = time.time() - self.start
             eta = ""
             if 0 < done < total and not final:
@@ -405,12 +646,15 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             self.last_line = time.time()
             self.log(f"[{elapsed(self.start)}] trials {done}/{total} done "
                 f"(finished {counts.get('TERMINATED', 0)}, stopped early "
-                f"{counts.get('STOPPED_EARLY', 0)}, errors {counts.get('ERROR', 0)}, "
+                f"{counts.get('STOPPED_EARLY', 0)}, "
+                + (f"cut by budget {counts['STOPPED_BUDGET']}, " if "STOPPED_BUDGET" in counts
+                   else "") + f"errors {counts.get('ERROR', 0)}, "
                 f"diverged {counts.get('DIVERGED', 0)}), running {counts.get('RUNNING', 0)}"
                 f"{best}{eta}")
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
+            append_epoch_row(exp_dir, result)
             # long epochs (real data): a line at most every 2 minutes between trial ends
             if time.time() - getattr(self, "last_line", self.start) > 120:
                 self._update(trials)

@@ -1,8 +1,8 @@
 """The Ray Tune function trainable: one trial = one :class:`vpr_tune.train.Trainer`.
 
 Reports after every epoch (``metrics.REPORTED``: ``train/loss``, ``lr``, ``val/R@N``; plus
-``epoch``, ``node_id``) with a checkpoint, so ASHA can stop it and a restarted trial resumes
-from its checkpoint.
+``epoch``, ``node_id``) with a checkpoint (PBT/PB2: every perturbation interval), so ASHA can
+stop it, PBT can clone it, and a restarted trial resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     import torch
     from ray import tune
 
-    cfg = materialize(base, config)
+    cfg = materialize(base, {k: v for k, v in config.items() if v is not None})
     ctx = ray.get_runtime_context()
     resources = ctx.get_assigned_resources()
     threads = max(1, int(resources.get("CPU", 1)))
@@ -68,8 +68,12 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
     metric = cfg["search"]["metric"]
     last: dict[str, Any] = {metric: worst(mode_of(cfg["search"]))}  # diverged before a report
+    max_epochs = int(cfg["budget"]["max_epochs"])
+    # PBT exploits (and resumes) at perturbation epochs: checkpoint there, not every epoch.
+    every = (int(cfg["pbt"]["perturbation_interval"])
+             if cfg["search"]["scheduler"] in ("pbt", "pb2") else 1)
     try:
-        while trainer.epoch < int(cfg["budget"]["max_epochs"]):
+        while trainer.epoch < max_epochs:
             try:
                 row = trainer.run_epoch()
             except DivergedError as exc:
@@ -81,13 +85,16 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
             with _disk_full_names_file(best):
                 if trainer.is_best or not best.exists():
                     trainer.save_model(best)
+            report = {**last, "epoch": int(row["epoch"]), "diverged": 0, **extra}
+            if trainer.epoch % every and trainer.epoch < max_epochs:
+                tune.report(report)
+                continue
             with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
                 with _disk_full_names_file(Path(tmp) / CHECKPOINT_FILE):
                     trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
                     _link_or_copy(best, Path(tmp) / BEST_FILE)
                 with _disk_full_names_file(Path(tune.get_context().get_trial_dir())):
-                    tune.report({**last, "epoch": int(row["epoch"]), "diverged": 0, **extra},
-                                checkpoint=tune.Checkpoint.from_directory(tmp))
+                    tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -1,0 +1,252 @@
+"""Population-based training: explore steps follow the declared distributions, bad mutate
+keys are refused, a perturbation really changes the lr a trial trains with, and a PBT
+search (fake trainer) writes perturbations.csv; the time budget ends a search."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from vpr_tune.analysis import read_table
+from vpr_tune.config import Param, space_from_dict
+from vpr_tune.errors import UserError
+from vpr_tune.tune import trainable
+from vpr_tune.tune.lineage import lineage
+from vpr_tune.tune.pbt import LOG_FACTORS, check_pbt, explore_value
+
+
+# ------------------------------------------------------------------------ explore step
+@pytest.mark.parametrize("resample", [0.0, 0.5, 1.0])
+def test_mutations_stay_in_bounds_and_follow_the_declared_scale(resample):
+    rng = random.Random(0)
+    lr = Param("optimizer.lr", "loguniform", [1e-4, 1e-1])
+    wd = Param("optimizer.weight_decay", "uniform", [0.0, 0.01])
+    t0 = Param("optimizer.t0", "int", [10, 20])
+    q = Param("budget.x", "quniform", [0.0, 1.0, 0.25])
+    name = Param("optimizer.name", "choice", ["sgd", "adam", "adamw"])
+    logs = []
+    for _ in range(300):
+        v = math.exp(rng.uniform(math.log(1e-4), math.log(1e-1)))
+        new, op = explore_value(lr, v, rng, resample)
+        assert 1e-4 <= new <= 1e-1
+        if op != "resample":  # a step in log space: x 0.8 or x 1.25, clipped
+            assert op in {f"* {f}" for f in LOG_FACTORS}
+            assert any(math.isclose(new, min(max(v * f, 1e-4), 1e-1)) for f in LOG_FACTORS)
+        logs.append(math.log10(new))
+        new, op = explore_value(wd, 0.005, rng, resample)
+        assert 0.0 <= new <= 0.01
+        if op != "resample":  # a linear step of 10 % of the range
+            assert math.isclose(abs(new - 0.005), 0.001)
+        new, _ = explore_value(t0, 20, rng, resample)
+        assert isinstance(new, int) and 10 <= new <= 20
+        new, _ = explore_value(q, 0.5, rng, resample)
+        assert new in (0.0, 0.25, 0.5, 0.75, 1.0)
+        new, op = explore_value(name, "adam", rng, resample)
+        assert new in ("sgd", "adam", "adamw")
+    if resample == 1.0:  # redraws are log-uniform: each decade gets about a third
+        decades = [sum(lo <= x < lo + 1 for x in logs) for lo in (-4, -3, -2)]
+        assert all(60 <= n <= 140 for n in decades), decades
+
+
+def _space(text: str):
+    import yaml
+
+    return space_from_dict(yaml.safe_load(textwrap.dedent(text)), "p.yaml")
+
+
+BASE = """
+    optimizer:
+      name: {choice: [sgd, adam]}
+      lr: {loguniform: [1.0e-4, 1.0e-1]}
+      momentum: {uniform: [0.8, 0.99], when: {name: sgd}}
+      weight_decay: {quniform: [0.0, 0.01, 0.001]}
+    model: {aggregator: {name: gem, p: {uniform: [2.0, 4.0]}}}
+    search: {scheduler: SCHED}
+    pbt: {mutate: MUTATE}
+"""
+
+
+@pytest.mark.parametrize("sched, mutate, message", [
+    ("pbt", "[optimizer.beta1]", "pbt.mutate: optimizer.beta1 is not searched in this space"),
+    ("pbt", "[optimizer.name]", "pbt.mutate: optimizer.name cannot change during training"),
+    ("pbt", "[model.aggregator.p]", "pbt.mutate: model.aggregator.p cannot change during training"),
+    ("pbt", "[optimizer.momentum]", "pbt.mutate: optimizer.momentum applies only to some trials"),
+    ("pbt", "[]", "pbt.mutate: expected a list of searched keys"),
+    ("pb2", "[optimizer.lr, optimizer.weight_decay]",
+     "pbt.mutate: optimizer.weight_decay is quniform; pb2 takes continuous parameters only"),
+])
+def test_unusable_mutate_keys_are_refused(sched, mutate, message):
+    space = _space(BASE.replace("SCHED", sched).replace("MUTATE", mutate))
+    with pytest.raises(UserError, match="p.yaml: " + message):
+        check_pbt(space)
+
+
+def test_pb2_takes_continuous_keys():
+    space = _space(BASE.replace("SCHED", "pb2").replace("MUTATE", "[optimizer.lr]"))
+    assert [p.path for p in check_pbt(space)] == ["optimizer.lr"]
+
+
+# ------------------------------------------------- a perturbation reaches the optimizer
+@pytest.mark.parametrize("scheduler", ["none", "cosine"])
+def test_new_lr_weight_decay_momentum_apply_after_restoring_a_checkpoint(
+        tmp_path, street_world_tiny, scheduler):
+    from vpr_tune.config import defaults
+    from vpr_tune.train import Trainer
+
+    cfg = defaults()
+    cfg["data"].update(image_size=[32, 32], augment=False)
+    cfg["budget"].update(max_epochs=4, batches_per_epoch=1, places_per_batch=4,
+                         images_per_place=2, eval_batch_size=32)
+    cfg["optimizer"].update(name="sgd", lr=0.01, weight_decay=1e-3, momentum=0.9)
+    cfg["scheduler"] = {"name": scheduler}
+    source = Trainer(cfg, street_world_tiny, device="cpu", log=lambda _m: None)
+    source.run_epoch()
+    source.run_epoch()
+    old_lr = source.lr  # cosine: already decayed below 0.01
+    source.save_checkpoint(tmp_path / "c.pt")
+    cfg["optimizer"].update(lr=0.002, weight_decay=5e-4, momentum=0.8)  # the explore step
+    clone = Trainer(cfg, street_world_tiny, device="cpu", log=lambda _m: None)
+    clone.load_checkpoint(tmp_path / "c.pt")
+    row = clone.run_epoch()
+    assert clone.epoch == 3
+    expected = 0.002 * old_lr / 0.01  # the schedule keeps its progress on the new base
+    assert math.isclose(row["lr"], expected, rel_tol=1e-9), (row["lr"], expected)
+    group = clone.optimizer.param_groups[0]
+    assert group["weight_decay"] == 5e-4 and group["momentum"] == 0.8
+    # the same config restored (an ordinary resume) keeps the decayed lr as it was
+    again = Trainer(cfg, street_world_tiny, device="cpu", log=lambda _m: None)
+    clone.save_checkpoint(tmp_path / "d.pt")
+    again.load_checkpoint(tmp_path / "d.pt")
+    assert again.lr == clone.lr
+
+
+# ------------------------------------------------------------ a PBT search, fake trainer
+class PBTFakeTrainer:
+    """Trains nothing: R@1 grows with the lr it was given; reports that lr."""
+
+    def __init__(self, cfg, data_root, device=None, num_threads=None, log=print):
+        self.cfg, self.epoch, self.is_best, self.score = cfg, 0, True, 0.0
+
+    def run_epoch(self):
+        time.sleep(0.3)
+        self.epoch += 1
+        lr = self.cfg["optimizer"]["lr"]
+        self.score += 1000 * lr
+        return {"epoch": self.epoch, "train/loss": 1.0, "lr": lr, "val/R@1": self.score,
+                "val/R@5": self.score, "val/R@10": self.score, "val/R@25": self.score}
+
+    def save_checkpoint(self, path):
+        Path(path).write_text(json.dumps({"epoch": self.epoch, "score": self.score}))
+        return Path(path)
+
+    def save_model(self, path):
+        return self.save_checkpoint(path)
+
+    def load_checkpoint(self, path):
+        state = json.loads(Path(path).read_text())
+        self.epoch, self.score = state["epoch"], state["score"]
+
+
+@pytest.fixture
+def pbt_fake(monkeypatch):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(trainable, "TRAINER_FACTORY", PBTFakeTrainer)
+    yield PBTFakeTrainer
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+FAKE_SPACE = """
+    data: {{image_size: [32, 32], cache: false}}
+    optimizer: {{name: adam, lr: {{loguniform: [1.0e-4, 1.0e-2]}}}}
+    budget: {{max_epochs: {epochs}}}
+    search: {{algorithm: random, num_samples: 4, max_concurrent: 4, scheduler: {sched},
+             seed: 1{extra}}}
+    pbt: {{perturbation_interval: 2, quantile_fraction: 0.25, resample_probability: 0.25,
+          mutate: [optimizer.lr]}}
+    resources: {{cpu: 0.5, gpu: 0}}
+"""
+
+
+def _run(tmp_path, street_world_tiny, name, sched="pbt", epochs=8, extra="", args=()):
+    import ray
+
+    from vpr_tune.cli import main
+
+    space = tmp_path / f"{name}.yaml"
+    space.write_text(textwrap.dedent(FAKE_SPACE.format(sched=sched, epochs=epochs,
+                                                       extra=extra)))
+    try:
+        rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", name,
+                   "--storage", str(tmp_path / "res"), *args])
+    finally:
+        ray.shutdown()
+    return rc, tmp_path / "res" / name
+
+
+@pytest.mark.parametrize("sched", ["pbt", pytest.param("pb2", marks=pytest.mark.slow)])
+def test_pbt_search_logs_perturbations_and_trials_train_with_the_new_lr(
+        tmp_path, pbt_fake, street_world_tiny, capsys, sched):
+    rc, exp = _run(tmp_path, street_world_tiny, sched, sched)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    trials = read_table(exp / "trials.csv")
+    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all(), trials
+    perturbations = read_table(exp / "perturbations.csv")
+    assert list(perturbations.columns) == ["trial_id", "epoch", "source_trial_id", "param",
+                                           "old", "new"]
+    assert len(perturbations) >= 1, out
+    assert (perturbations["param"] == "optimizer.lr").all()
+    assert perturbations["new"].between(1e-4, 1e-2).all()
+    assert (perturbations["epoch"] % 2 == 0).all()  # at perturbation intervals
+    assert (perturbations["trial_id"] != perturbations["source_trial_id"]).all()
+    metrics = read_table(exp / "metrics.csv").set_index(["trial_id", "epoch"])
+    for row in perturbations.itertuples():
+        # the next epoch the trial reports trained with the new lr (unless it was
+        # perturbed again at the same epoch: the later row wins)
+        later = perturbations[(perturbations["trial_id"] == row.trial_id)
+                              & (perturbations["epoch"] == row.epoch)]
+        if later.index[-1] != row.Index:
+            continue
+        assert math.isclose(metrics.loc[(row.trial_id, row.epoch + 1), "lr"], row.new), row
+    # the winner's lineage: every epoch trained with the lr the schedule says, the score
+    # (carried in the fake's checkpoints) never drops along it
+    best = trials.loc[trials["best_val/R@1"].idxmax(), "trial_id"]
+    path = lineage(exp, best)
+    assert list(path["epoch"]) == list(range(1, 9))
+    assert (path["trained_lr"] - path["optimizer.lr"]).abs().max() < 1e-12
+    assert path["val/R@1"].is_monotonic_increasing
+    from vpr_tune.cli import main
+
+    assert main(["best", sched, "--storage", str(exp.parent)]) == 0
+    out = capsys.readouterr().out
+    assert f"Schedule of {best}" in out and "ran_in" in out
+    assert main(["report", sched, "--storage", str(exp.parent)]) == 0
+    assert (exp / "report" / "lr_schedule.png").stat().st_size > 10_000
+    assert "Schedule of the best trial" in (exp / "report" / "report.md").read_text()
+
+
+def test_time_budget_ends_a_search_with_stopped_budget(tmp_path, pbt_fake, street_world_tiny,
+                                                       capsys):
+    rc, exp = _run(tmp_path, street_world_tiny, "budget", "fifo", epochs=200,
+                   args=["--time-budget", "8s"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    trials = read_table(exp / "trials.csv")
+    assert (trials["status"] == "STOPPED_BUDGET").any(), trials
+    assert (trials["epochs"] < 200).all()
+    assert "time budget 8s spent" in out and "STOPPED_BUDGET" in out
+
+
+def test_bad_time_budget_is_a_user_error(tmp_path, street_world_tiny, capsys):
+    rc, _ = _run(tmp_path, street_world_tiny, "bad", "fifo", args=["--time-budget", "6 weeks"])
+    assert rc == 2
+    assert "--time-budget: '6 weeks' is not a duration" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""A PBT search survives its driver being killed (SIGKILL): ``--resume`` finishes every
+trial, keeps the exploits already logged, and no epoch is counted twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.test_faults import _group_alive, _reports, _wait_for
+from vpr_tune.tune.lineage import lineage
+from vpr_tune.tune.results import read_table
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+    seed: 0
+    data: {image_size: [32, 32]}
+    model: {backbone: resnet18, cut: layer3, freeze_stages: 0, aggregator: {name: gem}}
+    loss: {name: multisimilarity}
+    miner: {name: multisimilarity}
+    optimizer: {name: adam, lr: {loguniform: [1.0e-4, 1.0e-2]}}
+    budget: {max_epochs: 10, batches_per_epoch: 12, places_per_batch: 8, images_per_place: 4,
+             eval_batch_size: 64}
+    search: {algorithm: random, num_samples: 4, seed: 1, max_concurrent: 4, scheduler: pbt}
+    pbt: {perturbation_interval: 2, quantile_fraction: 0.25, mutate: [optimizer.lr]}
+    resources: {cpu: 0.5, gpu: 0}
+"""
+
+
+def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
+    space = tmp_path / "pbt.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    storage = tmp_path / "res"
+    exp = storage / "pbt"
+    cmd = [sys.executable, "-m", "vpr_tune", "run", str(space), "--data",
+           str(street_world_tiny), "--name", "pbt", "--storage", str(storage)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        # Kill after the first exploit, with every trial part-way and its first checkpoint
+        # older than Ray's experiment-state period (10 s).
+        def midway() -> bool:
+            seen = _reports(exp)
+            return ((exp / "perturbations.csv").exists() and len(seen) == 4
+                    and all(2 <= r[-1]["epoch"] < 8 and time.time() - r[0]["timestamp"] > 12
+                            for r in seen.values()))
+
+        _wait_for(midway, 600, proc)
+        before = read_table(exp / "perturbations.csv")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=900)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    trials = read_table(exp / "trials.csv")
+    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all(), trials
+    assert (trials["epochs"] == 10).all()
+    after = read_table(exp / "perturbations.csv")
+    assert after.iloc[:len(before)].equals(before)  # exploits logged before the kill kept
+    metrics = read_table(exp / "metrics.csv")
+    assert not metrics.duplicated(["trial_id", "epoch"]).any()
+    for trial_id in trials["trial_id"]:
+        path = lineage(exp, trial_id)
+        assert list(path["epoch"]) == list(range(1, 11))
+        assert path["trained_lr"].notna().all()

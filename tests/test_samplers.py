@@ -1,0 +1,149 @@
+"""Samplers by name, points_to_evaluate and warm starts, driven through the Ray searcher's
+``suggest`` directly (no trials run)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vpr_tune.cli import main
+from vpr_tune.config import SAMPLERS, load_space, space_from_dict
+from vpr_tune.errors import UserError
+from vpr_tune.tune.samplers import sampler_note
+from vpr_tune.tune.search import build_search_alg, check_plan, load_warm_start, valid_value
+
+DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
+
+
+def demo_space(**search):
+    space = load_space(DEMO)
+    space.base["search"].update(search)
+    return space
+
+
+def assert_valid(space, config):
+    assert set(config) <= set(space.params), config
+    for key, value in config.items():
+        assert valid_value(space.params[key], value), (key, value)
+    # conditionals: momentum exactly for SGD
+    assert ("optimizer.momentum" in config) == (config["optimizer.name"] == "sgd"), config
+    assert {"optimizer.name", "optimizer.lr", "optimizer.weight_decay"} <= set(config)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_proposes_valid_demo_configs(name):
+    space = demo_space(sampler=name)
+    alg, n = build_search_alg(space, 14, 14)
+    assert n == 14
+    names = set()
+    for i in range(14):  # past every sampler's random start-up trials
+        config = alg.suggest(f"t{i}")
+        assert_valid(space, config)
+        names.add(config["optimizer.name"])
+        alg.on_trial_complete(f"t{i}", {"val/R@1": 1000 * config["optimizer.lr"], "epoch": 4})
+    assert len(names) >= 2
+
+
+def test_samplers_say_what_they_leave_to_random_draws():
+    space = demo_space()
+    assert sampler_note("tpe", space) == ""
+    note = sampler_note("cmaes", space)
+    assert "optimizer.name (choice)" in note and "optimizer.momentum (conditional)" in note
+    assert "models optimizer.lr, optimizer.weight_decay" in note
+    gp = sampler_note("gp", space)
+    assert "optimizer.momentum (conditional)" in gp and "optimizer.name" not in gp.split(";")[0]
+    only_choices = space_from_dict({"optimizer": {"name": {"choice": ["sgd", "adam"]}},
+                                    "search": {"sampler": "cmaes"}}, "c.yaml")
+    with pytest.raises(UserError, match="c.yaml: search.sampler: cmaes cannot model"):
+        check_plan(only_choices)
+
+
+def test_random_goes_through_optunas_random_sampler():
+    import optuna
+
+    alg, _ = build_search_alg(demo_space(algorithm="random"), 5, 2)
+    assert isinstance(alg.searcher._ot_study.sampler, optuna.samplers.RandomSampler)
+
+
+def test_unknown_sampler_is_an_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("search: {sampler: cmaess}\n")
+    with pytest.raises(UserError, match="search.sampler: 'cmaess' is not one of .*cmaes"):
+        load_space(path)
+
+
+# ------------------------------------------------------------------ points_to_evaluate
+POINTS = [{"optimizer.name": "sgd", "optimizer.lr": 0.0025, "optimizer.weight_decay": 0.001,
+           "optimizer.momentum": 0.9},
+          {"optimizer.name": "adam"}]
+
+
+def test_points_to_evaluate_come_first_and_partial_ones_are_completed():
+    space = demo_space(points_to_evaluate=POINTS)
+    alg, _ = build_search_alg(space, 6, 6)
+    first, second = alg.suggest("a"), alg.suggest("b")
+    assert first == POINTS[0]
+    assert second["optimizer.name"] == "adam" and "optimizer.momentum" not in second
+    assert_valid(space, second)
+
+
+@pytest.mark.parametrize("point, message", [
+    ({"optimizer.lrr": 0.01}, r"optimizer.lrr is not searched .*did you mean 'optimizer.lr'"),
+    ({"optimizer.lr": 0.5}, r"optimizer.lr: 0.5 is outside loguniform"),
+    ({"optimizer.name": "rmsprop"}, r"optimizer.name: 'rmsprop' is outside choice"),
+    ({"optimizer.name": "adam", "optimizer.momentum": 0.9},
+     r"optimizer.momentum applies only when optimizer.name in \['sgd'\] "
+     r"\(got optimizer.name 'adam'\)"),
+    ({"optimizer.momentum": 0.9}, "optimizer.momentum applies only when .*give that too"),
+    ({"loss.name": "triplet"}, "loss.name is not searched"),
+])
+def test_points_to_evaluate_are_checked_against_the_space(point, message):
+    space = demo_space(points_to_evaluate=[point])
+    with pytest.raises(UserError, match=r"points_to_evaluate\[0\]: " + message):
+        check_plan(space)
+
+
+# ------------------------------------------------------------------------- warm start
+def test_warm_start_feeds_finished_trials_to_the_sampler(hand_experiment):
+    space = space_from_dict(__import__("yaml").safe_load(
+        (hand_experiment / "space.yaml").read_text()), "again.yaml")
+    warm = load_warm_start(space, hand_experiment)
+    # t0, t1, t4, t5 finished; t2 ERROR and t3 DIVERGED are left out
+    assert len(warm) == 4
+    params, value = warm[0]
+    assert params["optimizer.name"] == "sgd" and value == 60.0
+    assert "optimizer.momentum" not in warm[1][0]  # adam: the conditional key is absent
+    alg, _ = build_search_alg(space, 3, 3, warm)
+    study = alg.searcher._ot_study
+    assert len(study.trials) == 4 and study.best_value == 60.0
+    assert_valid_keys = set(alg.suggest("new"))
+    assert assert_valid_keys <= set(space.params)
+
+
+def test_warm_start_refuses_a_space_with_other_keys(hand_experiment):
+    space = demo_space()  # no scheduler.name, no budget: other searched keys
+    with pytest.raises(UserError, match=r"--warm-start hand: it searched different keys "
+                                        r"\(scheduler.name in only one"):
+        load_warm_start(space, hand_experiment)
+
+
+def test_warm_start_needs_a_sampler(hand_experiment):
+    space = demo_space(scheduler="pbt")
+    with pytest.raises(UserError, match="--warm-start feeds a sampler"):
+        load_warm_start(space, hand_experiment)
+
+
+def test_run_says_how_many_trials_it_warm_starts_with(hand_experiment, tmp_path, capsys,
+                                                       monkeypatch, street_world_tiny):
+    monkeypatch.setenv("VPR_TUNE_RESULTS", str(hand_experiment.parent))
+    path = tmp_path / "again.yaml"
+    path.write_text((hand_experiment / "space.yaml").read_text() + textwrap.dedent("""
+        data: {image_size: [32, 32]}
+    """))
+    rc = main(["run", str(path), "--data", str(street_world_tiny), "--warm-start", "hand",
+               "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "warm start: 4 finished trial(s) of hand given to the sampler" in out
