@@ -378,13 +378,15 @@ def best(
                           "tests.")
     ] = 0,
 ) -> None:
-    """The top trials of a search; --retest re-evaluates them on the test sets, --repeat
-    retrains them with new seeds, --export writes one as a train YAML."""
+    """The top trials of a search (a multi-objective search: its Pareto front); --retest
+    re-evaluates them on the test sets, --repeat retrains them with new seeds, --export
+    writes one as a train YAML."""
     import json
 
     from vpr_tune import analysis
 
     exp = _load_experiment(name, storage)
+    front = exp.multi_objective and metric is None  # --metric ranks by one objective
     metric = metric or exp.metric
     log_console = err_console if json_out else console  # keep --json stdout pure JSON
     if export is not None or save_preds:
@@ -394,13 +396,15 @@ def best(
     if repeat:
         _best_repeat(exp, repeat, top_n, metric, data, json_out, log_console)
         return
-    table = analysis.top_table(exp, top_n, metric)
+    table = analysis.front_table(exp) if front else analysis.top_table(exp, top_n, metric)
     retested = None
     if retest:
         from vpr_tune.retest import retest as run_retest
 
-        retested = run_retest(exp, top_n, metric, data, force, log=log_console.print)
+        retested = run_retest(exp, top_n, metric, data, force, log=log_console.print,
+                              front=front)
         _push(exp, storage, ("retest.csv", "retest.md"))
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in exp.objectives)
     from vpr_tune.tune.lineage import lineage, read_perturbations
 
     schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
@@ -409,6 +413,9 @@ def best(
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
+        if front:
+            out["objectives"] = [{"metric": m, "mode": mode} for m, mode in exp.objectives]
+            out["pareto_front"] = True
         if retested is not None:
             out["retest"] = _records(retested)
             out["test_sets"] = retested.attrs.get("test_sets", {})
@@ -417,10 +424,17 @@ def best(
             out["schedule"] = _records(schedule)
         print(json.dumps(out, indent=1))
         return
-    failed = len(exp.trials) - len(analysis.ranked(exp, metric))
-    caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+    if front:
+        unfinished = int(exp.trials["status"].isin(["ERROR", "DIVERGED", "PENDING"]).sum())
+        caption = (f"{len(table)} of {len(exp.trials)} trials on the front ({unfinished} "
+                   f"failed, diverged or unstarted); --metric M ranks by one objective")
+        title = f"Pareto front of {exp.label}: {objectives}"
+    else:
+        failed = len(exp.trials) - len(analysis.ranked(exp, metric))
+        caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+        title = f"Best trials of {exp.label} by {metric}"
     if retested is None:
-        _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
+        _print_wide(_rich_table(table, title, caption))
     else:  # the retest table holds every column of the best table but epochs
         from vpr_tune.retest import transfer_lines
 
@@ -614,7 +628,7 @@ def report(
 @app.command("bench")
 def bench(
     name: Annotated[
-        str, typer.Argument(help="loader | cache | eval | asha | search | memory | all")
+        str, typer.Argument(help="loader | cache | eval | asha | search | memory | pareto | all")
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,

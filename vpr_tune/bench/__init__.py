@@ -54,6 +54,12 @@ def _search(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     return bench_search(quick, log)
 
 
+def _pareto(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.pareto import bench_pareto
+
+    return bench_pareto(quick, log)
+
+
 def _memory(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     from vpr_tune.bench.memory import bench_memory
 
@@ -67,6 +73,7 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = 
     "asha": _asha,
     "search": _search,
     "memory": _memory,
+    "pareto": _pareto,
 }
 
 # What each ratio means, for tables and docs.
@@ -77,6 +84,7 @@ BAR_TEXT = {
     "asha": "trial-epochs ASHA / FIFO, best R@1 within 1 point (<= 0.35)",
     "search": "sum trial busy / (wall x cores) (>= 0.80)",
     "memory": "per-trial USS growth / cache growth (<= 0.10)",
+    "pareto": "trial-epochs MO-ASHA / FIFO, hypervolume >= 0.98 of FIFO's (<= 0.5)",
 }
 
 

@@ -40,6 +40,8 @@ class BestValueOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         from vpr_tune.metrics import is_better
 
+        if isinstance(self.metric, list):  # several objectives: Optuna takes the final ones
+            return super().on_trial_result(trial_id, result)
         value = result.get(self.metric)
         if not result.get("diverged") and is_better(value, self._best.get(trial_id), self.mode):
             self._best[trial_id] = float(value)
@@ -47,7 +49,7 @@ class BestValueOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        if result and not error and trial_id in self._best:
+        if result and not error and trial_id in self._best and isinstance(self.metric, str):
             result = {**result, self.metric: self._best[trial_id]}
         super().on_trial_complete(trial_id, result=result, error=error)
 

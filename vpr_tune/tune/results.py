@@ -220,6 +220,14 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
         vals = [r[m] for r in good if r.get(m) is not None]
         record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
         record[metrics.summary_column(m, "last")] = vals[-1] if vals else None
+    # Costs, one value per trial: descriptor size and parameters at the best epoch of the
+    # ranking metric (they never change), query time as the median over the trial's epochs.
+    best = metrics.best_index([r.get(metric) for r in good],
+                              metrics.mode_of({**cfg["search"], "metric": metric}))
+    for m in metrics.COSTS:
+        vals = [float(r[m]) for r in good if r.get(m) is not None]
+        record[m] = (None if not vals else float(pd.Series(vals).median())
+                     if m == metrics.QUERY_MS else good[best or 0].get(m, vals[-1]))
     record["epochs"] = reached
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
@@ -263,10 +271,17 @@ def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
                             logged.get(t.trial_id)) for t in trials]
     curves = [row for r in records for row in r.pop("_rows")]
     fixed = ["trial_id", "status"]
-    tail = [*metrics.summary_columns(), "epochs", "time_s", "node_id", "error", "checkpoint"]
+    tail = [*metrics.summary_columns(), *metrics.COSTS, "epochs", "time_s", "node_id", "error",
+            "checkpoint"]
     frame = pd.DataFrame(records, columns=None if records else fixed + tail)
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
+    if base["search"].get("objectives"):  # multi-objective: mark the Pareto-optimal trials
+        from vpr_tune.tune.pareto import pareto_flags
+
+        objectives = [(metrics.objective_column(m), mode)
+                      for m, mode in metrics.objectives_of(base["search"])]
+        frame.insert(frame.columns.get_loc("epochs"), "pareto", pareto_flags(frame, objectives))
     write_table(frame, Path(exp_dir) / "trials.csv")
     write_table(pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED]),
                 Path(exp_dir) / "metrics.csv")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune import metrics
 from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
@@ -260,6 +261,9 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
         raise UserError("--warm-start feeds a sampler: use search.algorithm random or optuna "
                         "with scheduler asha or fifo (grid and pbt/pb2 draw their trials up "
                         "front)")
+    if space.base["search"].get("objectives"):
+        raise UserError("--warm-start gives the sampler one value per earlier trial: not "
+                        "with search.objectives (several objectives)")
     if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
         raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
     raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
@@ -342,19 +346,24 @@ def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
     sampler = build_sampler(sampler_name(space), int(search["seed"]), num_samples)
     # Our own study so earlier trials can be added before the first proposal;
     # OptunaSearch loads it by name.
+    # Several objectives: a study with one direction each, and Ray hands Optuna lists of
+    # metrics and modes (the default sampler, TPE, is multi-objective TPE then).
+    objectives = metrics.objectives_of(search)
+    metric: Any = [m for m, _ in objectives] if len(objectives) > 1 else search["metric"]
+    mode: Any = [md for _, md in objectives] if len(objectives) > 1 else search["mode"]
     # (in results/NAME/optuna.db when given: what optuna-dashboard reads)
     storage = rdb_storage(study_db) if study_db else optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                direction="minimize" if search["mode"] == "min" else "maximize",
-                                load_if_exists=True)
+                                directions=["minimize" if md == "min" else "maximize"
+                                            for _, md in objectives], load_if_exists=True)
     for params, value in warm or []:
         dists = {k: optuna_distribution(space.params[k]) for k in params}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=value))
     # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
-    return BestValueOptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
-                                 mode=search["mode"], sampler=sampler, storage=storage,
-                                 study_name=study_name, points_to_evaluate=first or None)
+    return BestValueOptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
+                                 sampler=sampler, storage=storage, study_name=study_name,
+                                 points_to_evaluate=first or None)
 
 
 def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> Any:
@@ -391,8 +400,9 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
 
 
 def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
-    """ASHA on the search metric (``time_attr=epoch``), FIFO, or PBT/PB2 (``pbt.py``;
-    exploits go to ``tables_dir/perturbations.csv``)."""
+    """ASHA on the search metric (``time_attr=epoch``), multi-objective ASHA when the search
+    has several objectives, FIFO, or PBT/PB2 (``pbt.py``; exploits go to
+    ``tables_dir/perturbations.csv``)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
@@ -403,6 +413,12 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
+    if search.get("objectives"):
+        from vpr_tune.tune.moasha import MultiObjectiveASHA
+
+        return MultiObjectiveASHA(metrics.objectives_of(search), time_attr="epoch", max_t=max_t,
+                                  grace_period=int(asha["grace_period"]),
+                                  reduction_factor=float(asha["reduction_factor"]))
     return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
                          max_t=max_t, grace_period=int(asha["grace_period"]),
                          reduction_factor=float(asha["reduction_factor"]))
@@ -637,6 +653,8 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             if col in ok and ok[col].notna().any():
                 row = ok.loc[ok[col].idxmax() if mode == "max" else ok[col].idxmin()]
                 best = f" | best {metric} {row[col]:.1f} ({row['trial_id']})"
+            if "pareto" in frame:
+                best += f" | Pareto front {int(frame['pareto'].sum())} trial(s)"
             done = sum(counts.get(s, 0) for s in
                        ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED"))
             spent = time.time() - self.start
