@@ -263,6 +263,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Validate YAML and data, print the plan, start nothing.")
     ] = False,
+    mlflow: Annotated[
+        str | None, typer.Option(help="Also log each trial to MLflow at this tracking URI.")
+    ] = None,
     time_budget: Annotated[
         str | None, typer.Option(help="Override search.time_budget (e.g. 90m, 6h, 3600s).")
     ] = None,
@@ -304,7 +307,7 @@ def run(
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
                    storage=storage, dry_run=dry_run, time_budget=time_budget,
-                   warm_start=warm_start, log=log)
+                   warm_start=warm_start, log=log, mlflow=mlflow)
 
 
 def _data_root(space, data: str | None, log) -> Path:
@@ -382,7 +385,7 @@ def best(
 
     from vpr_tune import analysis
 
-    exp = analysis.load_experiment(name, storage)
+    exp = _load_experiment(name, storage)
     front = exp.multi_objective and metric is None  # --metric ranks by one objective
     metric = metric or exp.metric
     log_console = err_console if json_out else console  # keep --json stdout pure JSON
@@ -400,6 +403,7 @@ def best(
 
         retested = run_retest(exp, top_n, metric, data, force, log=log_console.print,
                               front=front)
+        _push(exp, storage, ("retest.csv", "retest.md"))
     objectives = ", ".join(f"{m} ({mode})" for m, mode in exp.objectives)
     from vpr_tune.tune.lineage import lineage, read_perturbations
 
@@ -504,6 +508,32 @@ def _best_repeat(exp, seeds, top, metric, data, json_out, log_console) -> None:
     console.print(verdict(summary, changed), highlight=False, soft_wrap=True)
 
 
+def _load_experiment(name: str | None, storage: str | None):
+    """An experiment by name (default: newest); from a bucket when storage is a URI."""
+    from vpr_tune import analysis
+    from vpr_tune.tune import storage as remote
+
+    if remote.is_remote(storage):
+        from vpr_tune.tune.results import experiment_dir
+
+        name = name or remote.newest(storage)
+        # a local copy in results/<name>, where a search run on this machine keeps it too
+        exp = analysis.load_experiment(remote.pull(remote.join(storage, name),
+                                                   experiment_dir(name, None)))
+        # retest downloads checkpoints through the URI given now (its endpoint, if any)
+        exp.space.setdefault("resolved", {})["storage"] = remote.join(storage, exp.name)
+        return exp
+    return analysis.load_experiment(name, storage)
+
+
+def _push(exp, storage: str | None, names: tuple[str, ...]) -> None:
+    """Copy what best/report wrote back next to a bucket experiment."""
+    from vpr_tune.tune import storage as remote
+
+    if remote.is_remote(storage):
+        remote.push(exp.path, remote.join(storage, exp.name), names)
+
+
 def _print_wide(renderable) -> None:
     """Print a table at its natural width when stdout is a file or pipe (no 80-column cut)."""
     if console.is_terminal:
@@ -559,12 +589,11 @@ def compare(
     """Experiments side by side: cost, best val and retest recalls, differing settings."""
     import json
 
-    from vpr_tune import analysis
     from vpr_tune.compare import compare_table, differing_hyperparameters, plot_best_so_far
 
     if len(names) < 2:
         raise UserError("compare needs at least two experiments")
-    exps = [analysis.load_experiment(n, storage) for n in names]
+    exps = [_load_experiment(n, storage) for n in names]
     table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
     if json_out:
         print(json.dumps({"experiments": _records(table), "differing": _records(diff)},
@@ -587,11 +616,11 @@ def report(
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
-    from vpr_tune import analysis
     from vpr_tune.report import write_report
 
-    exp = analysis.load_experiment(name, storage)
+    exp = _load_experiment(name, storage)
     path = write_report(exp, top=top, metric=metric)
+    _push(exp, storage, (path.parent.name,))
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     console.print(f"wrote {path} and {len(pngs)} figures: {', '.join(pngs)}")
 

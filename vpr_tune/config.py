@@ -116,6 +116,8 @@ DEFAULTS: dict[str, Any] = {
     "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.25,
             "resample_probability": 0.25, "mutate": ["optimizer.lr"]},
     "resources": {"cpu": 1, "gpu": 0, "precision": "auto"},  # precision: see PRECISIONS
+    # Where else the search is logged (TensorBoard and the Optuna study always are).
+    "tracking": {"mlflow": None},  # MLflow tracking URI: sqlite:///..., http://..., a folder
 }
 
 
@@ -146,7 +148,7 @@ NAMES = {
 }
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "pbt", "data.root",
-                  "data.train", "data.val", "data.test")
+                  "data.train", "data.val", "data.test", "tracking")
 # What each data.augment strength may be (fractions of the side, or of the brightness).
 AUGMENT_RANGES = {"crop_min": (0.1, 1.0), "crop_max": (0.1, 1.0), "aspect": (0.0, 0.5),
                   "jitter": (0.0, 0.9), "white_balance": (0.0, 0.5), "perspective": (0.0, 0.4)}
@@ -724,6 +726,20 @@ class _Builder:
         storage = self.fixed.get("storage")
         if storage and "://" not in storage and not Path(storage).expanduser().is_absolute():
             self.fail("storage", f"must be an absolute path or a URI (s3://...), got {storage!r}")
+        mlflow = self.fixed.get("tracking.mlflow")
+        if mlflow is not None and not is_tracking_uri(mlflow):
+            self.fail("tracking.mlflow", f"{TRACKING_URI_HELP}, got {mlflow!r}")
+
+
+TRACKING_URI_HELP = ("must be a URI (sqlite:///FILE, http://HOST:PORT, file:///DIR) or an "
+                     "absolute folder")
+
+
+def is_tracking_uri(uri: str) -> bool:
+    """An MLflow tracking URI vpr-tune accepts: ``scheme:...`` or an absolute folder."""
+    import re
+
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*:", uri)) or Path(uri).expanduser().is_absolute()
 
 
 def when_path(parent: str, key: str) -> str:

@@ -57,6 +57,11 @@ def checkpoint_of(exp: Experiment, row: pd.Series) -> Path:
         raise UserError(
             f"{exp.path / 'trials.csv'}: trial {row['trial_id']} has no checkpoint recorded"
         )
+    if "://" in raw:  # the search ran on an object store: download it once
+        from vpr_tune.tune.storage import fetch_checkpoint
+
+        like = (exp.space.get("resolved") or {}).get("storage")
+        return fetch_checkpoint(raw.strip(), exp.path, str(row["trial_id"]), like)
     path = Path(raw)
     if path.exists():
         return path

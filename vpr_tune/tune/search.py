@@ -304,9 +304,12 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
 
 # ----------------------------------------------------------------------------- the tuner
 def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
-                     warm: list[tuple[dict[str, Any], float]] | None = None) -> tuple[Any, int]:
+                     warm: list[tuple[dict[str, Any], float]] | None = None,
+                     study_db: Path | None = None, study_name: str = "vpr-tune"
+                     ) -> tuple[Any, int]:
     """(Ray search algorithm, number of trials). ``warm``: (params, value) of finished
-    trials of an earlier search, given to the sampler before it proposes anything."""
+    trials of an earlier search, given to the sampler before it proposes anything;
+    ``study_db``: the SQLite file the Optuna study ``study_name`` is kept in."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     search = space.base["search"]
@@ -322,7 +325,8 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
         alg._points = sorted({k for p in points for k in p})  # keys for run_tuner's param_space
         return alg, len(points)
     if not uses_points(space):
-        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm),
+        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm, study_db,
+                                                 study_name),
                                   max_concurrent=max_concurrent), num_samples
     points = expand_points(space, num_samples, int(search["seed"]))
     searcher = _points_searcher(points, search["metric"], search["mode"])
@@ -330,10 +334,11 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
 
 
 def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
-                   warm: list[tuple[dict[str, Any], float]] | None) -> Any:
+                   warm: list[tuple[dict[str, Any], float]] | None,
+                   study_db: Path | None = None, study_name: str = "vpr-tune") -> Any:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
+    from vpr_tune.tune.optuna_study import BestValueOptunaSearch, rdb_storage
     from vpr_tune.tune.samplers import build_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -346,18 +351,19 @@ def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
     objectives = metrics.objectives_of(search)
     metric: Any = [m for m, _ in objectives] if len(objectives) > 1 else search["metric"]
     mode: Any = [md for _, md in objectives] if len(objectives) > 1 else search["mode"]
-    storage, study_name = optuna.storages.InMemoryStorage(), "vpr-tune"
+    # (in results/NAME/optuna.db when given: what optuna-dashboard reads)
+    storage = rdb_storage(study_db) if study_db else optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                                 directions=["minimize" if md == "min" else "maximize"
-                                            for _, md in objectives])
+                                            for _, md in objectives], load_if_exists=True)
     for params, value in warm or []:
         dists = {k: optuna_distribution(space.params[k]) for k in params}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=value))
     # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
-    return OptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
-                        sampler=sampler, storage=storage, study_name=study_name,
-                        points_to_evaluate=first or None)
+    return BestValueOptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
+                                 sampler=sampler, storage=storage, study_name=study_name,
+                                 points_to_evaluate=first or None)
 
 
 def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> Any:
@@ -537,10 +543,12 @@ def sigterm_stops_search() -> Iterator[dict[str, bool]]:
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
               max_concurrent: int, resume: bool, callbacks: list[Any],
               tables_dir: Path | None = None,
-              warm: list[tuple[dict[str, Any], float]] | None = None) -> Any:
+              warm: list[tuple[dict[str, Any], float]] | None = None,
+              study_db: Path | None = None) -> Any:
     """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
     ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``tables_dir``: where our tables
-    go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler."""
+    go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler;
+    ``study_db``: the Optuna study file."""
     from ray import tune
 
     from vpr_tune.config import parse_duration
@@ -556,7 +564,10 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         # Callbacks are not saved with the experiment: hand them over again.
         tuner._local_tuner._run_config.callbacks = callbacks
         return tuner.fit()
-    alg, n = build_search_alg(space, num_samples, max_concurrent, warm)
+    from vpr_tune.tune.storage import split
+
+    parent, name = split(str(exp_dir))  # a URI's parameters (endpoint) stay on the parent
+    alg, n = build_search_alg(space, num_samples, max_concurrent, warm, study_db, name)
     population = search["scheduler"] in POPULATION_SCHEDULERS
     tuner = tune.Tuner(
         trainable,
@@ -570,8 +581,7 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             # PBT restarts a trial at every exploit: in the same worker, not a new process
             reuse_actors=population),
         run_config=tune.RunConfig(
-            name=str(exp_dir).rstrip("/").rpartition("/")[2],
-            storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
+            name=name, storage_path=parent, callbacks=callbacks,
             verbose=0,
             # Keep the 2 newest folders (each also holds the best model so far). Not by
             # score: that deletes the folder a driver killed between two state saves would
