@@ -21,12 +21,14 @@ from vpr_tune.cli import main
 from vpr_tune.errors import UserError
 
 BARS = {"loader": (0.90, ">="), "cache": (5.0, ">="), "eval": (1.15, "<="),
-        "asha": (0.35, "<="), "search": (0.80, ">="), "memory": (0.10, "<="),
-        "pareto": (0.5, "<=")}
+        "asha": (0.35, "<="), "search": (0.93, ">="), "memory": (0.10, "<="),
+        "pareto": (0.5, "<="), "trials": (0.5, "<="), "scale": (1.1, "<="), "study": (0.5, "<=")}
 # The raw numbers behind each ratio: lists of per-repetition measurements.
 RAW = {"loader": ("real_img_s", "in_memory_img_s"), "cache": ("cache_img_s", "pil_img_s"),
        "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x"),
-       "search": ("trial_busy_s",), "asha": (), "pareto": ()}
+       "search": ("trial_busy_s",), "asha": (), "pareto": (), "trials": ("driver_rss_mb",),
+       "scale": ("eval_s", "cache_build_img_s", "builder_peak_mb_above_start"),
+       "study": ("manual_curve", "search_curve")}
 
 
 def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -74,8 +76,10 @@ def test_python_m_vpr_tune_bench_is_the_cli() -> None:
 
 # search and asha start Ray and run real searches: slow suite (their arithmetic is tested
 # with a fake run below)
-@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory",
+@pytest.mark.parametrize("name", ["loader", "cache", "eval", "memory", "scale",
                                   pytest.param("search", marks=pytest.mark.slow),
+                                  pytest.param("trials", marks=pytest.mark.slow),
+                                  pytest.param("study", marks=pytest.mark.slow),
                                   pytest.param("asha", marks=pytest.mark.slow),
                                   pytest.param("pareto", marks=pytest.mark.slow)])
 def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) -> None:
@@ -89,7 +93,9 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
     assert written["name"] == name and written["quick"] is True
     assert written["bar"] == bar and written["bar_op"] == op
     ratio = written["ratio"]
-    assert isinstance(ratio, float) and math.isfinite(ratio)
+    # study: infinite when the tiny search never came within 0.5 point of the manual best
+    unreached = name == "study" and written["search_epochs_to_manual_best"] is None
+    assert isinstance(ratio, float) and (math.isfinite(ratio) or unreached)
     if name != "memory":  # a USS difference on tiny quick sizes may be negative noise
         assert ratio > 0
     assert written["passed"] is (ratio >= bar if op == ">=" else ratio <= bar)
@@ -105,7 +111,7 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
         assert all(math.isfinite(v) and v > 0 for v in values), (key, values)
 
 
-def _fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
+def _fake_run(space_path: Path, name: str, storage: str, log=print, **_kw) -> Path:
     """Stands in for `run_experiment`: writes trials.csv/metrics.csv as `vpr-tune run` does.
     Trial i has R@1 = 10 * i after every epoch; ASHA keeps the last trial to the end."""
     import pandas as pd
@@ -125,6 +131,8 @@ def _fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
                        "time_s": 2.0 * epochs})
     (storage / name).mkdir(parents=True)
     time.sleep(0.2)  # a wall time that rounds to something
+    for i in range(n):  # the progress lines `vpr-tune run` prints at each trial end
+        log(f"[0:0{i}] trials {i + 1}/{n} done (finished {i + 1}), running 0")
     pd.DataFrame(trials).to_csv(storage / name / "trials.csv", index=False)
     pd.DataFrame(metrics).to_csv(storage / name / "metrics.csv", index=False)
     return storage / name
@@ -144,3 +152,42 @@ def test_asha_and_search_figures_from_the_run_outputs(monkeypatch) -> None:
     search = bench_search(quick=True, log=lambda _m: None)
     assert search["trial_busy_s"] == [4.0, 4.0] and search["cores"] == 2
     assert search["ratio"] == pytest.approx(8.0 / (2 * search["wall_s"]), rel=0.1)
+
+
+def test_trials_figures_from_the_run_outputs(monkeypatch) -> None:
+    import vpr_tune.tune
+    from vpr_tune.bench.trials import bench_trials
+
+    monkeypatch.setattr(vpr_tune.tune, "run_experiment", _fake_run)
+    lines: list[str] = []
+    result = bench_trials(quick=True, log=lines.append)
+    n = result["trials"]
+    # the fake's trials report 2 s each: overhead = (wall x 2 - 2 s x n) / n
+    assert result["trial_time_s"] == 2.0 * n and result["concurrency"] == 2
+    assert result["ratio"] == pytest.approx((result["wall_s"] * 2 - 2.0 * n) / n, abs=1e-3)
+    assert len(result["driver_rss_mb"]) == n  # one reading at each trial end
+    assert math.isfinite(result["driver_rss_growth_mb_per_trial"])
+    assert result["driver_cpu_s_per_trial"] >= 0
+    assert any(f"trials {n}/{n} done" in ln for ln in lines)
+
+
+def test_study_curves_count_trial_epochs_in_the_order_they_finished(tmp_path: Path) -> None:
+    from vpr_tune.bench.study import _epoch_rows, best_so_far, first_reaching, plot
+
+    for trial, rows in {"a": [(10, 1, 5.0), (30, 2, 12.0)],
+                        "b": [(20, 1, 9.0), (40, 2, 8.0), (50, 3, 14.0)]}.items():
+        folder = tmp_path / f"train_{trial}"
+        folder.mkdir()
+        (folder / "result.json").write_text("\n".join(json.dumps(
+            {"timestamp": t, "time_total_s": e, "trial_id": trial, "epoch": e, "val/R@1": r,
+             "diverged": 0}) for t, e, r in rows) + "\n")
+    rows = _epoch_rows(tmp_path)
+    assert [(r[2], r[3]) for r in rows] == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 3)]
+    curve = best_so_far([r[4] for r in rows])
+    assert curve == [5.0, 9.0, 12.0, 12.0, 14.0]
+    assert first_reaching(curve, 11.5) == 3 and first_reaching(curve, 20.0) is None
+    png = plot({"manual_curve": curve, "search_curve": curve[:3], "manual_runs": 2,
+                "max_epochs": 3, "search_trials": 2, "manual_best_val_r1": 14.0,
+                "within_points": 0.5, "search_epochs_to_manual_best": None},
+               tmp_path / "study.png")
+    assert png.stat().st_size > 1000

@@ -35,6 +35,23 @@ def test_cache_equals_pil(tmp_path: Path) -> None:
     assert not arr.flags.writeable
 
 
+def test_cache_build_reports_progress_in_chunks(tmp_path: Path, monkeypatch) -> None:
+    import vpr_tune.data.cache as cache_mod
+
+    paths = _images(tmp_path / "img", 40)
+    # 16 x 16 x 3 bytes per image: chunks of 16 images -> 16, 32, 40
+    monkeypatch.setattr(cache_mod, "CHUNK_BYTES", 16 * 16 * 16 * 3)
+    calls: list[tuple[int, int]] = []
+    arr = cached_images(paths, 16, cache_dir=tmp_path / "cache",
+                        progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(0, 40), (16, 40), (32, 40), (40, 40)]
+    assert np.array_equal(np.asarray(arr), np.stack([load_image(p, 16) for p in paths]))
+    calls.clear()
+    cached_images(paths, 16, cache_dir=tmp_path / "cache", progress=lambda d, t: calls.append(
+        (d, t)))
+    assert calls == []  # reused: nothing to build
+
+
 def test_cache_reused_and_rebuilt_when_a_file_changes(tmp_path: Path) -> None:
     paths = _images(tmp_path / "img", 4)
     cdir = tmp_path / "cache"

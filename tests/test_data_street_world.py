@@ -99,12 +99,37 @@ def test_views_overlap_near_and_differ_far() -> None:
     assert np.abs(a - near).mean() < np.abs(a - far).mean() * 0.6
 
 
+def _assert_progress(calls: list[tuple[int, int]], root: Path, size: str, seed: int) -> None:
+    """Reported with counts that never go back, ending at the images actually written."""
+    written = len(list(root.rglob("*.jpg")))
+    assert written == sw.planned_images(size, seed)
+    assert calls[0] == (0, written) and calls[-1] == (written, written)
+    assert all(total == written for _done, total in calls)
+    done = [d for d, _total in calls]
+    assert done == sorted(done)
+
+
 def test_deterministic_for_a_seed(street_world_tiny: Path, tmp_path: Path) -> None:
+    calls: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
     again = sw.synthesize(tmp_path / "again", size="tiny", seed=0, log=lambda _m: None,
-                          workers=2)  # processes do not change a byte
-    assert _digest(again) == _digest(street_world_tiny)
-    other = sw.synthesize(tmp_path / "other", size="tiny", seed=1, log=lambda _m: None)
+                          workers=2, progress=lambda d, t: calls[0].append((d, t)))
+    assert _digest(again) == _digest(street_world_tiny)  # processes do not change a byte
+    other = sw.synthesize(tmp_path / "other", size="tiny", seed=1, log=lambda _m: None,
+                          progress=lambda d, t: calls[1].append((d, t)))
     assert _digest(other) != _digest(street_world_tiny)
+    _assert_progress(calls[0], again, "tiny", 0)  # counted in worker processes
+    _assert_progress(calls[1], other, "tiny", 1)  # counted in this process
+
+
+def test_progress_is_logged_without_a_callback(tmp_path: Path) -> None:
+    from vpr_tune.progress import progress_line
+
+    lines: list[str] = []
+    sw.synthesize(tmp_path / "w", size="tiny", seed=2, log=lines.append)
+    last = [ln for ln in lines if "street-world:" in ln][-1]
+    n = sw.planned_images("tiny", 2)
+    assert f"{n:,}/{n:,} images" in last and "img/s, done in" in last
+    assert progress_line("x", 50, 200, 10.0) == "x: 50/200 images (5 img/s, ~30.0 s left)"
 
 
 def test_existing_folder_rules(street_world_tiny: Path, tmp_path: Path) -> None:

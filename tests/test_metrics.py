@@ -275,3 +275,28 @@ def test_run_and_best_retest_with_one_int_image_size(street_world_tiny, tmp_path
     rc = main(["best", "int", "--retest", "--json", "--storage", str(storage)])
     assert rc == 0, capsys.readouterr().err
     assert len(json.loads(capsys.readouterr().out)["retest"]) == 1
+
+
+def test_table_rows_of_finished_trials_are_built_once(tmp_path) -> None:
+    """A search rewrites its tables at every trial end: finished trials' rows come from the
+    cache (their result.json is not read again), running ones are read afresh."""
+    from vpr_tune.tune.results import trial_tables
+
+    exp = _experiment(tmp_path, "val/R@1")
+    space = load_space(exp / "space.yaml")
+    done = _fake_trial(exp, "d", 0.01, [_row(1, 0.9, 50, 55)])
+    live = _fake_trial(exp, "e", 0.02, [_row(1, 0.9, 20, 25)])
+    live.status = "RUNNING"
+    cache: dict = {}
+    trial_tables(exp, [done, live], space.base, "val/R@1", cache=cache)
+    assert set(cache) == {"d"}
+    for t in (done, live):  # new epochs on disk: only the running trial's are read
+        (Path(t.path) / "result.json").write_text("\n".join(json.dumps({
+            **_row(e, 0.5, 70, 75), "checkpoint_dir_name": "", "diverged": 0,
+            "time_total_s": 1.0}) for e in (1, 2)) + "\n")
+    frame, curves = trial_tables(exp, [done, live], space.base, "val/R@1", cache=cache)
+    rows = frame.set_index("trial_id")
+    assert rows.loc["d", "epochs"] == 1 and rows.loc["e", "epochs"] == 2
+    assert len(curves) == 3
+    done.status = "ERROR"  # a status change is a new row
+    assert trial_tables(exp, [done], space.base, "val/R@1", cache=cache)[0]["epochs"].iloc[0] == 2

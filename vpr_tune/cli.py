@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from vpr_tune import __version__
+from vpr_tune.bench import BENCHMARKS
 from vpr_tune.errors import UserError
 from vpr_tune.metrics import SEARCHABLE
 
@@ -51,6 +53,46 @@ def _root(
 
 
 # ---------------------------------------------------------------------------------- data
+class _Bar:
+    """A rich progress bar (done/total, rate, time left) behind a ``progress(done, total)``
+    callback of the library."""
+
+    def __init__(self, what: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
+                            TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        self.console = self.bar.console
+        self.task: Any = None
+        self.start = 0.0
+
+    def callback(self, done: int, total: int) -> None:
+        import time
+
+        if self.task is None:
+            self.start = time.perf_counter()
+            self.task = self.bar.add_task("", total=total, rate="")
+        elapsed = time.perf_counter() - self.start
+        rate = f"{done / elapsed:,.0f} img/s" if elapsed > 0 and done else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+
+@contextlib.contextmanager
+def _progress_bar(what: str) -> Iterator[_Bar]:
+    bar = _Bar(what)
+    with bar.bar:
+        yield bar
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Argument(help="Folder to write street-world into.")],
@@ -69,7 +111,9 @@ def data_synth(
     from vpr_tune.data.preview import make_preview
     from vpr_tune.data.street_world import synthesize
 
-    root = synthesize(out, size=size, seed=seed, log=console.print, workers=workers)
+    with _progress_bar("street-world images") as progress:
+        root = synthesize(out, size=size, seed=seed, log=progress.console.print,
+                          workers=workers, progress=progress.callback)
     console.print(f"street-world ({size}, seed {seed}) is SYNTHETIC data, written to {root}")
     if preview:
         png = make_preview(root, root / "preview.png")
@@ -628,7 +672,7 @@ def report(
 @app.command("bench")
 def bench(
     name: Annotated[
-        str, typer.Argument(help="loader | cache | eval | asha | search | memory | pareto | all")
+        str, typer.Argument(help=" | ".join([*BENCHMARKS, "all"]))
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,

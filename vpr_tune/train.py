@@ -66,8 +66,10 @@ class Trainer:
 
     def __init__(self, cfg: dict[str, Any], data_root: Path, device: str | None = None,
                  num_threads: int | None = None, log: Callable[[str], Any] = print) -> None:
+        from vpr_tune.data.cache import cached_images
         from vpr_tune.data.loader import TrainLoader
         from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
+        from vpr_tune.progress import log_progress
 
         self.cfg = copy.deepcopy(cfg)
         self.log = log
@@ -109,10 +111,16 @@ class Trainer:
                 "in the train split: using all places per batch")
             places = self.train_split.num_places
         self.batches_per_epoch = int(budget["batches_per_epoch"])
+        size = f"{self.image_size[0]}x{self.image_size[1]}"
         self.loader = TrainLoader(
             self.train_split, self.image_size, places, int(budget["images_per_place"]),
             self.batches_per_epoch, self.seed, augment=data["augment"],
-            cache=self.cache, device=str(self.device))
+            cache=self.cache, device=str(self.device), skip_bad_files=skip,
+            progress=log_progress(log, f"image cache (train, {size})"))
+        if self.cache:  # the val cache too, now and with progress, not silently at epoch 1
+            cached_images([*self.val_split.db_paths, *self.val_split.q_paths], self.image_size,
+                          skip_bad_files=skip,
+                          progress=log_progress(log, f"image cache (val, {size})"))
 
         if isinstance(self.model.aggregator, NetVLAD):
             self._init_netvlad()

@@ -66,6 +66,30 @@ def _memory(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     return bench_memory(quick, log)
 
 
+def _trials(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.trials import bench_trials
+
+    return bench_trials(quick, log)
+
+
+def _scale(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.scale import bench_scale
+
+    return bench_scale(quick, log)
+
+
+def _study(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.study import bench_study
+
+    return bench_study(quick, log)
+
+
+def _study_figure(result: dict[str, Any], path: Path) -> Path:
+    from vpr_tune.bench.study import plot
+
+    return plot(result, path)
+
+
 BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = {
     "loader": _loader,
     "cache": _cache,
@@ -74,7 +98,12 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = 
     "search": _search,
     "memory": _memory,
     "pareto": _pareto,
+    "trials": _trials,
+    "scale": _scale,
+    "study": _study,
 }
+# Benchmarks that also draw a figure: written next to the record as NAME.png.
+FIGURES: dict[str, Callable[[dict[str, Any], Path], Path]] = {"study": _study_figure}
 
 # What each ratio means, for tables and docs.
 BAR_TEXT = {
@@ -82,9 +111,12 @@ BAR_TEXT = {
     "cache": "loader img/s, decode-once cache / PIL every step (>= 5)",
     "eval": "eval wall / bare forward (<= 1.15)",
     "asha": "trial-epochs ASHA / FIFO, best R@1 within 1 point (<= 0.35)",
-    "search": "sum trial busy / (wall x cores) (>= 0.80)",
+    "search": "sum trial busy / (wall x cores) (>= 0.93)",
     "memory": "per-trial USS growth / cache growth (<= 0.10)",
     "pareto": "trial-epochs MO-ASHA / FIFO, hypervolume >= 0.98 of FIFO's (<= 0.5)",
+    "trials": "driver s per trial, 100 short trials (<= 0.5; RSS growth <= 0.5 MB/trial)",
+    "scale": "exponent of eval wall vs database size, 1k..27k (<= 1.1)",
+    "study": "trial-epochs TPE+ASHA needs to reach the manual study's best / manual's (<= 0.5)",
 }
 
 
@@ -106,6 +138,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path | str = Path("re
     result = BENCHMARKS[name](quick, log)
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if name in FIGURES:
+        result["figure_png"] = str(FIGURES[name](result, Path(out_dir) / f"{name}.png"))
     write_text(Path(out_dir) / f"{name}.json", json.dumps(result, indent=1) + "\n")
     return result
 

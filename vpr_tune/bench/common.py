@@ -88,6 +88,9 @@ def record(name: str, figure: str, ratio: float, bar: Bar, quick: bool,
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
+            # other users' load when the record was made (1, 5, 15 min): wall-clock figures
+            # on a shared machine mean little without it
+            "load_avg": [round(x, 2) for x in os.getloadavg()],
         },
         **raw,
     }

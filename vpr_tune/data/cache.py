@@ -22,12 +22,16 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from vpr_tune.atomic import atomic_path, file_lock
 from vpr_tune.errors import UserError
+from vpr_tune.progress import Progress
+
+CHUNK_BYTES = 8 << 20  # decoded images a cache builder holds at once
 
 
 def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -75,23 +79,34 @@ def cache_key(paths: Sequence[str | Path], image_size: int | Sequence[int]) -> s
     return digest.hexdigest()[:20]
 
 
-def _fill(
-    out: np.ndarray, paths: Sequence[str | Path], hw: tuple[int, int], skip_bad_files: bool
+def _write(
+    fh: BinaryIO, paths: Sequence[str | Path], hw: tuple[int, int], skip_bad_files: bool,
+    progress: Progress | None,
 ) -> None:
-    def one(i: int) -> None:
+    """Decode ``paths`` chunk by chunk and append them to ``fh`` (just after the .npy
+    header): the builder holds one chunk (~8 MB), never the whole array, so its memory does
+    not grow with the dataset (a memmap being filled would keep every dirty page resident)."""
+    def one(i: int) -> np.ndarray:
         try:
-            out[i] = load_image(paths[i], hw)
+            return load_image(paths[i], hw)
         except UserError as exc:
             if not skip_bad_files:
                 raise
             warnings.warn(f"skipping bad image (black in the cache): {exc}", stacklevel=2)
-            out[i] = 0
+            return np.zeros((*hw, 3), np.uint8)
 
+    n = len(paths)
+    chunk = max(16, CHUNK_BYTES // (hw[0] * hw[1] * 3))
     # PIL releases the GIL while decoding and resizing, so threads scale.
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(one, range(len(paths))):
-            pass
+        if progress:
+            progress(0, n)
+        for start in range(0, n, chunk):
+            block = np.stack(list(pool.map(one, range(start, min(n, start + chunk)))))
+            fh.write(block.tobytes())
+            if progress:
+                progress(start + len(block), n)
 
 
 def cached_images(
@@ -99,11 +114,12 @@ def cached_images(
     image_size: int | Sequence[int],
     cache_dir: str | Path | None = None,
     skip_bad_files: bool = False,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """All ``paths`` decoded and resized, as a read-only memory-mapped (N, H, W, 3) uint8 array.
 
     Built on first use (decode-once), reused while no file changes, safe when several
-    processes ask at once.
+    processes ask at once. A build calls ``progress(images decoded, total)`` after each chunk.
     """
     hw = as_hw(image_size)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -112,11 +128,9 @@ def cached_images(
     if not final.exists():
         with file_lock(folder / (final.stem + ".lock")):  # a concurrent builder waits here
             if not final.exists():
-                with atomic_path(final) as tmp:
-                    arr = np.lib.format.open_memmap(
-                        tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *hw, 3)
-                    )
-                    _fill(arr, paths, hw, skip_bad_files)
-                    arr.flush()
-                    del arr
+                with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                              "fortran_order": False, "shape": (len(paths), *hw, 3)}
+                    np.lib.format.write_array_header_1_0(fh, header)
+                    _write(fh, paths, hw, skip_bad_files, progress)
     return np.load(final, mmap_mode="r")

@@ -26,6 +26,7 @@ from vpr_tune.data.augment import Aug, augment_params, draw_augmentation, identi
 from vpr_tune.data.cache import as_hw, cached_images, load_image
 from vpr_tune.data.splits import TrainSplit
 from vpr_tune.errors import UserError
+from vpr_tune.progress import Progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -178,11 +179,13 @@ class _Source:
     """Images by index: decode-once memmap (``cache=True``) or PIL per request."""
 
     def __init__(
-        self, paths: Sequence[Path], image_size: Any, cache: bool, skip_bad_files: bool = False
+        self, paths: Sequence[Path], image_size: Any, cache: bool, skip_bad_files: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         self.paths, self.hw = list(paths), as_hw(image_size)
         self.array = (
-            cached_images(self.paths, self.hw, skip_bad_files=skip_bad_files) if cache else None
+            cached_images(self.paths, self.hw, skip_bad_files=skip_bad_files, progress=progress)
+            if cache else None
         )
 
     def get(self, i: int) -> np.ndarray:
@@ -228,13 +231,15 @@ class TrainLoader:
         cache: bool = True,
         device: str = "cpu",
         skip_bad_files: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         self.split, self.hw, self.seed = split, as_hw(image_size), int(seed)
         self.augment, self.device = augment_params(augment), str(device)
         self.sampler = PKSampler(
             split.labels, places_per_batch, images_per_place, seed, batches_per_epoch
         )
-        self.pipe = _Pipeline(_Source(split.paths, self.hw, cache, skip_bad_files), device)
+        self.pipe = _Pipeline(_Source(split.paths, self.hw, cache, skip_bad_files, progress),
+                              device)
 
     def __len__(self) -> int:
         return len(self.sampler)

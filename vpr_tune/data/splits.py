@@ -34,6 +34,7 @@ from vpr_tune.data.cache import cache_key, default_cache_root
 from vpr_tune.data.formats import is_image_file, parse_name
 from vpr_tune.data.street_world import MARKER, SIZES, VERSION, synthesize
 from vpr_tune.errors import UserError
+from vpr_tune.progress import log_progress
 
 EVAL_SPLITS = ("sf_xs/val", "sf_xs/test", "tokyo_xs/test")
 TRAIN_SPLIT = "gsv_xs/train"
@@ -68,7 +69,8 @@ def resolve_data_root(
         with file_lock(path.parent / f".{path.name}.lock"):
             if not (path / MARKER).exists():
                 log(f"generating synthetic street-world data ({size}) at {path} ...")
-                synthesize(path, size=size, seed=0, log=lambda _msg: None)
+                synthesize(path, size=size, seed=0, log=lambda _msg: None,
+                           progress=log_progress(log, f"street-world {size}"))
     log(f"using synthetic street-world data at {path}")
     return path
 

@@ -32,6 +32,7 @@ from PIL import Image
 
 from vpr_tune.data.formats import format_name, utm_to_latlon
 from vpr_tune.errors import UserError
+from vpr_tune.progress import Progress, Ticker, log_progress
 
 MARKER = "STREET_WORLD.json"
 VERSION = 2  # bump when the pictures change: cached copies are per version
@@ -577,16 +578,33 @@ def _name(street: Street, s: float, y: float, **kw: Any) -> str:
     return format_name(east, north, street.zone, street.letter, lat, lon, **kw)
 
 
+# Images written so far (a multiprocessing.Value shared with the worker processes), for
+# the progress report; None outside a generation.
+_written: Any = None
+
+
+def _count_into(counter: Any) -> None:
+    global _written
+    _written = counter
+
+
 def _save(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img).save(path, format="JPEG", quality=90)
+    if _written is not None:
+        with _written.get_lock():
+            _written.value += 1
 
 
 # ------------------------------------------------------------------------------ splits
 CANONICAL = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
 
+PER_STREET = 2000.0  # metres of one street of a city grid
+
+
 def _city_streets(
-    rng: np.random.Generator, city: tuple, style: Style, total: float, per_street: float = 2000.0
+    rng: np.random.Generator, city: tuple, style: Style, total: float,
+    per_street: float = PER_STREET,
 ) -> list[Street]:
     """Parallel streets 300 m apart covering ``total`` metres (a simple city grid)."""
     name, zone, letter, e0, n0 = city
@@ -599,6 +617,35 @@ def _city_streets(
         oy = n0 + 300.0 * j * math.cos(angle)
         streets.append(make_street(rng, style, length, (ox, oy), angle, zone, letter))
     return streets
+
+
+def _place_plan(cfg: dict[str, Any], seed: int, ci: int, pi: int) -> tuple[float, float, int]:
+    """(shift along the street, base yaw, number of images) of train place ``pi``."""
+    prng = np.random.default_rng([seed, 2, ci, pi])
+    shift = float(prng.uniform(-8, 8))
+    base_yaw = float(prng.choice(CANONICAL) + prng.uniform(-0.5, 0.5))
+    lo, hi = cfg["images_per_place"]
+    return shift, base_yaw, int(prng.integers(lo, hi + 1))
+
+
+def _eval_plan(scfg: dict[str, Any], kind: str) -> tuple[int, int, float]:
+    """(streets, database images, queries) of an eval split; its street length."""
+    streets = max(1, math.ceil(scfg["length"] / PER_STREET))
+    length = scfg["length"] / streets
+    positions = len(np.arange(0.0, length + 1e-9, scfg["db_step"]))
+    n_pos = scfg.get("query_positions", scfg.get("queries", 0))
+    return streets * positions * len(CANONICAL), n_pos * (3 if kind == "tokyo" else 1), length
+
+
+def planned_images(size: str, seed: int = 0) -> int:
+    """How many images ``synthesize(size=size, seed=seed)`` writes (without rendering)."""
+    cfg = SIZES[size]
+    n = sum(_place_plan(cfg, seed, ci, pi)[2] for ci in range(cfg["train_cities"])
+            for pi in range(cfg["places_per_city"]))
+    for key, kind in (("val", "gsv"), ("test", "flickr"), ("tokyo", "tokyo")):
+        n_db, n_q, _length = _eval_plan(cfg[key], kind)
+        n += n_db + n_q
+    return n
 
 
 def _train_city(root: Path, cfg: dict[str, Any], seed: int, ci: int) -> int:
@@ -615,12 +662,9 @@ def _train_city(root: Path, cfg: dict[str, Any], seed: int, ci: int) -> int:
     per = math.ceil(cfg["places_per_city"] / len(streets))
     for pi in range(cfg["places_per_city"]):
         street = streets[pi // per]
-        prng = np.random.default_rng([seed, 2, ci, pi])
-        s_place = 25.0 + (pi % per) * spacing + prng.uniform(-8, 8)
-        base_yaw = prng.choice(CANONICAL) + prng.uniform(-0.5, 0.5)
-        for ii in range(
-            int(prng.integers(cfg["images_per_place"][0], cfg["images_per_place"][1] + 1))
-        ):
+        shift, base_yaw, n_images = _place_plan(cfg, seed, ci, pi)
+        s_place = 25.0 + (pi % per) * spacing + shift
+        for ii in range(n_images):
             irng = np.random.default_rng([seed, 3, ci, pi, ii])
             s = s_place + irng.uniform(-4, 4)
             y = irng.uniform(-2.5, 2.5)
@@ -746,10 +790,14 @@ def _job(args: tuple) -> Any:
 
 
 def _generate(
-    root: Path, size: str, seed: int, log: Callable[[str], Any], workers: int = 1
+    root: Path, size: str, seed: int, log: Callable[[str], Any], workers: int = 1,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Every train city and eval split is an independent job with its own seeded generators,
-    so the bytes do not depend on ``workers``."""
+    so the bytes do not depend on ``workers``. ``progress(images written, total)`` is called
+    about every second."""
+    import multiprocessing as mp
+
     cfg = SIZES[size]
     evals = (
         ("sf_xs/val", SF, SF_STYLE, 1, "gsv"),
@@ -760,14 +808,22 @@ def _generate(
     for rel, city, style, code, kind in evals:
         scfg = cfg[rel.split("/")[1] if rel.startswith("sf") else "tokyo"]
         jobs.append(("eval", root, rel, city, style, scfg, cfg, seed, code, kind))
-    if workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    report = progress or log_progress(log, "  street-world")
+    with Ticker(lambda: int(counter.value), planned_images(size, seed), report):
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_job, jobs))
-    else:
-        results = [_job(j) for j in jobs]
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_count_into,
+                                     initargs=(counter,)) as pool:
+                results = list(pool.map(_job, jobs))
+        else:
+            _count_into(counter)
+            try:
+                results = [_job(j) for j in jobs]
+            finally:
+                _count_into(None)
     n_train = sum(results[: cfg["train_cities"]])
     log(f"  gsv_xs/train: {n_train} images")
     counts: dict[str, Any] = {"gsv_xs/train": n_train}
@@ -783,8 +839,12 @@ def synthesize(
     seed: int = 0,
     log: Callable[[str], Any] = print,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Write street-world into ``out_dir`` and return it.
+
+    ``progress(images written, total)`` is called about every second (default: a line in
+    ``log`` every 10 s with the rate and the time left).
 
     Generates into a temporary sibling folder and renames it into place, so a reader never
     sees half a dataset and two processes generating the same folder at once are safe (the
@@ -818,7 +878,7 @@ def synthesize(
         log(f"generating street-world ({size}, seed {seed}) into {out} ...")
         if workers is None:  # processes pay off only for the big size
             workers = min(os.cpu_count() or 1, 8) if size == "full" else 1
-        counts = _generate(tmp, size, seed, log, workers)
+        counts = _generate(tmp, size, seed, log, workers, progress)
         marker = {
             "synthetic": True,
             "generator": "street-world",

@@ -453,9 +453,20 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
         else:
             # "local": always a fresh Ray of our own, even if `ray start` left a cluster
             # running on this machine (joining it needs --address or RAY_ADDRESS).
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
-                     include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
+            for attempt in (1, 2):
+                try:
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                             include_dashboard=False, log_to_driver=False,
+                             logging_level="ERROR")
+                    break
+                except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception here
+                    # An overloaded machine: Ray gives its raylet 30 s to register.
+                    if "timed out during startup" not in str(exc):
+                        raise
+                    ray.shutdown()
+                    if attempt == 2:
+                        raise UserError(f"Ray did not start on this machine in time ({exc}); "
+                                        "the machine is overloaded: retry later") from exc
     except ConnectionError as exc:
         raise UserError(f"cannot reach a Ray cluster at {address}: {exc}") from exc
     return True
@@ -578,8 +589,12 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             search_alg=alg, num_samples=n,
             scheduler=trial_scheduler(space, Path(tables_dir or exp_dir)),
             time_budget_s=parse_duration(search["time_budget"]),
-            # PBT restarts a trial at every exploit: in the same worker, not a new process
-            reuse_actors=population),
+            # Reuse a worker process for the next trial (no process start, no imports): PBT
+            # restarts a trial at every exploit; FIFO trials end by returning. Safe because
+            # train_trial builds all its state (seeded trainer, threads, scratch) per call.
+            # Not under ASHA: a stopped trial is still training its next epoch, Ray's reset
+            # waits 2 s for it and then fails the *new* trial.
+            reuse_actors=population or search["scheduler"] == "fifo"),
         run_config=tune.RunConfig(
             name=name, storage_path=parent, callbacks=callbacks,
             verbose=0,
@@ -605,7 +620,7 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
     from ray.tune import Callback
 
     from vpr_tune.config import parse_duration
-    from vpr_tune.tune.results import append_epoch_row, write_tables
+    from vpr_tune.tune.results import append_epoch_row, trial_tables, write_tables
 
     metric, mode = space.base["search"]["metric"], space.base["search"]["mode"]
     budget = parse_duration(space.base["search"]["time_budget"])
@@ -617,10 +632,13 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
 
             self.started: set[str] = set()
             self.ended: set[str] = set()
+            self.rows: dict[str, Any] = {}  # finished trials' table rows, built once
+            self.written, self.write_cost = 0.0, 0.0
 
         def __getstate__(self) -> dict[str, Any]:
             # Ray pickles the run config; the console behind ``log`` holds locks.
-            return {"start": self.start, "started": set(), "ended": set()}
+            return {"start": self.start, "started": set(), "ended": set(), "rows": {},
+                    "written": 0.0, "write_cost": 0.0}
 
         def __setstate__(self, state: dict[str, Any]) -> None:
             self.__dict__.update(state, log=print)
@@ -630,9 +648,17 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             cut = {t.trial_id for t in trials if t.trial_id in self.started - self.ended
                    and str(t.status) in ("TERMINATED", "PAUSED")} if final else set()
             out_of_time = final and budget is not None and time.time() - self.start >= budget
+            # Rewrite the tables at a trial end unless writing would take more than ~5 % of
+            # the driver's time (many short trials); the last write is always complete.
+            now = time.time()
             try:
-                frame = write_tables(exp_dir, trials, space.base, metric, running=cut,
-                                     budget=out_of_time)
+                if final or now - self.written >= 20 * self.write_cost:
+                    frame = write_tables(exp_dir, trials, space.base, metric, running=cut,
+                                         budget=out_of_time, cache=self.rows)
+                    self.written, self.write_cost = time.time(), time.time() - now
+                else:
+                    frame = trial_tables(exp_dir, trials, space.base, metric,
+                                         cache=self.rows)[0]
             except UserError as exc:  # a full disk: the search goes on, old tables stay
                 self.log(f"warning: {exc}; the previous tables stay valid")
                 return
@@ -702,6 +728,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     images once into the memmap caches the trials then only map (same keys as the loaders)."""
     from vpr_tune.data import cached_images
     from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
+    from vpr_tune.progress import log_progress
 
     data = space.base["data"]
     skip = bool(data["skip_bad_files"])
@@ -712,9 +739,8 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     if build_cache and data["cache"]:
         sizes = possible_values(space, "data.image_size") or [data["image_size"]]
         for size in sizes:
-            log(f"image cache: {len(train.paths) + len(val.db_paths) + len(val.q_paths)} "
-                f"images at {size} ...")
-            cached_images(train.paths, size, skip_bad_files=skip)
-            cached_images([*val.db_paths, *val.q_paths], size, skip_bad_files=skip)
+            for what, paths in (("train", train.paths), ("val", [*val.db_paths, *val.q_paths])):
+                cached_images(paths, size, skip_bad_files=skip,
+                              progress=log_progress(log, f"image cache ({what}, {size})"))
     return {"train images": len(train.paths), "train places": int(train.num_places),
             "val database": len(val.db_paths), "val queries": len(val.q_paths)}
