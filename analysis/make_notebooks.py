@@ -49,6 +49,12 @@ NOTEBOOKS = {
         "## Parallel coordinates\n\nEach line is a finished trial coloured by its best val "
         "R@1; bright lines bunching on an axis point at a good value.",
         "vp.plot_parallel(exp);",
+        "## Pareto front (several objectives)\n\nWith `search.objectives`: the trials no "
+        "finished trial beats on every objective (sorted by the first), recall against "
+        "descriptor size coloured by query time, and the front's hypervolume against trials. "
+        "A single-objective search shows nothing here.",
+        "va.front_table(exp) if exp.multi_objective else print('one objective:', exp.metric)",
+        "if exp.multi_objective:\n    vp.plot_pareto(exp)\n    vp.plot_hypervolume(exp)",
     ],
     "hyperparameter_effects.ipynb": [
         "# Hyperparameter effects\n\nWhich choices matter: R@1 per optimizer / scheduler / "

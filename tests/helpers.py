@@ -79,8 +79,10 @@ class FakeTrainer:
         self.record["end"] = time.time()
         self.log_file.write_text(json.dumps(self.record))
         r1 = 100 * self.cfg["optimizer"]["lr"] * self.epoch
+        dim = int(self.cfg["model"]["aggregator"].get("dim", 256))
         return {"epoch": self.epoch, "train/loss": 1.0 / self.epoch, "lr": 0.01,
-                "val/R@1": r1, "val/R@5": r1, "val/R@10": r1, "val/R@25": r1}
+                "val/R@1": r1, "val/R@5": r1, "val/R@10": r1, "val/R@25": r1,
+                "descriptor_dim": dim, "query_ms": dim / 100.0, "params_m": 11.0}
 
     def save_checkpoint(self, path):
         Path(path).write_text(json.dumps({"epoch": self.epoch}))

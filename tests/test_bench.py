@@ -22,11 +22,11 @@ from vpr_tune.errors import UserError
 
 BARS = {"loader": (0.90, ">="), "cache": (5.0, ">="), "eval": (1.15, "<="),
         "asha": (0.35, "<="), "search": (0.93, ">="), "memory": (0.10, "<="),
-        "trials": (0.5, "<="), "scale": (1.1, "<="), "study": (0.5, "<=")}
+        "pareto": (0.5, "<="), "trials": (0.5, "<="), "scale": (1.1, "<="), "study": (0.5, "<=")}
 # The raw numbers behind each ratio: lists of per-repetition measurements.
 RAW = {"loader": ("real_img_s", "in_memory_img_s"), "cache": ("cache_img_s", "pil_img_s"),
        "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x"),
-       "search": ("trial_busy_s",), "asha": (), "trials": ("driver_rss_mb",),
+       "search": ("trial_busy_s",), "asha": (), "pareto": (), "trials": ("driver_rss_mb",),
        "scale": ("eval_s", "cache_build_img_s", "builder_peak_mb_above_start"),
        "study": ("manual_curve", "search_curve")}
 
@@ -80,7 +80,8 @@ def test_python_m_vpr_tune_bench_is_the_cli() -> None:
                                   pytest.param("search", marks=pytest.mark.slow),
                                   pytest.param("trials", marks=pytest.mark.slow),
                                   pytest.param("study", marks=pytest.mark.slow),
-                                  pytest.param("asha", marks=pytest.mark.slow)])
+                                  pytest.param("asha", marks=pytest.mark.slow),
+                                  pytest.param("pareto", marks=pytest.mark.slow)])
 def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) -> None:
     rc, out, _err = _run_cli(["bench", name, "--quick", "--json", "--out", str(tmp_path)],
                              capsys)
@@ -101,6 +102,9 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
     if name == "asha":  # two real searches; the arithmetic is tested with a fake run below
         assert written["asha_trial_epochs"] > 0 and written["fifo_trial_epochs"] > 0
         assert isinstance(written["best_within_1_point"], bool)
+    if name == "pareto":
+        assert written["moasha_trial_epochs"] > 0 and written["same_configs"] is True
+        assert written["hypervolume_fifo"] > 0 and written["front_fifo"]
     for key in RAW[name]:
         values = written[key]
         assert len(values) >= 1

@@ -8,7 +8,7 @@ import sys
 from vpr_tune import __version__
 from vpr_tune.cli import main
 
-GROUPS = ("data", "train", "eval", "run", "best", "report", "bench")
+GROUPS = ("data", "train", "eval", "run", "best", "report", "bench", "doctor")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -182,9 +182,10 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, street_wor
 
 def test_sigterm_saves_tables_says_how_to_resume_and_resume_finishes(
         tmp_path, street_world_tiny):
-    epochs, samples = 10, 3
+    epochs, samples = 6, 3
     storage = tmp_path / "res"
-    cmd = [sys.executable, "-m", "vpr_tune", "run", str(_space(tmp_path, epochs, samples)),
+    cmd = [sys.executable, "-m", "vpr_tune", "run",
+           str(_space(tmp_path, epochs, samples, batches=12)),
            "--data", str(street_world_tiny), "--name", "term", "--storage", str(storage)]
     exp = storage / "term"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

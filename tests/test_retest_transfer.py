@@ -61,7 +61,8 @@ def test_retest_has_every_recall_and_no_positive_counts(hand_experiment, monkeyp
     assert "without a positive" in out and "Kendall" in out
 
 
-@pytest.mark.parametrize("top, msg", [("0", "at least 1"), ("some", "a number or 'all'")])
+@pytest.mark.parametrize("top, msg", [("0", "not in the range x>=1"),
+                                      ("some", "a number or 'all'")])
 def test_bad_top_is_one_line(hand_experiment, capsys, top, msg):
     assert main(["best", str(hand_experiment), "--top", top]) == 2
     assert msg in capsys.readouterr().err

@@ -17,10 +17,16 @@ def tiny_root(tmp_path, monkeypatch):
 
 
 def _curve(cfg, root, epochs):
+    """The epoch rows without ``query_ms`` (a timing: the one value that may differ)."""
     from vpr_tune.train import Trainer
 
     t = Trainer(cfg, root, device="cpu", num_threads=1, log=lambda *_: None)
-    return [t.run_epoch() for _ in range(epochs)], t
+    return [_trained(t.run_epoch()) for _ in range(epochs)], t
+
+
+def _trained(row: dict) -> dict:
+    assert row["query_ms"] > 0
+    return {k: v for k, v in row.items() if k != "query_ms"}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -36,7 +42,8 @@ def test_same_seed_same_curve(tiny_root, precision) -> None:
     c, _ = _curve({**cfg, "seed": 1}, tiny_root, 1)
     assert c[0]["train/loss"] != a[0]["train/loss"]
     assert set(a[0]) == {"epoch", "train/loss", "lr", "val/R@1", "val/R@5", "val/R@10",
-                         "val/R@25"}
+                         "val/R@25", "descriptor_dim", "params_m"}  # + query_ms
+    assert a[0]["descriptor_dim"] == ta.model.dim and a[0]["params_m"] > 10  # ResNet-18
 
 
 @pytest.mark.parametrize("extra", [
@@ -54,8 +61,8 @@ def test_resume_equals_uninterrupted(tiny_root, tmp_path, extra) -> None:
     assert not list((tmp_path / "ck").glob(".*tmp*"))  # atomic write leaves no tmp file
     resumed = Trainer(cfg, tiny_root, device="cpu", num_threads=1, log=lambda *_: None)
     resumed.load_checkpoint(tmp_path / "ck" / "last.pt")
-    assert resumed.epoch == 2 and resumed.history == part
-    assert resumed.run_epoch() == full[2]
+    assert resumed.epoch == 2 and [_trained(r) for r in resumed.history] == part
+    assert _trained(resumed.run_epoch()) == full[2]
     for x, y in zip(resumed.model.state_dict().values(), t_full.model.state_dict().values(),
                     strict=True):
         assert torch.equal(x, y)

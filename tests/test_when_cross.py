@@ -102,7 +102,7 @@ def test_a_fixed_other_section_decides_at_load(tmp_path):
 
 @pytest.mark.parametrize("when, msg", [
     ("{loss.nam: [contrastive]}", "'nam' is not a key of loss"),
-    ("{loss.name: [sgd]}", "loss.name never takes 'sgd' (one of contrastive"),
+    ("{loss.name: [sgd]}", "'sgd' is not a value of loss.name; allowed: contrastive"),
 ])
 def test_bad_cross_section_when_is_one_line(tmp_path, when, msg):
     path = tmp_path / "s.yaml"

@@ -36,15 +36,17 @@ import yaml
 from vpr_tune import metrics
 from vpr_tune.errors import SearchFailed, UserError
 from vpr_tune.metrics import summary_column
+from vpr_tune.tune import pareto
 from vpr_tune.tune.results import all_failed, failure_summary, read_table
 
 # trials.csv columns that are not hyperparameters.
 SUMMARY_COLUMNS = (
     "rank", "trial_id", "status", "epochs", "time_s", "node_id", "error", "checkpoint", "logdir",
+    "pareto", *metrics.COSTS,
 )
 SUMMARY_PREFIXES = ("best_", "last_", "val/", "train/", "time", "timestamp")
 # Statuses that never rank: the trial crashed or its loss became NaN/inf, or it never ran.
-FAILED_STATUSES = frozenset({"ERROR", "DIVERGED"})
+FAILED_STATUSES = frozenset(pareto.FAILED_STATUSES)
 NOT_STARTED = frozenset({"PENDING"})
 SYNTHETIC_LABEL = "synthetic (street-world)"
 # The recalls the best table shows (plus the ranking metric when it is another one).
@@ -81,14 +83,28 @@ class Experiment:
 
     @property
     def metric(self) -> str:
-        """The metric the search ranked by: ``search.metric`` in space.yaml."""
+        """The metric the search ranked by: ``search.metric`` in space.yaml (several
+        objectives: the first recall or loss among them, which ``best.pt`` followed)."""
         metric = _get(self.space, "search.metric", None)
+        if metric is None:  # several objectives: the first one training improves
+            metric = next((m for m, _ in self.objectives if m in metrics.SEARCHABLE), None)
         return metric if metric in metrics.SEARCHABLE else metrics.DEFAULT_METRIC
 
     @property
     def mode(self) -> str:
         """``max`` or ``min``: ``search.mode`` in space.yaml, else the metric's direction."""
         return metrics.mode_of({"metric": self.metric, "mode": _get(self.space, "search.mode")})
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """``(metric, mode)`` of each objective: ``search.objectives``, else the one metric."""
+        search = self.space.get("search") if isinstance(self.space, dict) else None
+        return metrics.objectives_of(search if isinstance(search, dict) else None)
+
+    @property
+    def multi_objective(self) -> bool:
+        """True when the search ranked by several objectives (a Pareto front)."""
+        return len(self.objectives) > 1
 
     def mode_for(self, metric: str) -> str:
         """How a best by ``metric`` is chosen: the search's mode for the search's metric, else
@@ -306,6 +322,56 @@ def top_table(exp: Experiment, top: int = 5, metric: str | None = None) -> pd.Da
         table[table_column(m)] = frame[col].astype(float) if col in frame else math.nan
     table["epochs"] = frame.get("epochs", math.nan)
     return table.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------- Pareto front
+def objective_columns(exp: Experiment) -> list[tuple[str, str]]:
+    """``(trials.csv column, mode)`` of each objective (``best_val/R@1``, ``query_ms``, ...)."""
+    return [(metrics.objective_column(m), mode) for m, mode in exp.objectives]
+
+
+def front_rows(exp: Experiment) -> pd.DataFrame:
+    """The trials on the Pareto front (finished, no other finished trial dominates them),
+    best first on the first objective; raises :class:`UserError` when no trial finished."""
+    columns = objective_columns(exp)
+    missing = [c for c, _ in columns if c not in exp.trials.columns]
+    if missing:
+        raise UserError(f"experiment {exp.name}: trials.csv has no {', '.join(missing)} "
+                        f"column ({exp.path / 'trials.csv'})")
+    status = exp.trials["status"].astype(str).str.upper()
+    rows = pareto.front(exp.trials[~status.isin(NOT_STARTED)], columns)
+    if rows.empty:
+        counts = status.value_counts().to_dict()
+        raise UserError(f"experiment {exp.name}: no finished trial with every objective "
+                        f"(statuses: {counts or 'no trials'}; {exp.path / 'trials.csv'})")
+    rows = rows.reset_index(drop=True)
+    rows.insert(0, "rank", range(1, len(rows) + 1))
+    return rows
+
+
+def front_table(exp: Experiment) -> pd.DataFrame:
+    """The ``vpr-tune best`` table of a multi-objective search: ``rank, trial_id``, the
+    varying hyperparameters, every objective (``val_R@1``, ``descriptor_dim``, ``query_ms``),
+    ``params_m`` and ``epochs`` of each trial on the front."""
+    rows = front_rows(exp)
+    table = rows[["rank", "trial_id", *exp.varying]].copy()
+    shown = [m for m, _ in exp.objectives]
+    shown += [m for m in metrics.COSTS if m not in shown and m in rows]
+    for m in shown:
+        table[table_column(m)] = rows[metrics.objective_column(m)].astype(float)
+    table["epochs"] = rows.get("epochs", math.nan)
+    return table
+
+
+def reference_point(exp: Experiment) -> list[float]:
+    """The hypervolume reference point of ``exp`` (worst finished values, 10 % further)."""
+    return pareto.reference_point([exp.trials], objective_columns(exp))
+
+
+def hypervolume_curve(exp: Experiment, reference: list[float] | None = None) -> pd.Series:
+    """Hypervolume of the first 1, 2, ... trials (trials.csv order: the order they started)."""
+    columns = objective_columns(exp)
+    return pareto.hypervolume_curve(exp.trials, columns, reference or reference_point(exp))
 
 
 # ------------------------------------------------------------------------------ helpers

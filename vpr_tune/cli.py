@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from vpr_tune import __version__
 from vpr_tune.bench import BENCHMARKS
@@ -308,6 +307,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Validate YAML and data, print the plan, start nothing.")
     ] = False,
+    mlflow: Annotated[
+        str | None, typer.Option(help="Also log each trial to MLflow at this tracking URI.")
+    ] = None,
     time_budget: Annotated[
         str | None, typer.Option(help="Override search.time_budget (e.g. 90m, 6h, 3600s).")
     ] = None,
@@ -349,7 +351,7 @@ def run(
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
                    storage=storage, dry_run=dry_run, time_budget=time_budget,
-                   warm_start=warm_start, log=log)
+                   warm_start=warm_start, log=log, mlflow=mlflow)
 
 
 def _data_root(space, data: str | None, log) -> Path:
@@ -378,10 +380,12 @@ def doctor(
         if json_out:
             return
         colour = {"✔": "green", "✘": "bold red", "!": "yellow"}[check.status]
-        console.print(f"[{colour}]{check.status}[/] [bold]{check.name}[/]: "
-                      f"{escape(check.detail)}", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        console.print(Text.assemble((check.status, colour), " ", (check.name, "bold"), ": ",
+                                    check.detail), highlight=False, soft_wrap=True)
         if check.fix:
-            console.print(f"    {escape(check.fix)}", highlight=False, soft_wrap=True)
+            console.print(f"    {check.fix}", highlight=False, soft_wrap=True)
 
     checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
     if json_out:
@@ -393,7 +397,8 @@ def doctor(
 def best(
     name: Annotated[str | None, typer.Argument(help="Experiment (default: newest).")] = None,
     top: Annotated[
-        str | None, typer.Option(help="How many trials: a number or 'all' (default 5; 3 "
+        str | None, typer.Option(callback=lambda v: _check_top(v),
+                                 help="How many trials: a number or 'all' (default 5; 3 "
                                  "with --repeat).")
     ] = None,
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
@@ -417,13 +422,15 @@ def best(
                           "tests.")
     ] = 0,
 ) -> None:
-    """The top trials of a search; --retest re-evaluates them on the test sets, --repeat
-    retrains them with new seeds, --export writes one as a train YAML."""
+    """The top trials of a search (a multi-objective search: its Pareto front); --retest
+    re-evaluates them on the test sets, --repeat retrains them with new seeds, --export
+    writes one as a train YAML."""
     import json
 
     from vpr_tune import analysis
 
-    exp = analysis.load_experiment(name, storage)
+    exp = _load_experiment(name, storage)
+    front = exp.multi_objective and metric is None  # --metric ranks by one objective
     metric = metric or exp.metric
     log_console = err_console if json_out else console  # keep --json stdout pure JSON
     if export is not None or save_preds:
@@ -433,12 +440,15 @@ def best(
     if repeat:
         _best_repeat(exp, repeat, top_n, metric, data, json_out, log_console)
         return
-    table = analysis.top_table(exp, top_n, metric)
+    table = analysis.front_table(exp) if front else analysis.top_table(exp, top_n, metric)
     retested = None
     if retest:
         from vpr_tune.retest import retest as run_retest
 
-        retested = run_retest(exp, top_n, metric, data, force, log=log_console.print)
+        retested = run_retest(exp, top_n, metric, data, force, log=log_console.print,
+                              front=front)
+        _push(exp, storage, ("retest.csv", "retest.md"))
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in exp.objectives)
     from vpr_tune.tune.lineage import lineage, read_perturbations
 
     schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
@@ -447,6 +457,9 @@ def best(
     if json_out:
         out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
                "metric": metric, "varying": exp.varying, "trials": _records(table)}
+        if front:
+            out["objectives"] = [{"metric": m, "mode": mode} for m, mode in exp.objectives]
+            out["pareto_front"] = True
         if retested is not None:
             out["retest"] = _records(retested)
             out["test_sets"] = retested.attrs.get("test_sets", {})
@@ -455,10 +468,17 @@ def best(
             out["schedule"] = _records(schedule)
         print(json.dumps(out, indent=1))
         return
-    failed = len(exp.trials) - len(analysis.ranked(exp, metric))
-    caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+    if front:
+        unfinished = int(exp.trials["status"].isin(["ERROR", "DIVERGED", "PENDING"]).sum())
+        caption = (f"{len(table)} of {len(exp.trials)} trials on the front ({unfinished} "
+                   f"failed, diverged or unstarted); --metric M ranks by one objective")
+        title = f"Pareto front of {exp.label}: {objectives}"
+    else:
+        failed = len(exp.trials) - len(analysis.ranked(exp, metric))
+        caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
+        title = f"Best trials of {exp.label} by {metric}"
     if retested is None:
-        _print_wide(_rich_table(table, f"Best trials of {exp.label} by {metric}", caption))
+        _print_wide(_rich_table(table, title, caption))
     else:  # the retest table holds every column of the best table but epochs
         from vpr_tune.retest import transfer_lines
 
@@ -472,19 +492,26 @@ def best(
                                 f"exploits: {exp.path / 'perturbations.csv'}"))
 
 
+def _check_top(top: str | None) -> str | None:
+    """``--top`` is checked like every numeric option, before any experiment is read."""
+    if top is None or top.strip().lower() == "all":
+        return top
+    try:
+        n = int(top)
+    except ValueError:
+        raise typer.BadParameter(f"a number or 'all', got {top!r}") from None
+    if n < 1:
+        raise typer.BadParameter(f"{n} is not in the range x>=1")
+    return top
+
+
 def _parse_top(top: str | None, exp, default: int) -> int:
     """``--top``: a number >= 1, or ``all`` (every trial); ``default`` when not given."""
     if top is None:
         return default
     if top.strip().lower() == "all":
         return max(1, len(exp.trials))
-    try:
-        n = int(top)
-    except ValueError:
-        raise UserError(f"--top takes a number or 'all', got {top!r}") from None
-    if n < 1:
-        raise UserError(f"--top must be at least 1, got {n}")
-    return n
+    return int(top)
 
 
 def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console) -> None:
@@ -499,8 +526,9 @@ def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_consol
     if save_preds:
         from vpr_tune.preds import save_trial_predictions
 
-        written = save_trial_predictions(exp, save_preds, trial, data, metric,
-                                         log=log_console.print)
+        written = save_trial_predictions(
+            exp, save_preds, trial, data, metric,
+            log=lambda m: log_console.print(m, highlight=False, soft_wrap=True))
         log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
                           f"{next(iter(written.values())).parent.parent}", highlight=False,
                           soft_wrap=True)
@@ -522,6 +550,32 @@ def _best_repeat(exp, seeds, top, metric, data, json_out, log_console) -> None:
                             f"mean ± std over seeds; written to {exp.path / 'repeats.csv'} "
                             "and repeats.md"))
     console.print(verdict(summary, changed), highlight=False, soft_wrap=True)
+
+
+def _load_experiment(name: str | None, storage: str | None):
+    """An experiment by name (default: newest); from a bucket when storage is a URI."""
+    from vpr_tune import analysis
+    from vpr_tune.tune import storage as remote
+
+    if remote.is_remote(storage):
+        from vpr_tune.tune.results import experiment_dir
+
+        name = name or remote.newest(storage)
+        # a local copy in results/<name>, where a search run on this machine keeps it too
+        exp = analysis.load_experiment(remote.pull(remote.join(storage, name),
+                                                   experiment_dir(name, None)))
+        # retest downloads checkpoints through the URI given now (its endpoint, if any)
+        exp.space.setdefault("resolved", {})["storage"] = remote.join(storage, exp.name)
+        return exp
+    return analysis.load_experiment(name, storage)
+
+
+def _push(exp, storage: str | None, names: tuple[str, ...]) -> None:
+    """Copy what best/report wrote back next to a bucket experiment."""
+    from vpr_tune.tune import storage as remote
+
+    if remote.is_remote(storage):
+        remote.push(exp.path, remote.join(storage, exp.name), names)
 
 
 def _print_wide(renderable) -> None:
@@ -579,12 +633,11 @@ def compare(
     """Experiments side by side: cost, best val and retest recalls, differing settings."""
     import json
 
-    from vpr_tune import analysis
     from vpr_tune.compare import compare_table, differing_hyperparameters, plot_best_so_far
 
     if len(names) < 2:
         raise UserError("compare needs at least two experiments")
-    exps = [analysis.load_experiment(n, storage) for n in names]
+    exps = [_load_experiment(n, storage) for n in names]
     table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
     if json_out:
         print(json.dumps({"experiments": _records(table), "differing": _records(diff)},
@@ -607,11 +660,11 @@ def report(
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
 ) -> None:
     """Write report.md and PNG figures into results/<name>/report/."""
-    from vpr_tune import analysis
     from vpr_tune.report import write_report
 
-    exp = analysis.load_experiment(name, storage)
+    exp = _load_experiment(name, storage)
     path = write_report(exp, top=top, metric=metric)
+    _push(exp, storage, (path.parent.name,))
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     console.print(f"wrote {path} and {len(pngs)} figures: {', '.join(pngs)}")
 

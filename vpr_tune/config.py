@@ -45,6 +45,10 @@ SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp", "nsga2")
 # Autocast of a trial (vpr_tune/precision.py): auto = fp16 on CUDA, bf16 on AMX CPUs, else fp32.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRIAL_SCHEDULERS = ("asha", "fifo", "pbt", "pb2")
+# What can run a search with several objectives (search.objectives): asha then ranks by
+# Pareto fronts; PBT/PB2 exploit one metric, Optuna's CMA-ES is single-objective.
+MULTI_OBJECTIVE_SCHEDULERS = ("asha", "fifo")
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "qmc", "gp", "nsga2")
 
 DEFAULTS: dict[str, Any] = {
     "name": None,  # experiment name; CLI --name wins
@@ -97,6 +101,8 @@ DEFAULTS: dict[str, Any] = {
         "num_samples": 16,
         "metric": metrics.DEFAULT_METRIC,
         "mode": None,  # None -> the metric's direction (max for recalls, min for train/loss)
+        # several objectives instead of metric/mode: [{metric, mode}, ...] (Pareto front)
+        "objectives": None,
         "seed": 0,
         "max_concurrent": 2,
         "scheduler": "asha",
@@ -110,6 +116,8 @@ DEFAULTS: dict[str, Any] = {
     "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.25,
             "resample_probability": 0.25, "mutate": ["optimizer.lr"]},
     "resources": {"cpu": 1, "gpu": 0, "precision": "auto"},  # precision: see PRECISIONS
+    # Where else the search is logged (TensorBoard and the Optuna study always are).
+    "tracking": {"mlflow": None},  # MLflow tracking URI: sqlite:///..., http://..., a folder
 }
 
 
@@ -140,7 +148,7 @@ NAMES = {
 }
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "pbt", "data.root",
-                  "data.train", "data.val", "data.test")
+                  "data.train", "data.val", "data.test", "tracking")
 # What each data.augment strength may be (fractions of the side, or of the brightness).
 AUGMENT_RANGES = {"crop_min": (0.1, 1.0), "crop_max": (0.1, 1.0), "aspect": (0.0, 0.5),
                   "jitter": (0.0, 0.9), "white_balance": (0.0, 0.5), "perspective": (0.0, 0.4)}
@@ -396,6 +404,9 @@ class _Builder:
                     p.alias = f"{dotted}{ALIAS_MARK}{i}"
 
     def leaf(self, dotted: str, value: Any, default: Any, known: bool) -> None:
+        if dotted == "search.objectives":
+            self.fixed[dotted] = self.check_objectives(value)
+            return
         if isinstance(value, dict) and _is_leaf_spec(value):
             when = self.parse_when(dotted, value.get("when"))
             kinds = [k for k in value if k != "when"]
@@ -437,10 +448,6 @@ class _Builder:
             vals = tuple(vals) if isinstance(vals, list) else (vals,)
             if not vals:
                 self.fail(f"{dotted}.when.{sib}", "empty list of values")
-            bad = [v for v in vals if sib_path in NAMES and v not in NAMES[sib_path]]
-            if bad:
-                self.fail(f"{dotted}.when", f"{sib_path} never takes {bad[0]!r} "
-                          f"(one of {', '.join(NAMES[sib_path])})")
             out[sib_path] = vals
         return out
 
@@ -642,7 +649,63 @@ class _Builder:
                 if bad:
                     self.fail(dotted, f"{bad[0]!r} is outside {low:g}-{high:g}")
 
+    def check_objectives(self, value: Any) -> list[dict[str, str]] | None:
+        """``search.objectives``: 2 to 3 ``{metric, mode}`` mappings, each metric once, at
+        least one a searchable metric; ``mode`` may be left out (the metric's direction)."""
+        key = "search.objectives"
+        if value is None:
+            return None
+        allowed = ", ".join(metrics.OBJECTIVES)
+        if not isinstance(value, list) or not 2 <= len(value) <= metrics.MAX_OBJECTIVES:
+            self.fail(key, f"expected a list of 2 to {metrics.MAX_OBJECTIVES} {{metric, mode}} "
+                      f"mappings, got {_tname(value)}"
+                      f"{f' of {len(value)}' if isinstance(value, list) else ''} (one "
+                      "objective: use search.metric and search.mode)")
+        out: list[dict[str, str]] = []
+        for i, item in enumerate(value):
+            where = f"{key}[{i}]"
+            if not isinstance(item, dict) or "metric" not in item:
+                self.fail(where, f"expected {{metric: ..., mode: min|max}}, got {item!r}")
+            extra = [k for k in item if k not in ("metric", "mode")]
+            if extra:
+                self.fail(f"{where}.{extra[0]}", "unknown key; allowed: metric, mode")
+            metric, mode = item["metric"], item.get("mode")
+            if metric not in metrics.OBJECTIVES:
+                close = difflib.get_close_matches(str(metric), metrics.OBJECTIVES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(f"{where}.metric", f"{metric!r} is not one of {allowed}{hint}")
+            if any(o["metric"] == metric for o in out):
+                self.fail(f"{where}.metric", f"{metric} is listed twice; each objective once")
+            if mode is not None and mode not in metrics.MODES:
+                self.fail(f"{where}.mode", f"{mode!r} is not one of {', '.join(metrics.MODES)}")
+            if mode is not None and mode != metrics.direction(metric):
+                self.fail(f"{where}.mode", f"{mode!r} contradicts {metric} (better when "
+                          f"{metrics.direction(metric)}); set {metrics.direction(metric)} or "
+                          "leave mode out")
+            out.append({"metric": metric, "mode": mode or metrics.direction(metric)})
+        if not any(o["metric"] in metrics.SEARCHABLE for o in out):
+            self.fail(key, f"needs one of {', '.join(metrics.SEARCHABLE)} besides the costs "
+                      f"({', '.join(metrics.COSTS)}): something the training improves")
+        return out
+
     def check_search(self) -> None:
+        objectives = self.fixed.get("search.objectives")
+        for single in ("search.metric", "search.mode"):
+            if objectives and single in self.fixed:
+                self.fail(single, "give either search.objectives (several) or search.metric "
+                          "and search.mode (one objective), not both")
+        for dotted, able in (("search.sampler", MULTI_OBJECTIVE_SAMPLERS),
+                             ("search.scheduler", MULTI_OBJECTIVE_SCHEDULERS)):
+            chosen = self.fixed.get(dotted, DEFAULTS["search"][dotted.split(".")[1]])
+            algorithm = self.fixed.get("search.algorithm", DEFAULTS["search"]["algorithm"])
+            if dotted == "search.sampler" and algorithm != "optuna":
+                continue  # the sampler is used by search.algorithm optuna only
+            if objectives and chosen not in able:
+                self.fail(dotted, f"{chosen} cannot rank several objectives "
+                          f"(search.objectives); use one of {', '.join(able)}")
+        if objectives:  # best.pt, ranking tables and curves follow the first searchable one
+            first = next(o for o in objectives if o["metric"] in metrics.SEARCHABLE)
+            self.fixed["search.metric"], self.fixed["search.mode"] = first["metric"], first["mode"]
         metric = self.fixed.get("search.metric", DEFAULTS["search"]["metric"])
         mode = self.fixed.get("search.mode")
         if mode is not None and mode != metrics.direction(metric):
@@ -663,6 +726,20 @@ class _Builder:
         storage = self.fixed.get("storage")
         if storage and "://" not in storage and not Path(storage).expanduser().is_absolute():
             self.fail("storage", f"must be an absolute path or a URI (s3://...), got {storage!r}")
+        mlflow = self.fixed.get("tracking.mlflow")
+        if mlflow is not None and not is_tracking_uri(mlflow):
+            self.fail("tracking.mlflow", f"{TRACKING_URI_HELP}, got {mlflow!r}")
+
+
+TRACKING_URI_HELP = ("must be a URI (sqlite:///FILE, http://HOST:PORT, file:///DIR) or an "
+                     "absolute folder")
+
+
+def is_tracking_uri(uri: str) -> bool:
+    """An MLflow tracking URI vpr-tune accepts: ``scheme:...`` or an absolute folder."""
+    import re
+
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*:", uri)) or Path(uri).expanduser().is_absolute()
 
 
 def when_path(parent: str, key: str) -> str:

@@ -73,12 +73,12 @@ def space_config(exp: Experiment, sampled: dict[str, Any]) -> dict[str, Any]:
 
 def train_yaml(exp: Experiment, row: pd.Series) -> dict[str, Any]:
     """``trial_config`` made a train YAML: named ``<experiment>-<trial>``, with the data root
-    of the experiment when it ran on a given folder (not the default street-world)."""
+    the experiment ran on (``--data`` of ``run``; ``train --data`` still overrides it)."""
     cfg = trial_config(exp, row)
     cfg["name"] = f"{exp.name}-{row['trial_id']}"
     cfg["storage"] = None
     root = data_root_of(exp.space)
-    if cfg["data"].get("root") is None and root and not exp.synthetic:
+    if cfg["data"].get("root") is None and root:
         cfg["data"]["root"] = root
     return cfg
 

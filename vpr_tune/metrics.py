@@ -7,6 +7,8 @@ way is better. Everything that lists a metric or picks a best imports it from he
     metrics.direction("train/loss")         # 'min'
     metrics.best_index([3.0, 1.0, 2.0], "min")   # 1
     metrics.summary_column("val/R@10")      # 'best_val/R@10' (the trials.csv column)
+    metrics.OBJECTIVES                      # SEARCHABLE + descriptor_dim, query_ms, params_m
+    metrics.objective_column("query_ms")    # 'query_ms' (its trials.csv column)
 
 Plain Python only: the config validator imports this module.
 """
@@ -23,11 +25,20 @@ RECALLS = tuple(f"R@{n}" for n in RECALL_NS)
 VAL_RECALLS = tuple(f"val/{r}" for r in RECALLS)
 LOSS = "train/loss"
 LR = "lr"
+# What a model costs, reported every epoch next to the recalls (lower is better):
+DESCRIPTOR_DIM = "descriptor_dim"  # the aggregator's output size
+QUERY_MS = "query_ms"  # median ms: one query at batch 1 + exact search of a val-sized database
+PARAMS_M = "params_m"  # model parameters in millions
+COSTS = {DESCRIPTOR_DIM: "min", QUERY_MS: "min", PARAMS_M: "min"}
 # What every epoch reports, in the order metrics.csv lists it (after trial_id/epoch).
-REPORTED = (LOSS, LR, *VAL_RECALLS)
+REPORTED = (LOSS, LR, *VAL_RECALLS, *COSTS)
 # Metrics a search may rank on (``search.metric``), each with its natural direction.
 DIRECTIONS = {**{m: "max" for m in VAL_RECALLS}, LOSS: "min"}
 SEARCHABLE = tuple(DIRECTIONS)
+# What ``search.objectives`` may list: a searchable metric or a cost. At most three at once
+# (the hypervolume the report draws is exact up to three), at least one searchable.
+OBJECTIVES = (*SEARCHABLE, *COSTS)
+MAX_OBJECTIVES = 3
 DEFAULT_METRIC = "val/R@1"
 MODES = ("max", "min")
 # trials.csv summary columns of one metric: its best and its last value.
@@ -41,11 +52,40 @@ def direction(metric: str) -> str:
     ('max', 'min')
     """
     name = base_name(metric)
+    if name in COSTS:
+        return COSTS[name]
     if name not in DIRECTIONS:
         from vpr_tune.errors import UserError
 
-        raise UserError(f"unknown metric {metric!r}: one of {', '.join(SEARCHABLE)}")
+        raise UserError(f"unknown metric {metric!r}: one of {', '.join(OBJECTIVES)}")
     return DIRECTIONS[name]
+
+
+def objective_column(metric: str) -> str:
+    """The trials.csv column holding a trial's one value of an objective: ``best_<m>`` for a
+    searchable metric, the bare name for a cost (``query_ms``: the median over its epochs).
+
+    >>> objective_column("val/R@1"), objective_column("descriptor_dim")
+    ('best_val/R@1', 'descriptor_dim')
+    """
+    return metric if metric in COSTS else summary_column(metric)
+
+
+def objectives_of(search: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """``(metric, mode)`` pairs of a validated ``search`` section: ``search.objectives``, else
+    the one objective ``search.metric``/``mode``.
+
+    >>> objectives_of({"objectives": [{"metric": "val/R@1", "mode": "max"},
+    ...                               {"metric": "query_ms", "mode": "min"}]})
+    [('val/R@1', 'max'), ('query_ms', 'min')]
+    >>> objectives_of({"metric": "train/loss"})
+    [('train/loss', 'min')]
+    """
+    search = search or {}
+    if search.get("objectives"):
+        return [(str(o["metric"]), str(o.get("mode") or direction(o["metric"])))
+                for o in search["objectives"]]
+    return [(str(search.get("metric") or DEFAULT_METRIC), mode_of(search))]
 
 
 def mode_of(search: dict[str, Any] | None) -> str:

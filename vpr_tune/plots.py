@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from vpr_tune import metrics
 from vpr_tune.analysis import (
     FAILED_STATUSES,
     Experiment,
     best_so_far,
     categorical_varying,
     failed_trials,
+    hypervolume_curve,
     importance,
+    objective_columns,
     rank_transfer,
     ranked,
     retest_columns,
@@ -332,6 +335,81 @@ def plot_rung_spearman(exp: Experiment, metric: str | None = None) -> Figure:
     return fig
 
 
+def _axis_label(metric: str) -> str:
+    units = {metrics.DESCRIPTOR_DIM: "descriptor size (floats)", metrics.QUERY_MS:
+             "query time (ms)", metrics.PARAMS_M: "parameters (millions)"}
+    return units.get(metric, f"best {metric}{_unit(metric)}")
+
+
+def plot_pareto(exp: Experiment) -> Figure:
+    """The recall objective (y) against the first cost (x, log scale), coloured by the next
+    objective; trials on the Pareto front ringed black, the front of these two axes drawn as
+    a step line, and the front's test R@1 (after ``best --retest``) as hollow markers."""
+    from vpr_tune.tune.pareto import pareto_flags
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    objectives = exp.objectives
+    quality = next((i for i, (m, _) in enumerate(objectives) if m in metrics.SEARCHABLE), 0)
+    others = [i for i in range(len(objectives)) if i != quality]
+    columns = objective_columns(exp)
+    status = exp.trials["status"].astype(str).str.upper()
+    trials = exp.trials[~status.isin(FAILED_STATUSES)]
+    needed = [c for c, _ in columns]
+    if len(objectives) < 2 or not set(needed) <= set(trials.columns) or \
+            trials[needed].dropna().empty:
+        _message(ax, "not a multi-objective search, or no trial finished with every objective")
+        return fig
+    trials = trials.dropna(subset=needed)
+    (y, y_mode), (x, x_mode) = columns[quality], columns[others[0]]
+    flags = pareto_flags(trials, columns)
+    colour = columns[others[1]][0] if len(others) > 1 else None
+    shade = {"c": trials[colour], "cmap": "viridis_r"} if colour else {"color": "tab:blue"}
+    points = ax.scatter(trials[x], trials[y], s=60, **shade, linewidths=1.5, zorder=3,
+                        edgecolors=np.where(flags, "black", "none"))
+    if colour:
+        fig.colorbar(points, ax=ax, label=_axis_label(objectives[others[1]][0]))
+    on_front = trials[flags].sort_values(x, ascending=x_mode == "min")
+    better = on_front[y].cummax() if y_mode == "max" else on_front[y].cummin()
+    step = on_front[on_front[y] == better]  # the front of these two axes
+    ax.step(step[x], step[y], where="post", color="black", lw=1, label="Pareto front (2-D)")
+    for _, row in trials[flags].iterrows():
+        ax.annotate(row["trial_id"], (row[x], row[y]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    retest = exp.retest
+    if retest is not None and not retest.empty and "trial_id" in retest:
+        for col in retest_columns(retest, 1):
+            merged = retest[["trial_id", col]].merge(trials[["trial_id", x]], on="trial_id")
+            ax.scatter(merged[x], merged[col], s=60, facecolors="none", zorder=2,
+                       edgecolors="tab:red" if "tokyo" in col else "tab:orange",
+                       label=f"{col} (retest)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(_axis_label(objectives[others[0]][0]))
+    ax.set_ylabel(_axis_label(objectives[quality][0]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _title(fig, exp, "Pareto front (ringed: no finished trial is better on every objective)")
+    return fig
+
+
+def plot_hypervolume(exp: Experiment) -> Figure:
+    """Hypervolume of the trials run so far against the number of trials (reference point:
+    the worst finished value of each objective, pushed 10 % of its range further out)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    try:
+        curve = hypervolume_curve(exp)
+    except (ValueError, KeyError):
+        _message(ax, "no finished trial with every objective yet")
+        return fig
+    ax.plot(curve.index, curve.to_numpy(), marker="o")
+    ax.set_xlabel("trials started")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    _title(fig, exp, "Hypervolume of the front against trials")
+    return fig
+
+
 def figures(exp: Experiment, metric: str | None = None) -> dict[str, Figure]:
     """Every figure of the report, by file stem (what ``vpr-tune report`` saves as PNGs)."""
     out = {
@@ -343,6 +421,9 @@ def figures(exp: Experiment, metric: str | None = None) -> dict[str, Figure]:
         "importance": plot_importance(exp, metric),
         "rung_spearman": plot_rung_spearman(exp, metric),
     }
+    if exp.multi_objective:
+        out["pareto"] = plot_pareto(exp)
+        out["hypervolume"] = plot_hypervolume(exp)
     if exp.retest is not None:
         out["retest"] = plot_retest(exp)
         out["val_vs_test"] = plot_val_vs_test(exp)

@@ -35,6 +35,10 @@ FIGURES = {
                    "1); with few trials it is a hint, not a finding."),
     "rung_spearman": ("Early epochs vs final ranking", "Spearman correlation of the ranking "
                       "at each epoch with the final one; high means early stopping is safe."),
+    "pareto": ("Pareto front", "recall against descriptor size, coloured by query time; "
+               "ringed trials are on the front, the step line is the front of these two axes."),
+    "hypervolume": ("Hypervolume against trials", "how much of the objective space the front "
+                    "covers after each trial (flat: new trials stopped improving the front)."),
     "retest": ("Val vs test", "does the val ranking transfer to SF-XS test and Tokyo-XS?"),
     "val_vs_test": ("Val vs test, per config", "each retested config; Spearman in the legend."),
 }
@@ -113,6 +117,12 @@ def write_report(
     if isinstance(best.get("checkpoint"), str):
         lines += ["", f"Checkpoint: `{best['checkpoint']}`"]
     lines += ["", f"## Top {len(table)} trials", "", va.markdown_table(table), ""]
+    if exp.multi_objective:
+        front = va.front_table(exp)
+        lines += [f"## Pareto front ({len(front)} trials)", "",
+                  "Objectives: " + ", ".join(f"{m} ({mode})" for m, mode in exp.objectives)
+                  + "; no finished trial is at least as good on all of them and better on "
+                  "one.", "", va.markdown_table(front), ""]
     if exp.retest is not None and not exp.retest.empty:
         lines += ["## Retest on the test sets (R@N %, 25 m rule)", "",
                   va.markdown_table(exp.retest), "",

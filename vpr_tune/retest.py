@@ -27,6 +27,8 @@ from vpr_tune.analysis import (
     SYNTHETIC_LABEL,
     Experiment,
     data_root_of,
+    front_rows,
+    front_table,
     markdown_table,
     ranked,
     top_table,
@@ -55,6 +57,11 @@ def checkpoint_of(exp: Experiment, row: pd.Series) -> Path:
         raise UserError(
             f"{exp.path / 'trials.csv'}: trial {row['trial_id']} has no checkpoint recorded"
         )
+    if "://" in raw:  # the search ran on an object store: download it once
+        from vpr_tune.tune.storage import fetch_checkpoint
+
+        like = (exp.space.get("resolved") or {}).get("storage")
+        return fetch_checkpoint(raw.strip(), exp.path, str(row["trial_id"]), like)
     path = Path(raw)
     if path.exists():
         return path
@@ -163,18 +170,24 @@ def retest(
     force: bool = False,
     log: Callable[[str], None] = print,
     evaluate_fn: EvaluateFn | None = None,
+    front: bool = False,
 ) -> pd.DataFrame:
-    """Retest the top ``top`` trials by ``metric`` (default: the search's) on the test sets;
-    returns and writes the retest table.
+    """Retest the top ``top`` trials by ``metric`` (default: the search's) on the test sets,
+    or with ``front`` every trial on the Pareto front of a multi-objective search; returns
+    and writes the retest table.
 
     Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``
-    (and the ranking metric's column), then ``<set>_R@N`` for each N of ``metrics.RECALLS``
-    and each set of ``data.test`` (``sf_test``, ``tokyo``). ``table.attrs["test_sets"]``
-    holds each set's query, database and no-positive counts.
+    (and the ranking metric's column; with ``front`` every objective), then ``<set>_R@N``
+    for each N of ``metrics.RECALLS`` and each set of ``data.test`` (``sf_test``,
+    ``tokyo``). ``table.attrs["test_sets"]`` holds each set's query, database and
+    no-positive counts.
     """
     metric = metric or exp.metric
-    table = top_table(exp, top, metric)  # raises when no trial finished
-    best = ranked(exp, metric).head(top)
+    if front:
+        table, best = front_table(exp), front_rows(exp)
+    else:
+        table = top_table(exp, top, metric)  # raises when no trial finished
+        best = ranked(exp, metric).head(top)
     checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
     tests = _test_splits(exp.space)
     cache_path = exp.path / CACHE_FILE
@@ -212,7 +225,7 @@ def retest(
                    f"retest: {fingerprint}): files were added, removed or rewritten")
         log(warning)
         note += f" **{warning}**"
-    write_retest(exp.path, table, synthetic, metric, note)
+    write_retest(exp.path, table, synthetic, metric, note, front)
     exp.retest = table
     return table
 
@@ -226,17 +239,19 @@ def _root_is_synthetic(root: Path | None) -> bool:
 
 
 def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
-                 metric: str = metrics.DEFAULT_METRIC, data_note: str = "") -> tuple[Path, Path]:
+                 metric: str = metrics.DEFAULT_METRIC, data_note: str = "",
+                 front: bool = False) -> tuple[Path, Path]:
     """Write ``retest.csv`` and ``retest.md`` (with the synthetic note when it applies and
-    ``data_note``: the data root and its fingerprint)."""
+    ``data_note``: the data root and its fingerprint; ``front``: the rows are a Pareto
+    front)."""
     csv_path, md_path = folder / "retest.csv", folder / "retest.md"
     write_csv(table, csv_path)
     lines = [f"# Retest of {folder.name}" + (f" — {SYNTHETIC_LABEL}" if synthetic else ""), ""]
     if synthetic:
         lines += [SYNTHETIC_MD, ""]
     lines += [
-        f"Best checkpoint of each top trial (ranked by best {metric}), Recall@N in percent "
-        "(25 m rule).",
+        f"Best checkpoint of each {'trial on the Pareto front' if front else 'top trial'} "
+        f"(ranked by best {metric}), Recall@N in percent (25 m rule).",
         "",
         markdown_table(table),
         "",

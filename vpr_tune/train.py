@@ -39,7 +39,18 @@ from vpr_tune.components import (
 from vpr_tune.config import load_space
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import evaluate
-from vpr_tune.metrics import DEFAULT_METRIC, LOSS, RECALLS, REPORTED, SEARCHABLE, is_better, mode_of
+from vpr_tune.metrics import (
+    DEFAULT_METRIC,
+    DESCRIPTOR_DIM,
+    LOSS,
+    PARAMS_M,
+    QUERY_MS,
+    RECALLS,
+    REPORTED,
+    SEARCHABLE,
+    is_better,
+    mode_of,
+)
 from vpr_tune.model import build_model
 from vpr_tune.model.aggregators import NetVLAD
 from vpr_tune.precision import autocast, autocast_dtype, channels_last
@@ -132,6 +143,7 @@ class Trainer:
         self.is_best = False  # the last validate()/run_epoch() set a new best
         self.history: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
+        self._query_index: Any = None  # the val-sized database query_ms searches
 
     # -------------------------------------------------------------------------- netvlad
     def _init_netvlad(self, images: int = 500, per_image: int = 64) -> None:
@@ -216,9 +228,21 @@ class Trainer:
         self.epoch += 1
         metrics = self.validate()
         self.schedule.after_epoch(self.epoch, metrics["val/R@1"])
-        row = {"epoch": self.epoch, "train/loss": loss, "lr": lr, **metrics}
+        row = {"epoch": self.epoch, "train/loss": loss, "lr": lr, **metrics, **self.costs()}
         self.history.append(row)
         return row
+
+    def costs(self) -> dict[str, float]:
+        """What the model costs to serve (``metrics.COSTS``): descriptor size, parameters in
+        millions, and median ms per query on this device (see vpr_tune/query_time.py)."""
+        from vpr_tune.query_time import database_index, params_m, query_ms
+
+        if self._query_index is None:  # built once: the descriptor size never changes
+            self._query_index = database_index(len(self.val_split.db_paths), self.model.dim)
+        ms = query_ms(self.model, self.image_size, self._query_index, self.device,
+                      self.precision)
+        return {DESCRIPTOR_DIM: int(self.model.dim), QUERY_MS: round(ms, 4),
+                PARAMS_M: params_m(self.model)}
 
     # ----------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path | str) -> Path:
@@ -333,7 +357,7 @@ def train_run(
         if trainer.epoch == 0:
             start = time.perf_counter()
             row = {"epoch": 0, "train/loss": "", "lr": trainer.lr, **trainer.validate(),
-                   "time_s": round(time.perf_counter() - start, 2)}
+                   **trainer.costs(), "time_s": round(time.perf_counter() - start, 2)}
             trainer.save_checkpoint(out_dir / "best.pt")  # the untrained model is the best so far
             record(row)
         while trainer.epoch < trainer.max_epochs:

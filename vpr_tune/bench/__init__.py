@@ -54,6 +54,12 @@ def _search(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     return bench_search(quick, log)
 
 
+def _pareto(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    from vpr_tune.bench.pareto import bench_pareto
+
+    return bench_pareto(quick, log)
+
+
 def _memory(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     from vpr_tune.bench.memory import bench_memory
 
@@ -91,6 +97,7 @@ BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = 
     "asha": _asha,
     "search": _search,
     "memory": _memory,
+    "pareto": _pareto,
     "trials": _trials,
     "scale": _scale,
     "study": _study,
@@ -106,6 +113,7 @@ BAR_TEXT = {
     "asha": "trial-epochs ASHA / FIFO, best R@1 within 1 point (<= 0.35)",
     "search": "sum trial busy / (wall x cores) (>= 0.93)",
     "memory": "per-trial USS growth / cache growth (<= 0.10)",
+    "pareto": "trial-epochs MO-ASHA / FIFO, hypervolume >= 0.98 of FIFO's (<= 0.5)",
     "trials": "driver s per trial, 100 short trials (<= 0.5; RSS growth <= 0.5 MB/trial)",
     "scale": "exponent of eval wall vs database size, 1k..27k (<= 1.1)",
     "study": "trial-epochs TPE+ASHA needs to reach the manual study's best / manual's (<= 0.5)",

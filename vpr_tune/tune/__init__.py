@@ -45,7 +45,7 @@ def run_experiment(
     num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
     address: str | None = None, storage: str | None = None, dry_run: bool = False,
     time_budget: str | None = None, warm_start: str | None = None,
-    log: Callable[[str], Any] = print,
+    log: Callable[[str], Any] = print, mlflow: str | None = None,
 ) -> Path | None:
     """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs)."""
     import yaml
@@ -53,6 +53,7 @@ def run_experiment(
     from vpr_tune.config import load_space
     from vpr_tune.data.splits import is_synthetic, resolve_data_root
     from vpr_tune.tune import search
+    from vpr_tune.tune import storage as storage_mod
     from vpr_tune.tune.results import (
         check_name,
         experiment_dir,
@@ -69,19 +70,23 @@ def run_experiment(
         name = check_name(str(space.base["name"]), f"{space_path}: name:")
     name = name or f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     remote = None  # a URI (s3://...): Ray writes there, our tables go to results/<name>
-    if storage and "://" in storage and not storage.startswith("file://"):
+    if storage_mod.is_remote(storage):
         from ray import tune as ray_tune
 
-        remote = f"{storage.rstrip('/')}/{name}"
+        remote = storage_mod.join(storage, name)
         exp_dir = experiment_dir(name, None)
         try:
             exists = ray_tune.Tuner.can_restore(remote)
         except Exception as exc:  # pyarrow: unknown scheme, no credentials, no network
-            raise UserError(f"storage {storage}: cannot open ({exc})") from exc
+            raise UserError(f"storage {storage_mod.public(storage)}: cannot open ({exc})"
+                            ) from exc
+        shown = storage_mod.public(remote)
         if resume and not exists:
-            raise UserError(f"--resume: no experiment {name!r} at {remote}")
+            raise UserError(f"--resume: no experiment {name!r} at {shown}")
         if not resume and not dry_run and exists:
-            raise UserError(f"experiment {name!r} already exists at {remote}: pass --resume")
+            raise UserError(f"experiment {name!r} already exists at {shown}: pass --resume")
+        if resume and not (exp_dir / "space.yaml").exists():  # resumed on another machine
+            storage_mod.pull(remote, exp_dir)
     else:
         exp_dir = experiment_dir(name, storage)
     pid = running_pid(exp_dir) if exp_dir.is_dir() else None
@@ -102,6 +107,12 @@ def run_experiment(
                         f"same run; use `vpr-tune train {space_path}` for one run, or search "
                         "the seed for repeats: seed: {choice: [0, 1, 2]}")
     sconf = apply_overrides(space, num_samples, max_concurrent).base["search"]
+    mlflow = mlflow or space.base["tracking"]["mlflow"]
+    if mlflow:
+        from vpr_tune.config import TRACKING_URI_HELP, is_tracking_uri
+
+        if not is_tracking_uri(mlflow):
+            raise UserError(f"--mlflow: {TRACKING_URI_HELP}, got {mlflow!r}")
     if time_budget is not None:
         from vpr_tune.config import parse_duration
 
@@ -168,25 +179,38 @@ def run_experiment(
             resolved = {**space.raw, "resolved": {
                 "data_root": str(data_root), "trials": n, "experiment": str(exp_dir),
                 "data_fingerprint": data_fingerprint(data_root)}}
+            if remote:
+                resolved["resolved"]["storage"] = storage_mod.public(remote)
             write_text(exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            if remote:
+                storage_mod.push(exp_dir, remote, ("space.yaml",))
         created = False  # a started search keeps its folder, whatever happens next
-        callback = search.progress_callback(exp_dir, space, n, log)
+        from vpr_tune.tune.optuna_study import STUDY_FILE, storage_url
+        from vpr_tune.tune.tracking import tracking_callbacks
+
+        callbacks = [search.progress_callback(exp_dir, space, n, log),
+                     *tracking_callbacks(space, name, mlflow)]
+        if remote:
+            callbacks.append(storage_mod.sync_callback(exp_dir, remote))
         log(f"experiment {name}: {exp_dir}")
         if remote:
-            log(f"Ray storage: {remote} (trials.csv and metrics.csv: {exp_dir})")
+            log(f"Ray storage: {storage_mod.public(remote)} (tables also in {exp_dir})")
         resume_cmd = f"vpr-tune run {space_path} --name {name} --resume"
         try:
             with search.sigterm_stops_search() as stop:
                 search.run_tuner(space, remote or exp_dir, data_root,
                                  int(sconf["num_samples"]), int(sconf["max_concurrent"]),
-                                 resume, [callback], tables_dir=exp_dir,
-                                 warm=warm)
+                                 resume, callbacks, tables_dir=exp_dir, warm=warm,
+                                 study_db=exp_dir / STUDY_FILE
+                                 if sconf["algorithm"] == "optuna" else None)
         finally:
             finished = _report_best(exp_dir, sconf["metric"], sconf["mode"], log)
             if is_synthetic(data_root):
                 log(f"note: {SYNTHETIC_NOTE}")
             log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
                 f"resume: {resume_cmd}")
+            if (exp_dir / STUDY_FILE).exists():
+                log(f"optuna-dashboard {storage_url(exp_dir / STUDY_FILE)}")
         if stop["terminated"]:
             raise SearchFailed(f"stopped by SIGTERM; tables saved in {exp_dir}; continue "
                                f"with: {resume_cmd}", exit_code=143)

@@ -246,7 +246,13 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
 
     import torch
 
-    from vpr_tune.tune.search import count_trials, init_ray, possible_values, prepare_data
+    from vpr_tune.tune.search import (
+        count_trials,
+        init_ray,
+        plan_line,
+        possible_values,
+        prepare_data,
+    )
 
     sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
     trials = count_trials(space, int(sconf["num_samples"]))
@@ -254,6 +260,7 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     epochs = trial_epochs(trials, max_epochs, sconf["scheduler"], float(asha["grace_period"]),
                           float(asha["reduction_factor"]))
 
+    log(f"space {space.source}: {plan_line(space, trials)}")
     start = time.perf_counter()
     prepare_data(space, data_root, build_cache=True, log=log)  # what `run` does first
     data_s = time.perf_counter() - start

@@ -20,6 +20,7 @@ from vpr_tune import metrics
 from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
 from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
+from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
 
 STATUSES = ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED", "RUNNING",
             "PENDING")
@@ -126,13 +127,17 @@ EPOCH_LOG = "epochs.jsonl"  # every reported row, appended by the driver as it a
 def read_result_rows(trial_dir: Path, name: str = "result.json") -> list[dict[str, Any]]:
     """The trial's reported rows from Ray's ``result.json`` (JSON lines; torn tail skipped)."""
     path = Path(trial_dir) / name
+    return parse_result_rows(path.read_text()) if path.exists() else []
+
+
+def parse_result_rows(text: str) -> list[dict[str, Any]]:
+    """JSON lines -> rows; a torn last line (being written) is skipped."""
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return rows
 
 
@@ -155,15 +160,26 @@ def append_epoch_row(exp_dir: Path, result: dict[str, Any]) -> None:
         fh.write(json.dumps(keep) + "\n")
 
 
-def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT_METRIC,
-                 running: bool = False, budget: bool = False,
-                 logged: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``;
-    ``running``: cut short by an interrupt, ``budget``: and the time budget is spent;
-    ``logged``: its rows from ``epochs.jsonl``."""
+def trial_rows(trial: Any, logged: list[dict[str, Any]] | None = None
+               ) -> list[dict[str, Any]]:
+    """Every epoch row a Ray ``Trial`` reported (repeats included; ``logged``: its rows
+    from ``epochs.jsonl``)."""
     # The driver writes result.json in its staging folder and syncs it to storage later.
     rows = [r for d in (trial.local_path, trial.path) if d for r in read_result_rows(Path(d))]
-    rows = [r for r in rows + list(logged or []) if "epoch" in r]
+    remote = remote_trial_file(trial, "result.json")  # a trial Ray keeps on an object store
+    rows += parse_result_rows(remote) if remote else []
+    return [r for r in rows + list(logged or []) if "epoch" in r]
+
+
+def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT_METRIC,
+                 running: bool = False, budget: bool = False,
+                 logged: list[dict[str, Any]] | None = None,
+                 status: str | None = None) -> dict[str, Any]:
+    """One trials.csv row (+ ``_rows`` the per-epoch metrics) from a Ray ``Trial``;
+    ``running``: cut short by an interrupt, ``budget``: and the time budget is spent;
+    ``logged``: its rows from ``epochs.jsonl``; ``status``: Ray's status when it is known
+    before ``trial.status`` says so (trial-end callbacks)."""
+    rows = trial_rows(trial, logged)
     # A trial resumed from a checkpoint older than its last report (the driver was killed
     # between two experiment-state saves, or PBT cloned an earlier checkpoint) repeats those
     # epochs: the later row wins.
@@ -173,7 +189,7 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     config = {k: v for k, v in trial.config.items() if v is not None}  # PBT placeholders
     cfg = materialize(base, config)
     max_epochs = int(cfg["budget"]["max_epochs"])
-    status = str(trial.status)
+    status = status or str(trial.status)
     diverged = any(r.get("diverged") for r in rows)
     # Epochs reached, not rows: a row can be lost when a worker dies right after its report
     # (the trial then continues from that checkpoint).
@@ -204,12 +220,22 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
         vals = [r[m] for r in good if r.get(m) is not None]
         record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
         record[metrics.summary_column(m, "last")] = vals[-1] if vals else None
+    # Costs, one value per trial: descriptor size and parameters at the best epoch of the
+    # ranking metric (they never change), query time as the median over the trial's epochs.
+    best = metrics.best_index([r.get(metric) for r in good],
+                              metrics.mode_of({**cfg["search"], "metric": metric}))
+    for m in metrics.COSTS:
+        vals = [float(r[m]) for r in good if r.get(m) is not None]
+        record[m] = (None if not vals else float(pd.Series(vals).median())
+                     if m == metrics.QUERY_MS else good[best or 0].get(m, vals[-1]))
     record["epochs"] = reached
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
     record["error"] = error
     mode = metrics.mode_of({**cfg["search"], "metric": metric})
-    record["checkpoint"] = _best_checkpoint(Path(trial.path or ""), good, metric, mode)
+    remote = remote_checkpoint(trial, good)  # s3://... when Ray stores the trial remotely
+    record["checkpoint"] = remote if remote is not None else _best_checkpoint(
+        Path(trial.path or ""), good, metric, mode)
     record["_rows"] = [{"trial_id": trial.trial_id, "epoch": int(r["epoch"]),
                         **{m: r.get(m) for m in metrics.REPORTED}} for r in good]
     return record
@@ -265,11 +291,18 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         records.append(record)
     curves = [row for r in records for row in r["_rows"]]
     fixed = ["trial_id", "status"]
-    tail = [*metrics.summary_columns(), "epochs", "time_s", "node_id", "error", "checkpoint"]
+    tail = [*metrics.summary_columns(), *metrics.COSTS, "epochs", "time_s", "node_id", "error",
+            "checkpoint"]
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_rows"} for r in records],
                          columns=None if records else fixed + tail)
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
+    if base["search"].get("objectives"):  # multi-objective: mark the Pareto-optimal trials
+        from vpr_tune.tune.pareto import pareto_flags
+
+        objectives = [(metrics.objective_column(m), mode)
+                      for m, mode in metrics.objectives_of(base["search"])]
+        frame.insert(frame.columns.get_loc("epochs"), "pareto", pareto_flags(frame, objectives))
     return frame, pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED])
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_tune import metrics
 from vpr_tune.atomic import atomic_path
 from vpr_tune.config import Param, Space, materialize
 from vpr_tune.errors import UserError
@@ -260,6 +261,9 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
         raise UserError("--warm-start feeds a sampler: use search.algorithm random or optuna "
                         "with scheduler asha or fifo (grid and pbt/pb2 draw their trials up "
                         "front)")
+    if space.base["search"].get("objectives"):
+        raise UserError("--warm-start gives the sampler one value per earlier trial: not "
+                        "with search.objectives (several objectives)")
     if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
         raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
     raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
@@ -300,9 +304,12 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
 
 # ----------------------------------------------------------------------------- the tuner
 def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
-                     warm: list[tuple[dict[str, Any], float]] | None = None) -> tuple[Any, int]:
+                     warm: list[tuple[dict[str, Any], float]] | None = None,
+                     study_db: Path | None = None, study_name: str = "vpr-tune"
+                     ) -> tuple[Any, int]:
     """(Ray search algorithm, number of trials). ``warm``: (params, value) of finished
-    trials of an earlier search, given to the sampler before it proposes anything."""
+    trials of an earlier search, given to the sampler before it proposes anything;
+    ``study_db``: the SQLite file the Optuna study ``study_name`` is kept in."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     search = space.base["search"]
@@ -318,7 +325,8 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
         alg._points = sorted({k for p in points for k in p})  # keys for run_tuner's param_space
         return alg, len(points)
     if not uses_points(space):
-        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm),
+        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm, study_db,
+                                                 study_name),
                                   max_concurrent=max_concurrent), num_samples
     points = expand_points(space, num_samples, int(search["seed"]))
     searcher = _points_searcher(points, search["metric"], search["mode"])
@@ -326,10 +334,11 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
 
 
 def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
-                   warm: list[tuple[dict[str, Any], float]] | None) -> Any:
+                   warm: list[tuple[dict[str, Any], float]] | None,
+                   study_db: Path | None = None, study_name: str = "vpr-tune") -> Any:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
+    from vpr_tune.tune.optuna_study import BestValueOptunaSearch, rdb_storage
     from vpr_tune.tune.samplers import build_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -337,17 +346,24 @@ def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
     sampler = build_sampler(sampler_name(space), int(search["seed"]), num_samples)
     # Our own study so earlier trials can be added before the first proposal;
     # OptunaSearch loads it by name.
-    storage, study_name = optuna.storages.InMemoryStorage(), "vpr-tune"
+    # Several objectives: a study with one direction each, and Ray hands Optuna lists of
+    # metrics and modes (the default sampler, TPE, is multi-objective TPE then).
+    objectives = metrics.objectives_of(search)
+    metric: Any = [m for m, _ in objectives] if len(objectives) > 1 else search["metric"]
+    mode: Any = [md for _, md in objectives] if len(objectives) > 1 else search["mode"]
+    # (in results/NAME/optuna.db when given: what optuna-dashboard reads)
+    storage = rdb_storage(study_db) if study_db else optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                direction="minimize" if search["mode"] == "min" else "maximize")
+                                directions=["minimize" if md == "min" else "maximize"
+                                            for _, md in objectives], load_if_exists=True)
     for params, value in warm or []:
         dists = {k: optuna_distribution(space.params[k]) for k in params}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=value))
     # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
-    return OptunaSearch(space=OptunaDefineByRun(space), metric=search["metric"],
-                        mode=search["mode"], sampler=sampler, storage=storage,
-                        study_name=study_name, points_to_evaluate=first or None)
+    return BestValueOptunaSearch(space=OptunaDefineByRun(space), metric=metric, mode=mode,
+                                 sampler=sampler, storage=storage, study_name=study_name,
+                                 points_to_evaluate=first or None)
 
 
 def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> Any:
@@ -384,8 +400,9 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
 
 
 def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
-    """ASHA on the search metric (``time_attr=epoch``), FIFO, or PBT/PB2 (``pbt.py``;
-    exploits go to ``tables_dir/perturbations.csv``)."""
+    """ASHA on the search metric (``time_attr=epoch``), multi-objective ASHA when the search
+    has several objectives, FIFO, or PBT/PB2 (``pbt.py``; exploits go to
+    ``tables_dir/perturbations.csv``)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
@@ -396,6 +413,12 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
+    if search.get("objectives"):
+        from vpr_tune.tune.moasha import MultiObjectiveASHA
+
+        return MultiObjectiveASHA(metrics.objectives_of(search), time_attr="epoch", max_t=max_t,
+                                  grace_period=int(asha["grace_period"]),
+                                  reduction_factor=float(asha["reduction_factor"]))
     return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
                          max_t=max_t, grace_period=int(asha["grace_period"]),
                          reduction_factor=float(asha["reduction_factor"]))
@@ -531,10 +554,12 @@ def sigterm_stops_search() -> Iterator[dict[str, bool]]:
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
               max_concurrent: int, resume: bool, callbacks: list[Any],
               tables_dir: Path | None = None,
-              warm: list[tuple[dict[str, Any], float]] | None = None) -> Any:
+              warm: list[tuple[dict[str, Any], float]] | None = None,
+              study_db: Path | None = None) -> Any:
     """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
     ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``tables_dir``: where our tables
-    go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler."""
+    go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler;
+    ``study_db``: the Optuna study file."""
     from ray import tune
 
     from vpr_tune.config import parse_duration
@@ -550,7 +575,10 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         # Callbacks are not saved with the experiment: hand them over again.
         tuner._local_tuner._run_config.callbacks = callbacks
         return tuner.fit()
-    alg, n = build_search_alg(space, num_samples, max_concurrent, warm)
+    from vpr_tune.tune.storage import split
+
+    parent, name = split(str(exp_dir))  # a URI's parameters (endpoint) stay on the parent
+    alg, n = build_search_alg(space, num_samples, max_concurrent, warm, study_db, name)
     population = search["scheduler"] in POPULATION_SCHEDULERS
     tuner = tune.Tuner(
         trainable,
@@ -568,8 +596,7 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             # waits 2 s for it and then fails the *new* trial.
             reuse_actors=population or search["scheduler"] == "fifo"),
         run_config=tune.RunConfig(
-            name=str(exp_dir).rstrip("/").rpartition("/")[2],
-            storage_path=str(exp_dir).rstrip("/").rpartition("/")[0], callbacks=callbacks,
+            name=name, storage_path=parent, callbacks=callbacks,
             verbose=0,
             # Keep the 2 newest folders (each also holds the best model so far). Not by
             # score: that deletes the folder a driver killed between two state saves would
@@ -652,6 +679,8 @@ def progress_callback(exp_dir: Path, space: Space, total: int, log: Callable[[st
             if col in ok and ok[col].notna().any():
                 row = ok.loc[ok[col].idxmax() if mode == "max" else ok[col].idxmin()]
                 best = f" | best {metric} {row[col]:.1f} ({row['trial_id']})"
+            if "pareto" in frame:
+                best += f" | Pareto front {int(frame['pareto'].sum())} trial(s)"
             done = sum(counts.get(s, 0) for s in
                        ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED"))
             spent = time.time() - self.start

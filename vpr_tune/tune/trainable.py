@@ -1,8 +1,9 @@
 """The Ray Tune function trainable: one trial = one :class:`vpr_tune.train.Trainer`.
 
-Reports after every epoch (``metrics.REPORTED``: ``train/loss``, ``lr``, ``val/R@N``; plus
-``epoch``, ``node_id``) with a checkpoint (PBT/PB2: every perturbation interval), so ASHA can
-stop it, PBT can clone it, and a restarted trial resumes from its checkpoint.
+Reports after every epoch (``metrics.REPORTED``: ``train/loss``, ``lr``, ``val/R@N``, the
+costs ``descriptor_dim``, ``query_ms``, ``params_m``; plus ``epoch``, ``node_id``) with a
+checkpoint (PBT/PB2: every perturbation interval), so ASHA can stop it, PBT can clone it,
+and a restarted trial resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from vpr_tune.config import materialize
 from vpr_tune.errors import DivergedError, UserError
-from vpr_tune.metrics import mode_of, worst
+from vpr_tune.metrics import objectives_of, worst
 
 CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
 BEST_FILE = "best.pt"  # the model of the trial's best epoch so far (what retest evaluates)
@@ -66,8 +67,8 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
             if (folder / BEST_FILE).exists():
                 shutil.copy2(folder / BEST_FILE, best)
     extra = {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, gpu_ids))}
-    metric = cfg["search"]["metric"]
-    last: dict[str, Any] = {metric: worst(mode_of(cfg["search"]))}  # diverged before a report
+    # what a trial that diverges before its first report says: the worst of every objective
+    last: dict[str, Any] = {m: worst(mode) for m, mode in objectives_of(cfg["search"])}
     max_epochs = int(cfg["budget"]["max_epochs"])
     # PBT exploits (and resumes) at perturbation epochs: checkpoint there, not every epoch.
     every = (int(cfg["pbt"]["perturbation_interval"])

@@ -1,0 +1,87 @@
+"""search.objectives: the multi-objective form of search.metric/mode and its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vpr_tune import metrics
+from vpr_tune.cli import main
+from vpr_tune.config import load_space, space_from_dict
+from vpr_tune.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+R1 = {"metric": "val/R@1", "mode": "max"}
+DIM = {"metric": "descriptor_dim", "mode": "min"}
+MS = {"metric": "query_ms", "mode": "min"}
+
+
+def space(objectives, **search):
+    return space_from_dict({"search": {"objectives": objectives, **search}}, "s.yaml")
+
+
+@pytest.mark.parametrize("name", ["pareto_demo", "pareto"])
+def test_shipped_pareto_spaces_are_valid(name: str) -> None:
+    loaded = load_space(REPO / "search_spaces" / f"{name}.yaml")
+    assert metrics.objectives_of(loaded.base["search"]) == [
+        ("val/R@1", "max"), ("descriptor_dim", "min"), ("query_ms", "min")]
+
+
+def test_objectives_set_the_ranking_metric_and_modes_default_to_direction() -> None:
+    s = space([{"metric": "query_ms"}, {"metric": "val/R@5"}])
+    assert s.base["search"]["objectives"] == [MS, {"metric": "val/R@5", "mode": "max"}]
+    # best.pt and the single-metric tables follow the first searchable objective
+    assert (s.base["search"]["metric"], s.base["search"]["mode"]) == ("val/R@5", "max")
+    assert metrics.objectives_of(space_from_dict({}, "s.yaml").base["search"]) == [
+        ("val/R@1", "max")]
+
+
+BAD = [
+    ([R1, {"metric": "recall", "mode": "max"}], {},
+     "search.objectives[1].metric: 'recall' is not one of val/R@1"),
+    ([R1, {"metric": "query_ms", "mode": "fastest"}], {},
+     "search.objectives[1].mode: 'fastest' is not one of max, min"),
+    ([R1, {"metric": "query_ms", "mode": "max"}], {},
+     "search.objectives[1].mode: 'max' contradicts query_ms"),
+    ([R1, DIM, R1], {}, "search.objectives[2].metric: val/R@1 is listed twice"),
+    ([R1], {}, "search.objectives: expected a list of 2 to 3"),
+    ([R1, DIM, MS, {"metric": "params_m"}], {}, "search.objectives: expected a list of 2 to 3"),
+    ({"metric": "val/R@1"}, {}, "search.objectives: expected a list"),
+    ([R1, "query_ms"], {}, "search.objectives[1]: expected {metric: ..., mode: min|max}"),
+    ([R1, {"metric": "query_ms", "goal": "min"}], {},
+     "search.objectives[1].goal: unknown key; allowed: metric, mode"),
+    ([DIM, MS], {}, "search.objectives: needs one of val/R@1"),
+    ([R1, DIM], {"metric": "val/R@5"}, "search.metric: give either search.objectives"),
+    ([R1, DIM], {"mode": "max"}, "search.mode: give either search.objectives"),
+    ([R1, DIM], {"algorithm": "optuna", "sampler": "cmaes"},
+     "search.sampler: cmaes cannot rank several objectives (search.objectives); use one of "
+     "tpe, random, qmc, gp, nsga2"),
+    ([R1, DIM], {"scheduler": "pbt"},
+     "search.scheduler: pbt cannot rank several objectives (search.objectives); use one of "
+     "asha, fifo"),
+    ([R1, DIM], {"scheduler": "pb2"}, "search.scheduler: pb2 cannot rank several objectives"),
+]
+
+
+@pytest.mark.parametrize(("objectives", "search", "message"), BAD, ids=[b[2][:50] for b in BAD])
+def test_bad_objectives_are_one_clear_error(objectives, search, message) -> None:
+    with pytest.raises(UserError) as info:
+        space(objectives, **search)
+    assert message in str(info.value)
+    assert "s.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sampler_only_matters_with_optuna_and_nsga2_is_allowed() -> None:
+    assert space([R1, DIM], algorithm="grid", sampler="cmaes").base["search"]["sampler"] == "cmaes"
+    assert space([R1, DIM], algorithm="optuna", sampler="nsga2").base["search"]["objectives"]
+
+
+def test_cli_exit_2_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"search": {"objectives": [R1, {"metric": "speed"}]}}))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "search.objectives[1].metric" in err and "query_ms" in err
+    assert "Traceback" not in err

@@ -1,0 +1,62 @@
+"""The Optuna study of a search, kept in ``results/NAME/optuna.db`` (SQLite).
+
+The study is named after the experiment and written as the search runs, so::
+
+    optuna-dashboard sqlite:///results/NAME/optuna.db
+
+shows history, parallel coordinates, importance and intermediate values live, and
+``--resume`` continues the same study (Ray restores the searcher, which holds the storage).
+Each Optuna trial's value is its Ray trial's **best** epoch by ``search.metric`` (the
+``best_`` column of ``trials.csv``, the epoch whose model ``best.pt`` keeps); Ray alone would
+tell Optuna the last epoch's value. Diverged trials count with their best epoch before the
+blow-up, failed ones are ``FAIL``::
+
+    import optuna
+    study = optuna.load_study(study_name="demo", storage="sqlite:///results/demo/optuna.db")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+STUDY_FILE = "optuna.db"
+
+
+def storage_url(db: Path) -> str:
+    """``sqlite:///ABSOLUTE/PATH`` of a study file (what optuna-dashboard takes)."""
+    return f"sqlite:///{Path(db).resolve()}"
+
+
+class BestValueOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that tells Optuna each trial's best value instead of its last."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._best: dict[str, float] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        from vpr_tune.metrics import is_better
+
+        if isinstance(self.metric, list):  # several objectives: Optuna takes the final ones
+            return super().on_trial_result(trial_id, result)
+        value = result.get(self.metric)
+        if not result.get("diverged") and is_better(value, self._best.get(trial_id), self.mode):
+            self._best[trial_id] = float(value)
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if result and not error and trial_id in self._best and isinstance(self.metric, str):
+            result = {**result, self.metric: self._best[trial_id]}
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def rdb_storage(db: Path) -> Any:
+    """The Optuna RDB storage of a study file (its folder is made if needed)."""
+    import optuna
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(storage_url(db))

@@ -1,0 +1,135 @@
+"""Where a search is logged besides ``trials.csv``: TensorBoard always, MLflow on request.
+
+``vpr-tune run SPACE --mlflow URI`` (or ``tracking: {mlflow: URI}`` in the YAML) logs one
+MLflow run per trial into an MLflow experiment named after the search: the sampled
+hyperparameters as params, every epoch's metrics (step = epoch), and at the end tags
+``status`` (TERMINATED, STOPPED_EARLY, ERROR, DIVERGED as in ``trials.csv``), ``checkpoint``
+(the trial's best model) and ``error``, plus ``best/<metric>`` metrics. A resumed search
+continues the same MLflow runs (found by their ``trial_id`` tag).
+
+MLflow names may hold letters, digits, ``_ - . / :`` and spaces but no ``@``: every ``@``
+becomes ``_at_`` (``val/R@1`` -> ``val/R_at_1``) and any other refused character ``_``
+(:func:`mlflow_key`)::
+
+    from mlflow import MlflowClient
+    runs = MlflowClient("sqlite:///mlflow.db").search_runs(
+        [MlflowClient("sqlite:///mlflow.db").get_experiment_by_name("demo").experiment_id])
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from vpr_tune import metrics
+from vpr_tune.config import Space
+from vpr_tune.errors import UserError
+from vpr_tune.tune.results import trial_record
+
+
+def mlflow_key(name: str) -> str:
+    """An MLflow-valid metric name: ``val/R@1`` -> ``val/R_at_1``.
+
+    >>> mlflow_key("val/R@1"), mlflow_key("train/loss")
+    ('val/R_at_1', 'train/loss')
+    """
+    return re.sub(r"[^/\w.\- :]", "_", name.replace("@", "_at_"))
+
+
+def tracking_callbacks(space: Space, name: str, mlflow_uri: str | None = None) -> list[Any]:
+    """Ray Tune callbacks: the TensorBoard logger, and the MLflow one when a URI is given."""
+    from vpr_tune.tune.tensorboard_log import TensorBoardCallback
+
+    callbacks: list[Any] = [TensorBoardCallback(space)]
+    if mlflow_uri:
+        callbacks.append(mlflow_callback(space, name, mlflow_uri))
+    return callbacks
+
+
+def mlflow_callback(space: Space, name: str, uri: str) -> Any:
+    """Ray's ``MLflowLoggerCallback`` with our metric names, statuses and resume."""
+    try:
+        import mlflow  # noqa: F401
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+    except ImportError as exc:
+        raise UserError(f"--mlflow {uri}: MLflow is not installed; "
+                        "pip install 'vpr-tune[mlflow]'") from exc
+    if "://" not in uri and ":" not in uri.split("/")[0]:
+        uri = Path(uri).expanduser().resolve().as_uri()  # a folder store
+
+    class VprMLflowCallback(MLflowLoggerCallback):
+        def __init__(self) -> None:
+            super().__init__(tracking_uri=uri, experiment_name=name,
+                             tags={"vpr_tune.experiment": name})
+            self.base = space.base
+
+        def _client(self) -> Any:
+            return self.mlflow_util._get_client()
+
+        def setup(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().setup(*args, **kwargs)
+            except Exception as exc:  # unreachable server, bad URI, locked database
+                raise UserError(f"--mlflow {uri}: cannot open ({exc})") from exc
+
+        def log_trial_start(self, trial: Any) -> None:
+            if trial not in self._trial_runs:
+                client = self._client()
+                found = client.search_runs(
+                    [self.mlflow_util.experiment_id],
+                    filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)
+                if found:  # a resumed search: the same run goes on
+                    run_id = found[0].info.run_id
+                    client.update_run(run_id, status="RUNNING")
+                else:
+                    run_id = client.create_run(
+                        self.mlflow_util.experiment_id, run_name=str(trial),
+                        tags={**self.tags, "trial_id": trial.trial_id, "status": "RUNNING"},
+                    ).info.run_id
+                    self.mlflow_util.log_params(run_id=run_id, params_to_log=trial.config)
+                self._trial_runs[trial] = run_id
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            if trial not in self._trial_runs:
+                self.log_trial_start(trial)
+            if result.get("diverged") or "epoch" not in result:
+                return  # the marker row of a diverged trial is no epoch
+            values = {mlflow_key(m): result[m] for m in metrics.REPORTED
+                      if isinstance(result.get(m), (int, float))}
+            self._log(self._trial_runs[trial], values, int(result["epoch"]))
+
+        def _log(self, run_id: str, values: dict[str, float], step: int) -> None:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._client().log_batch(run_id, metrics=[
+                Metric(k, float(v), now, step) for k, v in values.items()])
+
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+            run_id = self._trial_runs.pop(trial, None)
+            if run_id is None:
+                return
+            metric = self.base["search"]["metric"]
+            # Ray sets trial.status after the trial-end callbacks
+            record = trial_record(trial, self.base, metric,
+                                  status="ERROR" if failed else "TERMINATED")
+            client = self._client()
+            for key in ("status", "checkpoint", "error"):
+                client.set_tag(run_id, key, str(record.get(key) or ""))
+            best = {mlflow_key(c.replace("best_", "best/", 1)): float(v)
+                    for c, v in record.items() if c.startswith("best_") and v is not None}
+            if best:
+                self._log(run_id, best, int(record["epochs"]))
+            bad = failed or record["status"] in ("ERROR", "DIVERGED")
+            client.set_terminated(run_id, status="FAILED" if bad else "FINISHED")
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            # Ctrl-C: the unfinished trials continue with --resume; their runs are KILLED now.
+            for run_id in self._trial_runs.values():
+                self._client().set_terminated(run_id, status="KILLED")
+            self._trial_runs.clear()
+
+    return VprMLflowCallback()
