@@ -99,11 +99,12 @@ def _keys(endpoint: str, env: dict, prefix: str) -> set[str]:
 @pytest.mark.slow
 def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_world_tiny):
     endpoint, creds = s3_server
-    # epochs of a few seconds, so the kill finds one trial finished and others running
+    # one trial at a time, so the kill (12 s after the first trial ends) finds at most two
+    # trials finished and the third not yet run
     space = write_space(tmp_path / "s3.yaml", budget={
-        "max_epochs": 4, "batches_per_epoch": 8, "places_per_batch": 8, "images_per_place": 4,
+        "max_epochs": 8, "batches_per_epoch": 8, "places_per_batch": 8, "images_per_place": 4,
         "eval_batch_size": 64}, search={"algorithm": "optuna", "num_samples": 3, "seed": 1,
-                                        "max_concurrent": 2, "scheduler": "fifo"})
+                                        "max_concurrent": 1, "scheduler": "fifo"})
     local = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(creds, VPR_TUNE_RESULTS=str(local))
