@@ -229,6 +229,20 @@ def test_pbt_search_logs_perturbations_and_trials_train_with_the_new_lr(
     assert main(["best", sched, "--storage", str(exp.parent)]) == 0
     out = capsys.readouterr().out
     assert f"Schedule of {best}" in out and "ran_in" in out
+    # --export writes the lineage as a replay: base values = its first epoch's, then one
+    # entry per change
+    assert main(["best", sched, "--storage", str(exp.parent), "--export",
+                 str(tmp_path / "winner.yaml")]) == 0
+    import yaml
+
+    exported = yaml.safe_load((tmp_path / "winner.yaml").read_text())
+    assert math.isclose(exported["optimizer"]["lr"], path["optimizer.lr"].iloc[0])
+    changes = [int(e) for e, lr in zip(path["epoch"][1:], path["optimizer.lr"].diff()[1:],
+                                       strict=True) if lr != 0]
+    assert [entry["epoch"] for entry in exported["replay"]] == changes
+    for entry in exported["replay"]:
+        assert math.isclose(entry["optimizer.lr"],
+                            path.loc[path["epoch"] == entry["epoch"], "optimizer.lr"].iloc[0])
     assert main(["report", sched, "--storage", str(exp.parent)]) == 0
     assert (exp / "report" / "lr_schedule.png").stat().st_size > 10_000
     assert "Schedule of the best trial" in (exp / "report" / "report.md").read_text()

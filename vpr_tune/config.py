@@ -118,6 +118,9 @@ DEFAULTS: dict[str, Any] = {
     "resources": {"cpu": 1, "gpu": 0, "precision": "auto"},  # precision: see PRECISIONS
     # Where else the search is logged (TensorBoard and the Optuna study always are).
     "tracking": {"mlflow": None},  # MLflow tracking URI: sqlite:///..., http://..., a folder
+    # A schedule to train with (`vpr-tune best --export` of a PBT/PB2 trial writes its
+    # lineage here): [{epoch: N, optimizer.lr: x, ...}, ...], the values from epoch N on.
+    "replay": [],
 }
 
 
@@ -148,7 +151,9 @@ NAMES = {
 }
 # Keys that describe the run itself, never searched over.
 NOT_SEARCHABLE = ("name", "storage", "search", "resources", "asha", "pbt", "data.root",
-                  "data.train", "data.val", "data.test", "tracking")
+                  "data.train", "data.val", "data.test", "tracking", "replay")
+# Sections a replayed schedule may change during training (what PBT may mutate).
+REPLAY_SECTIONS = ("optimizer", "loss", "miner")
 # What each data.augment strength may be (fractions of the side, or of the brightness).
 AUGMENT_RANGES = {"crop_min": (0.1, 1.0), "crop_max": (0.1, 1.0), "aspect": (0.0, 0.5),
                   "jitter": (0.0, 0.9), "white_balance": (0.0, 0.5), "perspective": (0.0, 0.4)}
@@ -351,6 +356,7 @@ class _Builder:
                 p.alias = ""
         self.check_names()
         self.check_free_params()
+        self.check_replay()
         self.check_augment()
         self.check_search()
         self.check_batch()
@@ -636,6 +642,37 @@ class _Builder:
                                                      for v in values)), None)
                         if problem:
                             self.fail(dotted, problem)
+
+    def check_replay(self) -> None:
+        """``replay``: epochs rising from 1 to max_epochs, each with numbers for keys this
+        config fixes in its optimizer, loss or miner section."""
+        entries = self.fixed.get("replay") or []
+        fixed_keys = sorted(d for d in self.fixed if d.startswith(
+            tuple(f"{s}." for s in REPLAY_SECTIONS)) and not d.endswith(".name"))
+        last = 0
+        for i, entry in enumerate(entries):
+            where = f"replay[{i}]"
+            if not isinstance(entry, dict):
+                self.fail(where, f"expected a mapping {{epoch: N, optimizer.lr: x, ...}}, "
+                          f"got {_tname(entry)}")
+            epoch = entry.get("epoch")
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch <= last:
+                self.fail(f"{where}.epoch", f"expected an epoch number above {last} (epochs "
+                          f"rise from 1), got {epoch!r}")
+            last = epoch
+            values = {k: v for k, v in entry.items() if k != "epoch"}
+            if not values:
+                self.fail(where, "names no value to change (e.g. optimizer.lr: 0.001)")
+            for key, value in values.items():
+                if key not in fixed_keys:
+                    self.fail(f"{where}.{key}", "not a fixed key of this config's optimizer, "
+                              f"loss or miner section (allowed: {', '.join(fixed_keys)})")
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    self.fail(f"{where}.{key}", f"expected a number, got {_tname(value)}")
+        max_epochs = self.fixed.get("budget.max_epochs", DEFAULTS["budget"]["max_epochs"])
+        if isinstance(max_epochs, int) and last > max_epochs:
+            self.fail(f"replay[{len(entries) - 1}].epoch",
+                      f"{last} is past budget.max_epochs {max_epochs}")
 
     def check_augment(self) -> None:
         """Augmentation strengths stay where the image survives them."""

@@ -2,7 +2,8 @@
 
 The config written is the one the trial trained with, read from its best checkpoint (exact
 values, not the rounded trials.csv columns), so ``vpr-tune train FILE.yaml`` repeats the
-trial's val curve on the same machine and precision::
+trial's val curve on the same machine and precision. A PBT/PB2 trial's schedule (its
+lineage's lr, weight decay... per epoch) comes along as a ``replay`` list::
 
     from vpr_tune.analysis import load_experiment
     from vpr_tune.export import export_trial
@@ -75,12 +76,45 @@ def train_yaml(exp: Experiment, row: pd.Series) -> dict[str, Any]:
     """``trial_config`` made a train YAML: named ``<experiment>-<trial>``, with the data root
     the experiment ran on (``--data`` of ``run``; ``train --data`` still overrides it)."""
     cfg = trial_config(exp, row)
+    cfg.update(pbt_replay(exp, str(row["trial_id"]), cfg))
     cfg["name"] = f"{exp.name}-{row['trial_id']}"
     cfg["storage"] = None
     root = data_root_of(exp.space)
     if cfg["data"].get("root") is None and root:
         cfg["data"]["root"] = root
     return cfg
+
+
+def pbt_replay(exp: Experiment, trial_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The schedule a PBT/PB2 trial's lineage trained with, as ``cfg`` sections: the first
+    epoch's values in its optimizer/loss/miner sections and each later change as a
+    ``replay`` entry (``vpr-tune train`` applies them as the exploits did). Other
+    searches: nothing."""
+    from vpr_tune.tune.lineage import lineage, read_perturbations
+
+    moves = read_perturbations(exp.path)
+    if moves is None or moves.empty:
+        return {}
+    path = lineage(exp.path, trial_id)
+    params = sorted(moves["param"].unique())
+    sections = {s: dict(cfg[s]) for s in {p.partition(".")[0] for p in params}}
+    replay, before = [], None
+    for row in path.to_dict("records"):
+        values = {p: _plain(row[p]) for p in params}
+        if before is None:
+            for key, value in values.items():
+                section, _, name = key.partition(".")
+                sections[section][name] = value
+        elif values != before:
+            replay.append({"epoch": int(row["epoch"]),
+                           **{k: v for k, v in values.items() if before.get(k) != v}})
+        before = values
+    return {**sections, "replay": replay}
+
+
+def _plain(value: Any) -> Any:
+    """A numpy/pandas scalar as a plain Python number (YAML writes it as such)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
@@ -98,6 +132,9 @@ def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
     header = (f"# Trial {row['trial_id']} of experiment {exp.name} ({exp.path}), exported by "
               "vpr-tune best --export.\n#   vpr-tune train "
               f"{path.name}    # repeats the trial's val curve (same machine and precision)\n")
+    if cfg.get("replay"):
+        header += ("# replay: the schedule its PBT lineage trained with (these values from "
+                   "each epoch on).\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
     return path, cfg

@@ -223,6 +223,7 @@ class Trainer:
 
     def run_epoch(self, on_batch: Callable[[int, float], Any] | None = None) -> dict[str, Any]:
         """Train one epoch, validate, step the scheduler; returns the epoch's metrics."""
+        self.reconfigure(replayed_values(self.cfg, self.epoch + 1))
         loss = self.train_epoch(on_batch)
         lr = self.lr
         self.epoch += 1
@@ -277,7 +278,37 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.best = state["best"]
         self.history = list(state["history"])
+        self.reconfigure(replayed_values(self.cfg, self.epoch))  # a resumed replay
         set_rng_state(state["rng"])
+
+    def reconfigure(self, values: dict[str, Any]) -> None:
+        """Train on with these dotted optimizer/loss/miner values (``{"optimizer.lr": x}``):
+        in process what a PBT exploit does through a checkpoint. The loss and miner are
+        rebuilt (keeping the loss's learned state), the optimizer's groups get the new
+        values and the lr schedule is rebased on the new lr."""
+        changed = {k: v for k, v in values.items() if _dotted_get(self.cfg, k) != v}
+        if not changed:
+            return
+        for key, value in changed.items():
+            section, _, name = key.partition(".")
+            self.cfg[section][name] = value
+        if any(k.startswith("loss.") for k in changed):
+            optimizer, schedule = self.optimizer.state_dict(), self.schedule.state_dict()
+            loss_state = self.loss_fn.state_dict()
+            self.loss_fn = build_loss(self.cfg["loss"], self.train_split.num_places,
+                                      self.model.dim).to(self.device)
+            self.loss_fn.load_state_dict(loss_state)
+            self.optimizer = build_optimizer(self.cfg["optimizer"], self.model, self.loss_fn,
+                                             self.cfg["loss"].get("lr"))
+            self.optimizer.load_state_dict(optimizer)
+            self.schedule = LRSchedule(self.optimizer, self.cfg["scheduler"], self.max_epochs,
+                                       self.batches_per_epoch)
+            self.schedule.load_state_dict(schedule)
+        if any(k.startswith("miner.") for k in changed):
+            self.miner = build_miner(self.cfg["miner"])
+        self._apply_optimizer_config()
+        self.log(f"epoch {self.epoch + 1}: replay sets "
+                 + ", ".join(f"{k}={v:g}" for k, v in changed.items()))
 
     def _apply_optimizer_config(self) -> None:
         """Set this config's lr, weight decay, momentum... on the restored optimizer: after a
@@ -288,6 +319,20 @@ class Trainer:
             group.update({k: v for k, v in settings.items() if k in group})
         if [round(b, 15) for b in base] != [round(b, 15) for b in self.schedule.base]:
             self.schedule.rebase(base)
+
+
+def replayed_values(cfg: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """The values ``cfg["replay"]`` has set by ``epoch`` (1-based; later entries win)."""
+    values: dict[str, Any] = {}
+    for entry in cfg.get("replay") or []:
+        if int(entry["epoch"]) <= epoch:
+            values.update({k: v for k, v in entry.items() if k != "epoch"})
+    return values
+
+
+def _dotted_get(cfg: dict[str, Any], key: str) -> Any:
+    section, _, name = key.partition(".")
+    return cfg.get(section, {}).get(name)
 
 
 # ------------------------------------------------------------------------- train command
