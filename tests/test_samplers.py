@@ -122,6 +122,34 @@ def test_warm_start_feeds_finished_trials_to_the_sampler(hand_experiment):
     assert assert_valid_keys <= set(space.params)
 
 
+def test_warm_start_gives_each_alternative_under_its_search_name(tmp_path):
+    """``loss.margin`` searched in degrees for arcface and in cosine units for cosface: an
+    earlier arcface trial's margin goes to the sampler as ``loss.margin#arcface``."""
+    import pandas as pd
+    import yaml
+
+    raw = {"loss": {"name": {"choice": ["arcface", "cosface"]},
+                    "margin": [{"uniform": [20.0, 40.0], "when": {"name": "arcface"}},
+                               {"uniform": [0.2, 0.5], "when": {"name": "cosface"}}]},
+           "search": {"scheduler": "fifo"}}
+    earlier = tmp_path / "margins"
+    earlier.mkdir()
+    (earlier / "space.yaml").write_text(yaml.safe_dump(raw))
+    pd.DataFrame([{"trial_id": "a", "status": "TERMINATED", "loss.name": "arcface",
+                   "loss.margin": 28.6},
+                  {"trial_id": "c", "status": "TERMINATED", "loss.name": "cosface",
+                   "loss.margin": 0.35}]).to_csv(earlier / "trials.csv", index=False)
+    pd.DataFrame([{"trial_id": t, "epoch": 1, "val/R@1": r} for t, r in [("a", 40.0),
+                                                                        ("c", 30.0)]]
+                 ).to_csv(earlier / "metrics.csv", index=False)
+    space = space_from_dict(raw, "again.yaml")
+    warm = load_warm_start(space, earlier)
+    assert warm == [({"loss.name": "arcface", "loss.margin#arcface": 28.6}, 40.0),
+                    ({"loss.name": "cosface", "loss.margin#cosface": 0.35}, 30.0)]
+    alg, _ = build_search_alg(space, 3, 3, warm)  # Optuna accepts them as its own trials
+    assert len(alg.searcher._ot_study.trials) == 2
+
+
 def test_warm_start_refuses_a_space_with_other_keys(hand_experiment):
     space = demo_space()  # no scheduler.name, no budget: other searched keys
     with pytest.raises(UserError, match=r"--warm-start hand: it searched different keys "

@@ -282,12 +282,14 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
     out = []
     for row in trials[trials["status"].isin(["TERMINATED", "STOPPED_EARLY"])].itertuples():
         rec = row._asdict()
-        params = {}
-        for k in mine:
-            v = trials.loc[row.Index, k] if k in trials else None
+        params: dict[str, Any] | None = {}
+        for k, p in space.params.items():  # parents before the keys that depend on them
+            if k not in mine or not p.applies(params):
+                continue
+            # trials.csv has an alternative (loss.margin#arcface) under its path
+            v = trials.loc[row.Index, p.path] if p.path in trials else None
             if v is None or pd.isna(v):
                 continue
-            p = space.params[k]
             if p.kind in ("int", "randint"):
                 v = int(v)
             elif isinstance(v, np.generic):
