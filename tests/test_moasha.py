@@ -57,23 +57,14 @@ FRONT = [("best", 80.0, 2048), ("small", 20.0, 64), ("mid1", 60.0, 512), ("mid2"
          ("mid3", 62.0, 700)]
 
 
-def test_every_trial_on_the_rungs_front_continues() -> None:
-    # 6 results all on the front: more than the top 1/2, and none of them stops
+def test_on_the_front_crowding_decides() -> None:
+    # 6 results all on the front, keep 3: the two ends always continue
     s = scheduler(rf=2)
     for name, r1, dim in FRONT:
-        assert report(s, name, 1, r1, dim) == CONTINUE
-    assert report(s, "crowded", 1, 61.5, 650) == CONTINUE
-
-
-def test_behind_the_front_crowding_decides() -> None:
-    # 'king' beats all of FRONT, which becomes the second front; 7 results, keep 4: king
-    # and the two ends of the second front, then the largest crowding distance
-    s = scheduler(rf=2)
-    for name, r1, dim in [("king", 99.0, 16), *FRONT]:
         report(s, name, 1, r1, dim)
     assert report(s, "crowded", 1, 61.5, 650) == STOP  # squeezed between mid2 and mid3
     s = scheduler(rf=2)
-    for name, r1, dim in [("king", 99.0, 16), *FRONT]:
+    for name, r1, dim in FRONT:
         report(s, name, 1, r1, dim)
     assert report(s, "gap", 1, 70.0, 1200) == CONTINUE  # fills the empty stretch of front
 

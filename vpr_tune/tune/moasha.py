@@ -2,13 +2,10 @@
 
 ASHA ranks the trials at a rung by one metric, so on a recall-versus-descriptor-size
 search it stops the cheap, small-descriptor trials the front is made of. Here a trial
-reaching a rung continues when nothing recorded at that rung is better on every objective
-(it is on the rung's Pareto front), or else when it ranks in the top ``1 / reduction_factor``
-(rounded up) of the rung by non-dominated sorting, ties within a front broken by crowding
-distance (ends of the front first). Keeping the whole front matters when an objective takes
-few values (descriptor sizes): a top-1/rf cut keeps ~2 trials at the last rung, fewer than
-the sizes on the front, and `vpr-tune bench pareto` measured a front with a third of FIFO's
-hypervolume missing that way. The idea is
+reaching a rung is ranked among every result recorded at that rung by non-dominated
+sorting, ties within a front broken by crowding distance (ends of the front first), and
+continues only when it ranks in the top ``1 / reduction_factor`` (rounded up; ties in its
+favour, so the best trial on any one objective always continues). The idea is
 from Schmucker et al., "Multi-objective asynchronous successive halving" (2021), and
 Syne Tune's MOASHA; the code is ours and mirrors Ray's ``AsyncHyperBandScheduler`` API
 (one bracket, rungs at ``grace_period * reduction_factor**k`` up to ``max_t``).
@@ -146,16 +143,15 @@ class MultiObjectiveASHA(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def promotable(self, recorded: dict[str, np.ndarray], trial_id: str) -> bool:
-        """Whether ``trial_id`` is on the rung's first front, or fewer than
-        ceil(n / reduction_factor) results at the rung rank strictly above it (an earlier
-        front, or its front with a larger crowding distance; ties in its favour, as a value
-        equal to ASHA's cutoff continues there).
+        """Whether fewer than ceil(n / reduction_factor) results at the rung rank strictly
+        above ``trial_id`` (an earlier front, or its front with a larger crowding distance).
+
+        Ties count in the trial's favour, as a value equal to ASHA's cutoff continues there:
+        the best trial on any single objective (a front end, infinite crowding) continues.
         """
         ids = list(recorded)
         front, crowd = front_and_crowding(np.stack([recorded[i] for i in ids]))
         me = ids.index(trial_id)
-        if front[me] == 0:
-            return True  # nothing at this rung is better on every objective
         above = np.sum((front < front[me]) | ((front == front[me]) & (crowd > crowd[me])))
         return bool(above < max(1, math.ceil(len(ids) / self._rf)))
 
