@@ -99,12 +99,14 @@ def _keys(endpoint: str, env: dict, prefix: str) -> set[str]:
 @pytest.mark.slow
 def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_world_tiny):
     endpoint, creds = s3_server
-    # one trial at a time, so the kill (12 s after the first trial ends) finds at most two
-    # trials finished and the third not yet run
+    # one trial at a time, so the kill (12 s after the first trial ends) finds some trials
+    # finished and the last not yet run: on a free fast machine a trial takes ~4 s, so
+    # three trials were not enough (all had finished by the kill)
+    samples = 8
     space = write_space(tmp_path / "s3.yaml", budget={
         "max_epochs": 8, "batches_per_epoch": 8, "places_per_batch": 8, "images_per_place": 4,
-        "eval_batch_size": 64}, search={"algorithm": "optuna", "num_samples": 3, "seed": 1,
-                                        "max_concurrent": 1, "scheduler": "fifo"})
+        "eval_batch_size": 64}, search={"algorithm": "optuna", "num_samples": samples,
+                                        "seed": 1, "max_concurrent": 1, "scheduler": "fifo"})
     local = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(creds, VPR_TUNE_RESULTS=str(local))
@@ -134,7 +136,7 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the dead driver left behind
     finished = before.loc[before["status"] == "TERMINATED", "trial_id"].tolist()
-    assert finished and len(finished) < 3, before
+    assert finished and len(finished) < samples, before
     keys = _keys(endpoint, creds, "vpr/s3exp/")
     assert "vpr/s3exp/trials.csv" in keys and "vpr/s3exp/space.yaml" in keys
     assert any(k.endswith("/best.pt") for k in keys)  # Ray's checkpoints are in the bucket
@@ -145,7 +147,7 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
                            text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     final = read_table(csv)
-    assert len(final) == 3 and (final["status"] == "TERMINATED").all(), (
+    assert len(final) == samples and (final["status"] == "TERMINATED").all(), (
         final.to_string() + again.stdout + again.stderr[-3000:])
     kept = final.set_index("trial_id").loc[finished]
     assert (kept["time_s"].values == before.set_index("trial_id").loc[finished, "time_s"]
