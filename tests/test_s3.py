@@ -163,9 +163,15 @@ def test_search_kill_resume_retest_report_on_s3(tmp_path, s3_server, street_worl
     assert sorted(t.value for t in done) == pytest.approx(sorted(final["best_val/R@1"]))
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("s3exp").experiment_id])
-    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(final["trial_id"])
-    assert {(r.info.status, r.data.tags["status"]) for r in runs} == {("FINISHED", "TERMINATED")}
-    assert {r.data.tags["checkpoint"] for r in runs} == set(final["checkpoint"])
+    ended = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in ended) == sorted(final["trial_id"])
+    assert {r.data.tags["status"] for r in ended} == {"TERMINATED"}
+    assert {r.data.tags["checkpoint"] for r in ended} == set(final["checkpoint"])
+    # a trial started just before the kill that Ray's saved state did not have yet: its
+    # run is closed, not left RUNNING
+    lost = [r for r in runs if r.info.status != "FINISHED"]
+    assert {(r.info.status, r.data.tags["status"]) for r in lost} <= {("KILLED", "LOST")}
+    assert not set(r.data.tags["trial_id"] for r in lost) & set(final["trial_id"])
 
     # 3. best --retest and report from the bucket alone: the local copy is gone
     shutil.rmtree(local)

@@ -128,8 +128,17 @@ def mlflow_callback(space: Space, name: str, uri: str) -> Any:
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             # Ctrl-C: the unfinished trials continue with --resume; their runs are KILLED now.
+            client = self._client()
             for run_id in self._trial_runs.values():
-                self._client().set_terminated(run_id, status="KILLED")
+                client.set_terminated(run_id, status="KILLED")
             self._trial_runs.clear()
+            # A trial started just before the driver died can be missing from the state Ray
+            # resumed from (Ray ran a new trial instead): its run would stay RUNNING forever.
+            known = {t.trial_id for t in trials}
+            for run in client.search_runs([self.mlflow_util.experiment_id],
+                                          filter_string="attributes.status = 'RUNNING'"):
+                if run.data.tags.get("trial_id") not in known:
+                    client.set_tag(run.info.run_id, "status", "LOST")
+                    client.set_terminated(run.info.run_id, status="KILLED")
 
     return VprMLflowCallback()
