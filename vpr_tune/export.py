@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import copy
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from vpr_tune.analysis import Experiment, data_root_of, ranked
+from vpr_tune.config import materialize
 from vpr_tune.errors import UserError
 
 
@@ -66,7 +68,7 @@ def trial_config(exp: Experiment, row: pd.Series) -> dict[str, Any]:
 def space_config(exp: Experiment, sampled: dict[str, Any]) -> dict[str, Any]:
     """The experiment's space.yaml resolved with ``sampled`` dotted values (what the search's
     trainable trained)."""
-    from vpr_tune.config import materialize, space_from_dict
+    from vpr_tune.config import space_from_dict
 
     raw = {k: v for k, v in exp.space.items() if k != "resolved"}
     return materialize(space_from_dict(raw, str(exp.path / "space.yaml")).base, sampled)
@@ -76,7 +78,10 @@ def train_yaml(exp: Experiment, row: pd.Series) -> dict[str, Any]:
     """``trial_config`` made a train YAML: named ``<experiment>-<trial>``, with the data root
     the experiment ran on (``--data`` of ``run``; ``train --data`` still overrides it)."""
     cfg = trial_config(exp, row)
-    cfg.update(pbt_replay(exp, str(row["trial_id"]), cfg))
+    first, replay = pbt_replay(exp, str(row["trial_id"]))
+    if replay is not None:
+        cfg = materialize(cfg, first)
+        cfg["replay"] = replay
     cfg["name"] = f"{exp.name}-{row['trial_id']}"
     cfg["storage"] = None
     root = data_root_of(exp.space)
@@ -85,31 +90,21 @@ def train_yaml(exp: Experiment, row: pd.Series) -> dict[str, Any]:
     return cfg
 
 
-def pbt_replay(exp: Experiment, trial_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The schedule a PBT/PB2 trial's lineage trained with, as ``cfg`` sections: the first
-    epoch's values in its optimizer/loss/miner sections and each later change as a
-    ``replay`` entry (``vpr-tune train`` applies them as the exploits did). Other
-    searches: nothing."""
+def pbt_replay(exp: Experiment, trial_id: str) -> tuple[dict[str, Any], list | None]:
+    """The schedule a PBT/PB2 trial's lineage trained with: (its first epoch's dotted
+    values, the ``replay`` entries of each later change; ``vpr-tune train`` applies them
+    as the exploits did). Other searches: ({}, None)."""
     from vpr_tune.tune.lineage import lineage, read_perturbations
 
     moves = read_perturbations(exp.path)
     if moves is None or moves.empty:
-        return {}
-    path = lineage(exp.path, trial_id)
+        return {}, None
     params = sorted(moves["param"].unique())
-    sections = {s: dict(cfg[s]) for s in {p.partition(".")[0] for p in params}}
-    replay, before = [], None
-    for row in path.to_dict("records"):
-        values = {p: _plain(row[p]) for p in params}
-        if before is None:
-            for key, value in values.items():
-                section, _, name = key.partition(".")
-                sections[section][name] = value
-        elif values != before:
-            replay.append({"epoch": int(row["epoch"]),
-                           **{k: v for k, v in values.items() if before.get(k) != v}})
-        before = values
-    return {**sections, "replay": replay}
+    epochs = [(int(r["epoch"]), {p: _plain(r[p]) for p in params})
+              for r in lineage(exp.path, trial_id).to_dict("records")]
+    replay = [{"epoch": epoch, **{k: v for k, v in values.items() if before[k] != v}}
+              for (_, before), (epoch, values) in pairwise(epochs) if values != before]
+    return epochs[0][1], replay
 
 
 def _plain(value: Any) -> Any:

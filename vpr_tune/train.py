@@ -36,7 +36,7 @@ from vpr_tune.components import (
     build_optimizer,
     optimizer_hyperparams,
 )
-from vpr_tune.config import load_space
+from vpr_tune.config import load_space, materialize
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import evaluate
 from vpr_tune.metrics import (
@@ -101,8 +101,7 @@ class Trainer:
         log(f"precision: {self.precision} -> {amp} on {self.device.type}")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = build_loss(cfg["loss"], self.train_split.num_places,
-                                  self.model.dim).to(self.device)
+        self.loss_fn = self._build_loss()
         self.miner = build_miner(cfg["miner"])
 
         places = int(budget["places_per_batch"])
@@ -124,10 +123,7 @@ class Trainer:
 
         if isinstance(self.model.aggregator, NetVLAD):
             self._init_netvlad()
-        self.optimizer = build_optimizer(cfg["optimizer"], self.model, self.loss_fn,
-                                         cfg["loss"].get("lr"))  # only classifier losses
-        self.schedule = LRSchedule(self.optimizer, cfg["scheduler"], self.max_epochs,
-                                   self.batches_per_epoch)
+        self.optimizer, self.schedule = self._build_optimizer()
         # Only float16 needs loss scaling (bfloat16 has float32's range).
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
@@ -289,26 +285,30 @@ class Trainer:
         changed = {k: v for k, v in values.items() if _dotted_get(self.cfg, k) != v}
         if not changed:
             return
-        for key, value in changed.items():
-            section, _, name = key.partition(".")
-            self.cfg[section][name] = value
+        self.cfg = materialize(self.cfg, changed)
         if any(k.startswith("loss.") for k in changed):
             optimizer, schedule = self.optimizer.state_dict(), self.schedule.state_dict()
             loss_state = self.loss_fn.state_dict()
-            self.loss_fn = build_loss(self.cfg["loss"], self.train_split.num_places,
-                                      self.model.dim).to(self.device)
+            self.loss_fn = self._build_loss()
             self.loss_fn.load_state_dict(loss_state)
-            self.optimizer = build_optimizer(self.cfg["optimizer"], self.model, self.loss_fn,
-                                             self.cfg["loss"].get("lr"))
+            self.optimizer, self.schedule = self._build_optimizer()
             self.optimizer.load_state_dict(optimizer)
-            self.schedule = LRSchedule(self.optimizer, self.cfg["scheduler"], self.max_epochs,
-                                       self.batches_per_epoch)
             self.schedule.load_state_dict(schedule)
         if any(k.startswith("miner.") for k in changed):
             self.miner = build_miner(self.cfg["miner"])
         self._apply_optimizer_config()
         self.log(f"epoch {self.epoch + 1}: replay sets "
                  + ", ".join(f"{k}={v:g}" for k, v in changed.items()))
+
+    def _build_loss(self) -> torch.nn.Module:
+        return build_loss(self.cfg["loss"], self.train_split.num_places,
+                          self.model.dim).to(self.device)
+
+    def _build_optimizer(self) -> tuple[torch.optim.Optimizer, LRSchedule]:
+        optimizer = build_optimizer(self.cfg["optimizer"], self.model, self.loss_fn,
+                                    self.cfg["loss"].get("lr"))  # only classifier losses
+        return optimizer, LRSchedule(optimizer, self.cfg["scheduler"], self.max_epochs,
+                                     self.batches_per_epoch)
 
     def _apply_optimizer_config(self) -> None:
         """Set this config's lr, weight decay, momentum... on the restored optimizer: after a
