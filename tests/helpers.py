@@ -222,3 +222,16 @@ def tiny_cfg(**over):
     for section, values in over.items():
         cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
     return cfg
+
+
+def run_cli(args: list[str]) -> int:
+    """``vpr-tune ARGS`` through ``cli.main``, then Ray shut down whatever happened (the next
+    test starts its own)."""
+    import ray
+
+    from vpr_tune.cli import main
+
+    try:
+        return main(args)
+    finally:
+        ray.shutdown()

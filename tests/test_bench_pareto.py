@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vpr_tune.bench.pareto import bench_pareto, pareto_space
+from vpr_tune.bench.pareto import PARETO_SIZE, bench_pareto, pareto_space
 from vpr_tune.config import space_from_dict
 
 # trial: (R@1, descriptor_dim); MO-ASHA stops t1 (dominated by t0) and t3 (by t2) at epoch 1
@@ -38,7 +38,7 @@ def fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
 
 def test_pareto_space_is_valid_and_multi_objective() -> None:
     for sched in ("asha", "fifo"):
-        space = space_from_dict(pareto_space(False, sched, 12, 9, 15), "bench.yaml")
+        space = space_from_dict(pareto_space(False, sched, *PARETO_SIZE), "bench.yaml")
         assert [o["metric"] for o in space.base["search"]["objectives"]] == [
             "val/R@1", "descriptor_dim"]
         assert space.base["search"]["algorithm"] == "random"

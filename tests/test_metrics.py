@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.helpers import run_cli
 from vpr_tune import analysis as va
 from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
@@ -254,7 +255,6 @@ def test_retest_reads_back_an_int_image_size(hand_experiment, tiny_checkpoints, 
 @pytest.mark.slow
 def test_run_and_best_retest_with_one_int_image_size(street_world_tiny, tmp_path, capsys
                                                      ) -> None:
-    import ray
 
     space = _int_size_yaml(tmp_path / "s.yaml", textwrap.dedent("""
         optimizer: {lr: {choice: [0.01, 0.02]}}
@@ -262,11 +262,8 @@ def test_run_and_best_retest_with_one_int_image_size(street_world_tiny, tmp_path
         resources: {cpu: 1, gpu: 0}
     """))
     storage = tmp_path / "res"
-    try:
-        rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "int",
-                   "--storage", str(storage)])
-    finally:
-        ray.shutdown()
+    rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "int",
+               "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
     trials = read_table(storage / "int" / "trials.csv")

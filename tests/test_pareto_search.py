@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import write_space
+from tests.helpers import run_cli, write_space
 from tests.test_pareto import brute_force_flags
 from vpr_tune.cli import main
 from vpr_tune.tune.results import read_table
@@ -14,7 +14,6 @@ from vpr_tune.tune.results import read_table
 
 @pytest.mark.slow
 def test_tiny_multi_objective_search_end_to_end(tmp_path, capsys, street_world_tiny) -> None:
-    import ray
 
     path = write_space(
         tmp_path / "s.yaml",
@@ -28,11 +27,8 @@ def test_tiny_multi_objective_search_end_to_end(tmp_path, capsys, street_world_t
                     {"metric": "descriptor_dim", "mode": "min"}]},
         asha={"grace_period": 1, "reduction_factor": 2})
     storage = tmp_path / "res"
-    try:
-        rc = main(["run", str(path), "--data", str(street_world_tiny), "--name", "mo",
-                   "--storage", str(storage)])
-    finally:
-        ray.shutdown()
+    rc = run_cli(["run", str(path), "--data", str(street_world_tiny), "--name", "mo",
+               "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
     trials = read_table(storage / "mo" / "trials.csv")

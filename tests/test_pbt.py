@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_cli
 from vpr_tune.analysis import read_table
 from vpr_tune.config import Param, space_from_dict
 from vpr_tune.errors import UserError
@@ -177,18 +178,13 @@ FAKE_SPACE = """
 
 
 def _run(tmp_path, street_world_tiny, name, sched="pbt", epochs=8, extra="", args=()):
-    import ray
 
-    from vpr_tune.cli import main
 
     space = tmp_path / f"{name}.yaml"
     space.write_text(textwrap.dedent(FAKE_SPACE.format(sched=sched, epochs=epochs,
                                                        extra=extra)))
-    try:
-        rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", name,
-                   "--storage", str(tmp_path / "res"), *args])
-    finally:
-        ray.shutdown()
+    rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", name,
+               "--storage", str(tmp_path / "res"), *args])
     return rc, tmp_path / "res" / name
 
 

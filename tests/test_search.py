@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.helpers import write_space
+from tests.helpers import run_cli, write_space
 from vpr_tune.cli import main
 from vpr_tune.config import load_space
 from vpr_tune.tune.results import read_table
@@ -138,15 +138,11 @@ def tiny_search(tmp_path: Path, samples: int = 4, batches: int = 2) -> Path:
 
 @pytest.mark.slow
 def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny):
-    import ray
 
     path = tiny_search(tmp_path)
     storage = tmp_path / "res"
-    try:
-        rc = main(["run", str(path), "--data", str(street_world_tiny), "--name", "small",
-                   "--storage", str(storage)])
-    finally:
-        ray.shutdown()
+    rc = run_cli(["run", str(path), "--data", str(street_world_tiny), "--name", "small",
+               "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
     exp = storage / "small"

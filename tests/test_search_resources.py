@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import FakeTrainer, use_trainer, write_space
+from tests.helpers import FakeTrainer, run_cli, use_trainer, write_space
 from vpr_tune.analysis import read_table
 
 
@@ -31,7 +31,6 @@ class PackedTrainer(FakeTrainer):
 def test_half_gpus_run_four_trials_at_once(tmp_path, monkeypatch, street_world_tiny, capsys):
     import ray
 
-    from vpr_tune.cli import main
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -41,12 +40,9 @@ def test_half_gpus_run_four_trials_at_once(tmp_path, monkeypatch, street_world_t
                         search={"num_samples": 4, "max_concurrent": 4},
                         resources={"gpu": 0.5})
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        with use_trainer(monkeypatch, PackedTrainer):
-            rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "gpu",
-                       "--storage", str(tmp_path / "res")])
-    finally:
-        ray.shutdown()
+    with use_trainer(monkeypatch, PackedTrainer):
+        rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "gpu",
+                   "--storage", str(tmp_path / "res")])
     assert rc == 0, capsys.readouterr()
     records = [json.loads(p.read_text()) for p in logs.glob("*.json")]
     assert len(records) == 4
@@ -63,17 +59,13 @@ def test_half_gpus_run_four_trials_at_once(tmp_path, monkeypatch, street_world_t
 def test_more_gpus_than_the_cluster_has_is_a_user_error(tmp_path, capsys, street_world_tiny):
     import ray
 
-    from vpr_tune.cli import main
 
     space = tmp_path / "big.yaml"
     space.write_text("resources: {cpu: 1, gpu: 4}\nsearch: {num_samples: 1}\n"
                      "data: {image_size: [32, 32]}\nseed: {choice: [0, 1]}\n")
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "big",
-                   "--storage", str(tmp_path / "res")])
-    finally:
-        ray.shutdown()
+    rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "big",
+               "--storage", str(tmp_path / "res")])
     assert rc == 2
     err = capsys.readouterr().err
     assert f"{space}: resources.gpu: 4 GPUs per trial but the largest Ray node has 2 CPU, " \
@@ -97,9 +89,7 @@ class FailingTrainer(FakeTrainer):
 
 def test_error_and_diverged_trials_are_recorded(tmp_path, monkeypatch, street_world_tiny,
                                                 capsys):
-    import ray
 
-    from vpr_tune.cli import main
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -107,12 +97,9 @@ def test_error_and_diverged_trials_are_recorded(tmp_path, monkeypatch, street_wo
                         optimizer={"lr": {"grid": [0.1, 0.5, 0.9]}},
                         budget={"max_epochs": 3},
                         search={"algorithm": "grid", "num_samples": 1, "max_concurrent": 2})
-    try:
-        with use_trainer(monkeypatch, FailingTrainer):
-            rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "f",
-                       "--storage", str(tmp_path / "res")])
-    finally:
-        ray.shutdown()
+    with use_trainer(monkeypatch, FailingTrainer):
+        rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "f",
+                   "--storage", str(tmp_path / "res")])
     out = capsys.readouterr().out
     assert rc == 0, out
     trials = read_table(tmp_path / "res" / "f" / "trials.csv").set_index("optimizer.lr")

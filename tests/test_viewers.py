@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import use_trainer
+from tests.helpers import run_cli, use_trainer
 from vpr_tune.tune.results import read_table
 
 NAME = "viewers"
@@ -63,20 +63,15 @@ SPACE = """
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, street_world_tiny):
     """(experiment folder, MLflow URI) of a finished fake search."""
-    import ray
 
-    from vpr_tune.cli import main
 
     base = tmp_path_factory.mktemp("viewers")
     space = base / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))
     mlflow_uri = f"sqlite:///{base / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp, use_trainer(mp, PeakTrainer):
-        try:
-            rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", NAME,
-                       "--storage", str(base / "res"), "--mlflow", mlflow_uri])
-        finally:
-            ray.shutdown()
+        rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", NAME,
+                   "--storage", str(base / "res"), "--mlflow", mlflow_uri])
     assert rc == 0
     return base / "res" / NAME, mlflow_uri
 
