@@ -255,7 +255,6 @@ def test_retest_reads_back_an_int_image_size(hand_experiment, tiny_checkpoints, 
 @pytest.mark.slow
 def test_run_and_best_retest_with_one_int_image_size(street_world_tiny, tmp_path, capsys
                                                      ) -> None:
-
     space = _int_size_yaml(tmp_path / "s.yaml", textwrap.dedent("""
         optimizer: {lr: {choice: [0.01, 0.02]}}
         search: {algorithm: random, num_samples: 1, max_concurrent: 1, scheduler: fifo}
@@ -263,7 +262,7 @@ def test_run_and_best_retest_with_one_int_image_size(street_world_tiny, tmp_path
     """))
     storage = tmp_path / "res"
     rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "int",
-               "--storage", str(storage)])
+                  "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
     trials = read_table(storage / "int" / "trials.csv")

@@ -14,7 +14,6 @@ from vpr_tune.tune.results import read_table
 
 @pytest.mark.slow
 def test_tiny_multi_objective_search_end_to_end(tmp_path, capsys, street_world_tiny) -> None:
-
     path = write_space(
         tmp_path / "s.yaml",
         model={"aggregator": {"name": {"choice": ["gem", "cosplace"]},
@@ -28,7 +27,7 @@ def test_tiny_multi_objective_search_end_to_end(tmp_path, capsys, street_world_t
         asha={"grace_period": 1, "reduction_factor": 2})
     storage = tmp_path / "res"
     rc = run_cli(["run", str(path), "--data", str(street_world_tiny), "--name", "mo",
-               "--storage", str(storage)])
+                  "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
     trials = read_table(storage / "mo" / "trials.csv")

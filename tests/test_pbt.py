@@ -178,13 +178,11 @@ FAKE_SPACE = """
 
 
 def _run(tmp_path, street_world_tiny, name, sched="pbt", epochs=8, extra="", args=()):
-
-
     space = tmp_path / f"{name}.yaml"
     space.write_text(textwrap.dedent(FAKE_SPACE.format(sched=sched, epochs=epochs,
                                                        extra=extra)))
     rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", name,
-               "--storage", str(tmp_path / "res"), *args])
+                  "--storage", str(tmp_path / "res"), *args])
     return rc, tmp_path / "res" / name
 
 

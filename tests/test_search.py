@@ -138,11 +138,10 @@ def tiny_search(tmp_path: Path, samples: int = 4, batches: int = 2) -> Path:
 
 @pytest.mark.slow
 def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny):
-
     path = tiny_search(tmp_path)
     storage = tmp_path / "res"
     rc = run_cli(["run", str(path), "--data", str(street_world_tiny), "--name", "small",
-               "--storage", str(storage)])
+                  "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
     exp = storage / "small"

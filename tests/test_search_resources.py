@@ -31,7 +31,6 @@ class PackedTrainer(FakeTrainer):
 def test_half_gpus_run_four_trials_at_once(tmp_path, monkeypatch, street_world_tiny, capsys):
     import ray
 
-
     logs = tmp_path / "logs"
     logs.mkdir()
     # data.root doubles as the fake trainer's log folder; --data points at the real data
@@ -42,7 +41,7 @@ def test_half_gpus_run_four_trials_at_once(tmp_path, monkeypatch, street_world_t
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     with use_trainer(monkeypatch, PackedTrainer):
         rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "gpu",
-                   "--storage", str(tmp_path / "res")])
+                      "--storage", str(tmp_path / "res")])
     assert rc == 0, capsys.readouterr()
     records = [json.loads(p.read_text()) for p in logs.glob("*.json")]
     assert len(records) == 4
@@ -59,13 +58,12 @@ def test_half_gpus_run_four_trials_at_once(tmp_path, monkeypatch, street_world_t
 def test_more_gpus_than_the_cluster_has_is_a_user_error(tmp_path, capsys, street_world_tiny):
     import ray
 
-
     space = tmp_path / "big.yaml"
     space.write_text("resources: {cpu: 1, gpu: 4}\nsearch: {num_samples: 1}\n"
                      "data: {image_size: [32, 32]}\nseed: {choice: [0, 1]}\n")
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "big",
-               "--storage", str(tmp_path / "res")])
+                  "--storage", str(tmp_path / "res")])
     assert rc == 2
     err = capsys.readouterr().err
     assert f"{space}: resources.gpu: 4 GPUs per trial but the largest Ray node has 2 CPU, " \
@@ -90,7 +88,6 @@ class FailingTrainer(FakeTrainer):
 def test_error_and_diverged_trials_are_recorded(tmp_path, monkeypatch, street_world_tiny,
                                                 capsys):
 
-
     logs = tmp_path / "logs"
     logs.mkdir()
     space = write_space(tmp_path / "fail.yaml", data={"root": str(logs), "cache": False},
@@ -99,7 +96,7 @@ def test_error_and_diverged_trials_are_recorded(tmp_path, monkeypatch, street_wo
                         search={"algorithm": "grid", "num_samples": 1, "max_concurrent": 2})
     with use_trainer(monkeypatch, FailingTrainer):
         rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", "f",
-                   "--storage", str(tmp_path / "res")])
+                      "--storage", str(tmp_path / "res")])
     out = capsys.readouterr().out
     assert rc == 0, out
     trials = read_table(tmp_path / "res" / "f" / "trials.csv").set_index("optimizer.lr")

@@ -64,14 +64,13 @@ SPACE = """
 def searched(tmp_path_factory, street_world_tiny):
     """(experiment folder, MLflow URI) of a finished fake search."""
 
-
     base = tmp_path_factory.mktemp("viewers")
     space = base / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))
     mlflow_uri = f"sqlite:///{base / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp, use_trainer(mp, PeakTrainer):
         rc = run_cli(["run", str(space), "--data", str(street_world_tiny), "--name", NAME,
-                   "--storage", str(base / "res"), "--mlflow", mlflow_uri])
+                      "--storage", str(base / "res"), "--mlflow", mlflow_uri])
     assert rc == 0
     return base / "res" / NAME, mlflow_uri
 
