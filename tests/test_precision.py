@@ -9,16 +9,17 @@ from vpr_tune import precision
 from vpr_tune.model import build_model
 
 
-@pytest.mark.parametrize(("setting", "device", "amx", "want"), [
-    ("fp32", "cpu", True, None),
-    ("bf16", "cpu", False, torch.bfloat16),
-    ("fp16", "cuda", False, torch.float16),
-    ("auto", "cuda", False, torch.float16),
-    ("auto", "cpu", True, torch.bfloat16),
-    ("auto", "cpu", False, None),  # bfloat16 without AMX is emulated: slower than float32
+@pytest.mark.parametrize(("setting", "device", "units", "want"), [
+    ("fp32", "cpu", "AMX", None),
+    ("bf16", "cpu", None, torch.bfloat16),
+    ("fp16", "cuda", None, torch.float16),
+    ("auto", "cuda", None, torch.float16),
+    ("auto", "cpu", "AMX", torch.bfloat16),
+    ("auto", "cpu", "AVX512-BF16", torch.bfloat16),
+    ("auto", "cpu", None, None),  # bfloat16 without native units is emulated: slower
 ])
-def test_autocast_dtype(monkeypatch, setting, device, amx, want) -> None:
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+def test_autocast_dtype(monkeypatch, setting, device, units, want) -> None:
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: units)
     assert precision.autocast_dtype(setting, device) is want
     assert precision.channels_last(device, want) == (device == "cuda" or want is not None)
 

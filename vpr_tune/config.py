@@ -42,7 +42,8 @@ from vpr_tune import components, metrics
 SEARCH_ALGORITHMS = ("random", "grid", "optuna")
 # Optuna samplers of search.algorithm optuna (registry: vpr_tune/tune/samplers.py).
 SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp", "nsga2")
-# Autocast of a trial (vpr_tune/precision.py): auto = fp16 on CUDA, bf16 on AMX CPUs, else fp32.
+# Autocast of a trial (vpr_tune/precision.py): auto = fp16 on CUDA, bf16 on native-bf16 CPUs,
+# else fp32.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRIAL_SCHEDULERS = ("asha", "fifo", "pbt", "pb2")
 # What can run a search with several objectives (search.objectives): asha then ranks by

@@ -204,15 +204,16 @@ def _device(ctx: Context) -> str:
 def check_precision(ctx: Context) -> list[Check]:
     import torch
 
-    from vpr_tune.precision import autocast_dtype, cpu_has_amx
+    from vpr_tune.precision import autocast_dtype, cpu_bf16_units
 
     precision, device = str(ctx.resources().get("precision", "auto")), _device(ctx)
     dtype = autocast_dtype(precision, device)
     name = str(dtype).removeprefix("torch.") + " autocast" if dtype else "float32"
     detail = f"resources.precision {precision} -> {name} on {device}"
     if device == "cpu":
-        detail += " (CPU has AMX)" if cpu_has_amx() else " (no AMX)"
-        if dtype is not None and not cpu_has_amx():
+        units = cpu_bf16_units()
+        detail += f" (CPU bfloat16: {units})" if units else " (CPU bfloat16: emulated)"
+        if dtype is not None and not units:
             return [Check(WARN, "precision", detail, "This CPU emulates reduced precision "
                           "(slower than float32): set resources: {precision: fp32}.")]
     elif dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():

@@ -1,9 +1,10 @@
 """Mixed precision: which autocast dtype a trial uses (``resources.precision``).
 
-- ``auto`` (default): float16 on CUDA (with a gradient scaler); bfloat16 on CPUs with AMX
-  tiles (Intel Sapphire Rapids and later), where oneDNN runs bfloat16 convolutions about
-  1.5-1.9x faster than float32 (measured in docs/performance.md); float32 on other CPUs,
-  where bfloat16 is emulated and slower.
+- ``auto`` (default): float16 on CUDA (with a gradient scaler); bfloat16 on CPUs that compute
+  it natively, with AMX tiles (Intel Sapphire Rapids and later) or AVX-512 BF16 (AMD Zen 4
+  and later, Intel Cooper Lake), where oneDNN runs bfloat16 convolutions about 1.9-2x faster
+  than float32 (measured in docs/performance.md); float32 on other CPUs, where bfloat16 is
+  emulated and slower.
 - ``fp32``: no autocast. ``bf16`` / ``fp16``: autocast to that dtype on any device.
 
 Losses, miners and the aggregators' pooling run in float32 whatever the setting (the model
@@ -26,13 +27,17 @@ from vpr_tune.config import PRECISIONS
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_has_amx() -> bool:
-    """True when this CPU has AMX tiles (fast bfloat16 matrix units)."""
-    check = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:  # pragma: no cover - builds without the check
-        return False
+def cpu_bf16_units() -> str | None:
+    """The units this CPU computes bfloat16 with ("AMX", "AVX512-BF16"); None: emulated."""
+    for name, probe in (("AMX", "_is_amx_tile_supported"),
+                        ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        check = getattr(getattr(torch, "cpu", None), probe, None)
+        try:
+            if check is not None and check():
+                return name
+        except RuntimeError:  # pragma: no cover - builds without the check
+            continue
+    return None
 
 
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
@@ -43,7 +48,7 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
         return _DTYPES[precision]
     if torch.device(device).type == "cuda":
         return torch.float16
-    return torch.bfloat16 if cpu_has_amx() else None
+    return torch.bfloat16 if cpu_bf16_units() else None
 
 
 @contextlib.contextmanager
