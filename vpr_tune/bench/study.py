@@ -33,6 +33,8 @@ OPTIMIZERS = ["sgd", "adam", "adamw", "asgd"]
 LRS = [1.0e-4, 1.0e-3, 1.0e-2]
 SCHEDULERS = ["cosine", "plateau", "multistep"]  # stage 2; "none" was stage 1
 SIZE = {"epochs": 8, "batches": 15, "search_trials": 20}
+# Judged at epochs 2 and 8 (a ladder ending at the 8-epoch budget).
+STUDY_ASHA = {"grace_period": 2, "reduction_factor": 4}
 QUICK = {"epochs": 2, "batches": 1, "search_trials": 3, "optimizers": ["sgd", "adam"],
          "lrs": [1.0e-3, 1.0e-2], "schedulers": ["cosine"]}
 
@@ -44,6 +46,7 @@ def _study_space(quick: bool) -> dict[str, Any]:
     space["optimizer"] = {"name": "adam", "lr": 1.0e-3}
     space["scheduler"] = {"name": "none"}
     space["search"].update(algorithm="grid", num_samples=1)
+    space["asha"] = dict(STUDY_ASHA)
     return space
 
 
