@@ -29,7 +29,7 @@ SPACE = """
              eval_batch_size: 64}
     search: {algorithm: random, num_samples: 4, seed: 1, max_concurrent: 4, scheduler: pbt}
     pbt: {perturbation_interval: 2, quantile_fraction: 0.25, mutate: [optimizer.lr]}
-    resources: {cpu: 0.5, gpu: 0}
+    resources: {cpu: 0.5, gpu: 0, precision: fp32}
 """
 
 
@@ -44,7 +44,8 @@ def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
                             start_new_session=True)
     try:
         # Kill after the first exploit, with every trial part-way and its first checkpoint
-        # older than Ray's experiment-state period (10 s).
+        # older than Ray's experiment-state period (10 s). float32 (in SPACE) keeps trials
+        # slow enough for that window on CPUs where auto would pick bfloat16.
         def midway() -> bool:
             seen = _reports(exp)
             return ((exp / "perturbations.csv").exists() and len(seen) == 4

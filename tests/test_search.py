@@ -133,7 +133,9 @@ def tiny_search(tmp_path: Path, samples: int = 4, batches: int = 2) -> Path:
         budget={"max_epochs": 3, "batches_per_epoch": batches, "places_per_batch": 8,
                 "images_per_place": 4, "eval_batch_size": 64},
         search={"num_samples": samples, "seed": 1, "max_concurrent": 2, "scheduler": "asha"},
-        data={"augment": True})
+        data={"augment": True},
+        # float32 everywhere: the same curves, so ASHA stops the same trials, on any CPU.
+        resources={"cpu": 1, "gpu": 0, "precision": "fp32"})
 
 
 @pytest.mark.slow
