@@ -94,6 +94,34 @@ def test_pb2_takes_continuous_keys():
     assert [p.path for p in check_pbt(space)] == ["optimizer.lr"]
 
 
+@pytest.mark.parametrize("proposed", [1e-4 * (1 - 1e-15), 1e-2 * (1 + 1e-15)])
+def test_pb2_proposals_one_ulp_past_a_bound_are_clipped(tmp_path, monkeypatch, proposed):
+    # PB2 maps the GP's [0, 1] back with x * (high - low) + low: at an edge that can round
+    # past the bound, and the trial would train outside the declared range (seen in CI)
+    from dataclasses import dataclass, field
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers.pb2 import PB2
+
+    @dataclass(eq=False)  # hashable by identity, as Ray's Trial
+    class Trial:
+        trial_id: str
+        config: dict = field(default_factory=dict)
+
+    from vpr_tune.tune.pbt import PerturbationLog, SpacePB2
+
+    lr = Param("optimizer.lr", "loguniform", [1e-4, 1e-2])
+    log = PerturbationLog(tmp_path / "perturbations.csv")
+    pb2 = SpacePB2([lr], log, metric="val/R@1", mode="max", time_attr="epoch")
+    monkeypatch.setattr(PB2, "_get_new_config",
+                        lambda self, t, c: ({"optimizer.lr": proposed}, {}))
+    trial, source = Trial("a", {"optimizer.lr": 1e-3}), Trial("b", {"optimizer.lr": 5e-3})
+    pb2._trial_state[source] = SimpleNamespace(last_result={"epoch": 4})
+    new, _ = pb2._get_new_config(trial, source)
+    assert 1e-4 <= new["optimizer.lr"] <= 1e-2
+    assert read_table(log.path)["new"].between(1e-4, 1e-2).all()
+
+
 # ------------------------------------------------- a perturbation reaches the optimizer
 @pytest.mark.parametrize("scheduler", ["none", "cosine"])
 def test_new_lr_weight_decay_momentum_apply_after_restoring_a_checkpoint(

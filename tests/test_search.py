@@ -92,6 +92,49 @@ def test_optuna_define_by_run_suggests_only_applicable_params(tmp_path):
     assert names == {"sgd", "adam", "asgd"}
 
 
+def test_resume_adopts_a_trial_the_saved_searcher_never_saw(tmp_path):
+    # A driver killed mid-upload can leave Ray's experiment state newer than the searcher's:
+    # --resume then reports results of a trial the restored searcher has no Optuna trial for
+    # (a KeyError in Ray's OptunaSearch, seen in CI). It takes back the trial's RUNNING
+    # Optuna trial, its epochs before the kill included.
+    from vpr_tune.tune.search import _optuna_search
+
+    space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
+                                                          "algorithm: optuna")))
+    db = tmp_path / "optuna.db"
+    first = _optuna_search(space, 4, [], None, db, "exp")
+    first.set_search_properties("val/R@1", "max", {})
+
+    def result(config, epoch, value):
+        return {"val/R@1": value, "training_iteration": epoch,
+                **{f"config/{k}": v for k, v in config.items()}}
+
+    config_a = first.suggest("a")
+    first.on_trial_result("a", result(config_a, 1, 10.0))
+    first.save(str(tmp_path / "searcher.pkl"))  # the searcher state the bucket holds
+    config_b = first.suggest("b")  # flat: {"optimizer.name": ..., "optimizer.lr": ...}
+    # the experiment state that reached the bucket has "b"
+    first.on_trial_result("b", result(config_b, 1, 30.0))
+
+    resumed = _optuna_search(space, 4, [], None, db, "exp")
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_result("b", result(config_b, 2, 20.0))
+    resumed.on_trial_complete("b", result(config_b, 2, 20.0))
+    resumed.on_trial_result("a", result(config_a, 2, 12.0))
+    resumed.on_trial_complete("a", result(config_a, 2, 12.0))
+    # no RUNNING Optuna trial to take back (an older study file): a new one, same config
+    config_z = {**config_a, "optimizer.lr": 0.05}
+    resumed.on_trial_complete("z", result(config_z, 3, 40.0))
+
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert [t.value for t in trials] == [12.0, 30.0, 40.0]  # b's best came before the kill
+    assert all(config_b[k] == v for k, v in trials[1].params.items())
+    assert trials[1].intermediate_values == {1: 30.0, 2: 20.0}
+    assert all(config_z[k] == v for k, v in trials[2].params.items())
+
+
 def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch, street_world_tiny):
     import ray
 
@@ -133,9 +176,7 @@ def tiny_search(tmp_path: Path, samples: int = 4, batches: int = 2) -> Path:
         budget={"max_epochs": 3, "batches_per_epoch": batches, "places_per_batch": 8,
                 "images_per_place": 4, "eval_batch_size": 64},
         search={"num_samples": samples, "seed": 1, "max_concurrent": 2, "scheduler": "asha"},
-        data={"augment": True},
-        # float32 everywhere: the same curves, so ASHA stops the same trials, on any CPU.
-        resources={"cpu": 1, "gpu": 0, "precision": "fp32"})
+        data={"augment": True})
 
 
 @pytest.mark.slow

@@ -40,6 +40,8 @@ class BestValueOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         from vpr_tune.metrics import is_better
 
+        if not self._knows(trial_id, result):
+            return
         if isinstance(self.metric, list):  # several objectives: Optuna takes the final ones
             return super().on_trial_result(trial_id, result)
         value = result.get(self.metric)
@@ -49,9 +51,48 @@ class BestValueOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if not self._knows(trial_id, result):
+            return
         if result and not error and trial_id in self._best and isinstance(self.metric, str):
             result = {**result, self.metric: self._best[trial_id]}
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _knows(self, trial_id: str, result: dict | None) -> bool:
+        """Whether this trial has an Optuna trial, adopting it first when it can.
+
+        A driver killed while Ray uploads its state can leave the experiment state newer
+        than the searcher's: ``--resume`` then runs a trial this searcher never saw. Its
+        Optuna trial is in the study already (asked before the kill, left RUNNING): take
+        that one back by its params, or ask a new one with the config the trial runs.
+        """
+        if trial_id in self._ot_trials:
+            return True
+        if not result or not callable(self._space):
+            return False  # no config to match (an error before any result): nothing to tell
+        import optuna
+
+        from vpr_tune.metrics import is_better
+
+        params = self._space.params_of(_config_of(result))
+        claimed = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False,
+                                                states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number not in claimed and frozen.params == params:
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
+                for value in frozen.intermediate_values.values():  # the epochs before the kill
+                    if isinstance(self.metric, str) and is_better(value, self._best.get(trial_id),
+                                                                  self.mode):
+                        self._best[trial_id] = float(value)
+                return True
+        self._ot_study.enqueue_trial(params)
+        self._ot_trials[trial_id] = self._ot_study.ask()
+        self._space(self._ot_trials[trial_id])  # suggests the enqueued values: they count
+        return True
+
+
+def _config_of(result: dict) -> dict[str, Any]:
+    """A flat Ray result's trial config (``config/optimizer.lr`` -> ``optimizer.lr``)."""
+    return {k[len("config/"):]: v for k, v in result.items() if k.startswith("config/")}
 
 
 def rdb_storage(db: Path) -> Any:

@@ -158,9 +158,10 @@ class SpacePB2(PB2):
     """Ray's PB2 on the declared bounds; each exploit also goes to perturbations.csv."""
 
     def __init__(self, params: list[Param], log: PerturbationLog, **kwargs: Any) -> None:
-        super().__init__(hyperparam_bounds={p.path: [p.args[0], p.args[1]] for p in params},
+        self.bounds = {p.path: (p.args[0], p.args[1]) for p in params}
+        super().__init__(hyperparam_bounds={k: list(b) for k, b in self.bounds.items()},
                          **kwargs)
-        self.keys, self.log = [p.path for p in params], log
+        self.keys, self.log = list(self.bounds), log
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         import warnings
@@ -168,6 +169,8 @@ class SpacePB2(PB2):
         with warnings.catch_warnings():  # a GP on a handful of points rarely "converges"
             warnings.simplefilter("ignore")
             new, ops = super()._get_new_config(trial, trial_to_clone)
+        for key, (low, high) in self.bounds.items():  # the GP's [0, 1] -> bounds map can
+            new[key] = min(max(new[key], low), high)  # round one ulp past an edge
         self.log.add(trial, trial_to_clone, _epoch_of(self, trial_to_clone), new, self.keys)
         return new, ops
 

@@ -113,6 +113,29 @@ class OptunaDefineByRun:
             chosen[p.path] = value
         return constants or None
 
+    def params_of(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The Optuna params behind a trial's flat config: ``__call__`` run backwards.
+
+        >>> define.params_of({"optimizer.name": "adam", "optimizer.lr": 0.003})
+        {'optimizer.name': 'adam', 'optimizer.lr': 0.003}
+        """
+        replay = _ReplayTrial(config, {p.id: p.path for p in self.params})
+        self(replay)
+        return replay.params
+
+
+class _ReplayTrial:
+    """Stands in for an Optuna trial: each suggestion is the value a known config holds."""
+
+    def __init__(self, config: dict[str, Any], path_of: dict[str, str]) -> None:
+        self.config, self.path_of, self.params = config, path_of, {}
+
+    def _suggest(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.params[name] = self.config[self.path_of[name]]
+        return self.params[name]
+
+    suggest_categorical = suggest_float = suggest_int = _suggest
+
 
 def uses_points(space: Space) -> bool:
     """True when the trials are drawn up front: grid, or random over grid leaves."""
