@@ -222,3 +222,28 @@ def test_optuna_dashboard_serves_the_study(searched):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_tensorboard_logging_keeps_torch_out_of_the_driver(tmp_path):
+    # tensorboardX imports torch: ~2 s of driver start-up before the first trial could run
+    script = textwrap.dedent(f"""
+        import sys
+        from vpr_tune.config import space_from_dict
+        from vpr_tune.tune.tensorboard_log import _EventWriter, experiment_summary
+        from vpr_tune.tune.tensorboard_log import session_end_summary, session_start_summary
+        from vpr_tune.tune.tracking import tracking_callbacks
+
+        space = space_from_dict({{"optimizer": {{"lr": {{"uniform": [0.1, 0.9]}}}}}}, "s.yaml")
+        tracking_callbacks(space, "x")
+        writer = _EventWriter({str(tmp_path)!r})
+        writer.add(experiment_summary(space))
+        writer.add(session_start_summary({{"optimizer.lr": 0.5}}, "t"), step=1)
+        writer.add(session_end_summary(False))
+        writer.close()
+        print(sorted(m for m in ("torch", "tensorboardX") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert list(tmp_path.glob("events.out.tfevents.*"))

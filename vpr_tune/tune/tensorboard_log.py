@@ -7,7 +7,9 @@ direction; the same numbers as the ``best_`` columns of ``trials.csv``). The ent
 when the trial starts and its best metrics grow with every epoch, so the table is live.
 
 Ray's own TensorBoard logger writes the *last* epoch's values, and only at trial end; this
-callback replaces it (Ray adds its default only when no TensorBoard logger is given)::
+callback replaces it (Ray adds its default only when no TensorBoard logger is given). It
+writes with TensorBoard's own event writer and protos: tensorboardX would import torch into
+the driver, ~2 s before the first trial can start::
 
     callbacks = [TensorBoardCallback(space)]   # in RunConfig(callbacks=...)
 
@@ -22,7 +24,7 @@ import os
 import time
 from typing import Any
 
-from ray.tune.logger import TBXLoggerCallback
+from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 
 from vpr_tune import metrics
 from vpr_tune.config import Space
@@ -57,7 +59,7 @@ def _hparam_value(value: Any) -> tuple[str, Any] | None:
 
 
 def _summary(tag: str, plugin_data: Any) -> Any:
-    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 
     meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
         plugin_name="hparams", content=plugin_data.SerializeToString()))
@@ -67,7 +69,7 @@ def _summary(tag: str, plugin_data: Any) -> Any:
 def experiment_summary(space: Space) -> Any:
     """The HParams experiment: the searched parameters (with their domains) and metrics."""
     from google.protobuf import struct_pb2
-    from tensorboardX.proto.api_pb2 import (
+    from tensorboard.plugins.hparams.api_pb2 import (
         DataType,
         Experiment,
         HParamInfo,
@@ -75,7 +77,7 @@ def experiment_summary(space: Space) -> Any:
         MetricInfo,
         MetricName,
     )
-    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     infos = []
     for p in space.params.values():
@@ -107,7 +109,7 @@ def experiment_summary(space: Space) -> Any:
 
 def session_start_summary(config: dict[str, Any], group: str) -> Any:
     """A trial's HParams session: its sampled hyperparameters (absent ones stay blank)."""
-    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionStartInfo
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionStartInfo
 
     info = SessionStartInfo(group_name=group, start_time_secs=time.time())
     for key, value in sorted(config.items()):
@@ -119,32 +121,64 @@ def session_start_summary(config: dict[str, Any], group: str) -> Any:
 
 
 def session_end_summary(failed: bool) -> Any:
-    from tensorboardX.proto.api_pb2 import Status
-    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 
     status = Status.Value("STATUS_FAILURE" if failed else "STATUS_SUCCESS")
     return _summary("_hparams_/session_end_info", HParamsPluginData(
         version=0, session_end_info=SessionEndInfo(status=status, end_time_secs=time.time())))
 
 
+class _EventWriter:
+    """One ``events.out.tfevents.*`` file: summaries at a step, flushed every 30 s and on
+    demand (TensorBoard's own writer, no torch)."""
+
+    def __init__(self, folder: str) -> None:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self.file = EventFileWriter(folder, flush_secs=30)
+
+    def add(self, summary: Any, step: int | None = None) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        event = Event(wall_time=time.time(), summary=summary)
+        if step is not None:
+            event.step = step
+        self.file.add_event(event)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class TensorBoardCallback(TBXLoggerCallback):
-    """Per-trial curves (tag = metric name, step = epoch) and HParams with best metrics."""
+    """Per-trial curves (tag = metric name, step = epoch) and HParams with best metrics.
+
+    A ``TBXLoggerCallback`` only so that Ray adds no TensorBoard logger of its own; its
+    ``__init__`` (which imports tensorboardX, hence torch) is not run.
+    """
 
     def __init__(self, space: Space) -> None:
-        super().__init__()
+        LoggerCallback.__init__(self)
         self.space = space
         self.best: dict[str, dict[str, float]] = {}
+        self._trial_writer: dict[Any, _EventWriter] = {}
 
     def _write_experiment(self, folder: str) -> None:
         """Once per experiment folder (a resumed search finds it there already)."""
         if glob.glob(os.path.join(folder, "events.out.tfevents.*")):
             return
-        writer = self._summary_writer_cls(folder, flush_secs=30)
-        writer.file_writer.add_summary(experiment_summary(self.space))
+        writer = _EventWriter(folder)
+        writer.add(experiment_summary(self.space))
         writer.close()
 
     def log_trial_start(self, trial: Any) -> None:
-        super().log_trial_start(trial)  # a writer in the trial folder
+        if trial in self._trial_writer:  # a restarted trial (reused actor, PBT) goes on
+            self._trial_writer.pop(trial).close()
+        trial.init_local_path()
+        writer = self._trial_writer[trial] = _EventWriter(trial.local_path)
         self._write_experiment(trial.local_experiment_path)
         # A resumed trial: its earlier epochs count towards its best.
         best: dict[str, float] = {}
@@ -152,8 +186,7 @@ class TensorBoardCallback(TBXLoggerCallback):
             if not row.get("diverged"):
                 update_best(best, row)
         self.best[trial.trial_id] = best
-        writer = self._trial_writer[trial]
-        writer.file_writer.add_summary(session_start_summary(trial.config, trial.trial_id))
+        writer.add(session_start_summary(trial.config, trial.trial_id))
         writer.flush()
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
@@ -161,21 +194,20 @@ class TensorBoardCallback(TBXLoggerCallback):
             self.log_trial_start(trial)
         if result.get("diverged") or "epoch" not in result:
             return  # the marker row of a diverged trial is no epoch
-        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.summary_pb2 import Summary
 
         values = {m: float(result[m]) for m in metrics.REPORTED
                   if isinstance(result.get(m), (int, float)) and result[m] == result[m]}
         best = update_best(self.best.setdefault(trial.trial_id, {}), result)
         values.update({best_tag(m): v for m, v in best.items()})
-        # The proto directly: SummaryWriter.add_scalar would rename val/R@1 to val/R_1.
+        # The proto directly: a scalar-summary helper could rename val/R@1 to val/R_1.
         summary = Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in values.items()])
         writer = self._trial_writer[trial]
-        writer.file_writer.add_summary(summary, global_step=int(result["epoch"]))
+        writer.add(summary, step=int(result["epoch"]))
         writer.flush()
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         writer = self._trial_writer.pop(trial, None)
-        self._trial_result.pop(trial, None)
         if writer is not None:
-            writer.file_writer.add_summary(session_end_summary(failed))
+            writer.add(session_end_summary(failed))
             writer.close()
