@@ -67,7 +67,7 @@ class BestValueOptunaSearch(OptunaSearch):
         """
         if trial_id in self._ot_trials:
             return True
-        if not result or not callable(self._space):
+        if not result or not hasattr(self._space, "params_of"):
             return False  # no config to match (an error before any result): nothing to tell
         import optuna
 
@@ -79,10 +79,10 @@ class BestValueOptunaSearch(OptunaSearch):
                                                 states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number not in claimed and frozen.params == params:
                 self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
-                for value in frozen.intermediate_values.values():  # the epochs before the kill
-                    if isinstance(self.metric, str) and is_better(value, self._best.get(trial_id),
-                                                                  self.mode):
-                        self._best[trial_id] = float(value)
+                if isinstance(self.metric, str):  # its epochs before the kill count too
+                    for value in frozen.intermediate_values.values():
+                        if is_better(value, self._best.get(trial_id), self.mode):
+                            self._best[trial_id] = float(value)
                 return True
         self._ot_study.enqueue_trial(params)
         self._ot_trials[trial_id] = self._ot_study.ask()
