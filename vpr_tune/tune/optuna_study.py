@@ -5,7 +5,9 @@ The study is named after the experiment and written as the search runs, so::
     optuna-dashboard sqlite:///results/NAME/optuna.db
 
 shows history, parallel coordinates, importance and intermediate values live, and
-``--resume`` continues the same study (Ray restores the searcher, which holds the storage).
+``--resume`` continues the same study (Ray restores the searcher, which holds the storage;
+a trial Ray restored that the saved searcher never saw, as a driver killed mid-upload can
+leave, takes back its RUNNING Optuna trial).
 Each Optuna trial's value is its Ray trial's **best** epoch by ``search.metric`` (the
 ``best_`` column of ``trials.csv``, the epoch whose model ``best.pt`` keeps); Ray alone would
 tell Optuna the last epoch's value. Diverged trials count with their best epoch before the
