@@ -161,7 +161,7 @@ class SpacePB2(PB2):
         self.bounds = {p.path: (p.args[0], p.args[1]) for p in params}
         super().__init__(hyperparam_bounds={k: list(b) for k, b in self.bounds.items()},
                          **kwargs)
-        self.keys, self.log = list(self.bounds), log
+        self.log = log
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         import warnings
@@ -171,7 +171,8 @@ class SpacePB2(PB2):
             new, ops = super()._get_new_config(trial, trial_to_clone)
         for key, (low, high) in self.bounds.items():  # the GP's [0, 1] -> bounds map can
             new[key] = min(max(new[key], low), high)  # round one ulp past an edge
-        self.log.add(trial, trial_to_clone, _epoch_of(self, trial_to_clone), new, self.keys)
+        self.log.add(trial, trial_to_clone, _epoch_of(self, trial_to_clone), new,
+                     list(self.bounds))
         return new, ops
 
 
