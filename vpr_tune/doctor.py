@@ -169,6 +169,8 @@ def check_ray(ctx: Context) -> list[Check]:
     import ray
     import torch
 
+    from vpr_tune.tune.search import stop_ray
+
     started = not ray.is_initialized()
     if started:
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
@@ -177,7 +179,7 @@ def check_ray(ctx: Context) -> list[Check]:
         resources = ray.cluster_resources()
     finally:
         if started:
-            ray.shutdown()
+            stop_ray()
     gpus, cpus = float(resources.get("GPU", 0)), os.cpu_count() or 1
     res = ctx.resources()
     detail = f"Ray {ray.__version__} sees {gpus:g} GPU(s), {cpus} CPU core(s)"

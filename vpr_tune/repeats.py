@@ -65,7 +65,7 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
     from ray import tune
 
     from vpr_tune.tune import trainable
-    from vpr_tune.tune.search import _points_searcher, init_ray
+    from vpr_tune.tune.search import _points_searcher, init_ray, stop_ray
 
     first = next(iter(configs.values()))
     search, res = first["search"], first["resources"]
@@ -94,9 +94,7 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
         return tuner.fit()
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
 
 
 def _run_rows(result: Any, metric: str, mode: str) -> tuple[dict[str, Any], str]:

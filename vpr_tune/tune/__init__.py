@@ -143,9 +143,7 @@ def run_experiment(
                 search.check_cluster_resources(space, int(sconf["max_concurrent"]))
             finally:
                 if started:
-                    import ray
-
-                    ray.shutdown()
+                    search.stop_ray()
         else:
             search.check_cluster_resources(space, int(sconf["max_concurrent"]),
                                            search.local_node())
@@ -224,9 +222,7 @@ def run_experiment(
 
             shutil.rmtree(exp_dir, ignore_errors=True)
         if started_ray:  # a Ray we started is ours to stop; a joined cluster keeps running
-            import ray
-
-            ray.shutdown()
+            search.stop_ray()
     return exp_dir
 
 

@@ -252,6 +252,7 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
         plan_line,
         possible_values,
         prepare_data,
+        stop_ray,
     )
 
     sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
@@ -277,7 +278,7 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
 
     cluster = ray.cluster_resources()
     if started:
-        ray.shutdown()
+        stop_ray()
     ray_s = time.perf_counter() - start
     gpu, cpu = float(res["gpu"]), float(res["cpu"])
     fits = [int(sconf["max_concurrent"]), trials, int(cluster.get("CPU", 1) // max(cpu, 1e-9))]
