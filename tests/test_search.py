@@ -244,3 +244,26 @@ def test_ctrl_c_keeps_results_and_resume_finishes(tmp_path, street_world_tiny):
     kept = final.set_index("trial_id").loc[done["trial_id"]]
     assert (kept["epochs"].values == done["epochs"].values).all()
     assert (kept["time_s"].values == done["time_s"].values).all()
+
+
+def test_stop_ray_stops_every_process_of_the_ray_we_started():
+    """stop_ray kills Ray's autoscaler monitor before ray.shutdown(); a Ray of our own must
+    still go entirely (run in a fresh interpreter: its Ray is the only one)."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import psutil, ray
+        from vpr_tune.tune.search import init_ray, stop_ray
+        assert init_ray("local")
+        kids = psutil.Process().children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in kids)
+        assert "monitor.py" in names and "gcs_server" in names, names
+        stop_ray()
+        alive = [p for p in kids if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        print("alive", len(alive), "initialized", ray.is_initialized())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "alive 0 initialized False" in out.stdout
