@@ -148,10 +148,33 @@ def test_asha_and_search_figures_from_the_run_outputs(monkeypatch) -> None:
     assert (asha["asha_trial_epochs"], asha["fifo_trial_epochs"]) == (5, 9)
     assert asha["ratio"] == round(5 / 9, 4) and asha["passed"] is False  # 0.56 > 0.35
     assert asha["same_configs"] is True and asha["best_within_1_point"] is True
+    assert asha["same_curves"] is True  # each ASHA curve is the start of its FIFO twin's
     assert asha["spearman_rung1_vs_final"] == pytest.approx(1.0)
     search = bench_search(quick=True, log=lambda _m: None)
     assert search["trial_busy_s"] == [4.0, 4.0] and search["cores"] == 2
     assert search["ratio"] == pytest.approx(8.0 / (2 * search["wall_s"]), rel=0.1)
+
+
+def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(monkeypatch) -> None:
+    import pandas as pd
+
+    import vpr_tune.bench.search as bench_search_mod
+    import vpr_tune.tune
+    from vpr_tune.bench.common import Bar
+
+    def other_curves(space_path, name, storage, **kwargs):
+        folder = _fake_run(space_path, name, storage, **kwargs)
+        if name == "asha":  # same configs, other numbers (as two threads per trial gave)
+            metrics = pd.read_csv(folder / "metrics.csv")
+            metrics["val/R@1"] += 0.5
+            metrics.to_csv(folder / "metrics.csv", index=False)
+        return folder
+
+    monkeypatch.setattr(vpr_tune.tune, "run_experiment", other_curves)
+    monkeypatch.setattr(bench_search_mod, "ASHA_BAR", Bar(1.0, higher=False))  # ratio passes
+    asha = bench_search_mod.bench_asha(quick=True, log=lambda _m: None)
+    assert asha["same_configs"] is True and asha["same_curves"] is False
+    assert asha["passed"] is False
 
 
 def test_trials_figures_from_the_run_outputs(monkeypatch) -> None:

@@ -151,8 +151,9 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     same_configs = _params(asha) == _params(fifo)
     # ... and trained the same curves (1 CPU thread per trial either way): each ASHA trial's
     # val R@1 per epoch is the start of its FIFO twin's.
-    fifo_curve = {_configs(fifo)[t]: c for t, c in _curves(fifo_metrics).items()}
-    same_curves = all(fifo_curve.get(_configs(asha)[t], [])[:len(c)] == c
+    asha_config, fifo_config = _configs(asha), _configs(fifo)
+    fifo_curve = {fifo_config[t]: c for t, c in _curves(fifo_metrics).items()}
+    same_curves = all(fifo_curve.get(asha_config[t], [])[:len(c)] == c
                       for t, c in _curves(asha_metrics).items())
     within = abs(best_asha - best_fifo) <= 1.0
     result = record("asha", "trial-epochs ASHA / FIFO (best val R@1 within 1 point)", ratio,
