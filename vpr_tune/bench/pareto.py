@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vpr_tune.bench.common import Bar, record
-from vpr_tune.bench.search import _run, _space
+from vpr_tune.bench.search import _params, _run, _space
 
 PARETO_BAR = Bar(0.5, higher=False)
 HYPERVOLUME_BAR = 0.98
@@ -48,21 +48,6 @@ def pareto_space(quick: bool, scheduler: str, samples: int, epochs: int, batches
     return space
 
 
-def _configs(trials: Any) -> list[tuple]:
-    """The sampled hyperparameters of each trial, sorted (to compare two runs): numbers
-    rounded, names as they are, a parameter that does not apply as None."""
-    import pandas as pd
-
-    cols = sorted(c for c in trials.columns if "." in c and not c.startswith(("best_", "last_")))
-
-    def cell(v: Any) -> Any:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return None
-        return round(float(v), 12) if isinstance(v, int | float) else str(v)
-
-    return sorted((tuple(cell(v) for v in row) for row in trials[cols].values), key=repr)
-
-
 def bench_pareto(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Trial-epochs MO-ASHA / FIFO and the hypervolume ratio of their fronts."""
     from vpr_tune import metrics
@@ -82,7 +67,7 @@ def bench_pareto(quick: bool = False, log: Any = print) -> dict[str, Any]:
     hv_ratio = hv_mo / hv_fifo if hv_fifo > 0 else math.nan
     mo_epochs, fifo_epochs = int(mo["epochs"].sum()), int(fifo["epochs"].sum())
     ratio = mo_epochs / fifo_epochs if fifo_epochs else math.inf
-    same_configs = _configs(mo) == _configs(fifo)
+    same_configs = _params(mo) == _params(fifo)
     kept = bool(hv_ratio >= HYPERVOLUME_BAR)
 
     def front(frame: Any) -> list[list[float]]:

@@ -95,15 +95,24 @@ def _run(space: dict, name: str, storage: Path, log: Any) -> tuple[float, Any, A
 
 
 def _configs(trials: Any) -> dict[str, tuple]:
-    """The sampled hyperparameters of each trial, by trial id (ids differ between runs)."""
-    cols = [c for c in trials.columns if "." in c and not c.startswith(("best_", "last_"))]
-    return {str(t): tuple(round(float(v), 12) for v in row)
+    """The sampled hyperparameters of each trial, by trial id (ids differ between runs):
+    numbers rounded, names as they are, a parameter that does not apply as None."""
+    import pandas as pd
+
+    cols = sorted(c for c in trials.columns if "." in c and not c.startswith(("best_", "last_")))
+
+    def cell(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return None
+        return round(float(v), 12) if isinstance(v, int | float) else str(v)
+
+    return {str(t): tuple(cell(v) for v in row)
             for t, row in zip(trials["trial_id"], trials[cols].values, strict=True)}
 
 
 def _params(trials: Any) -> list[tuple]:
     """The sampled hyperparameters of all trials, sorted (to compare two runs)."""
-    return sorted(_configs(trials).values())
+    return sorted(_configs(trials).values(), key=repr)
 
 
 def _spearman_rung1(metrics: Any, rung: int = 1) -> float | None:
@@ -152,7 +161,8 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     # ... and trained the same curves (1 CPU thread per trial either way): each ASHA trial's
     # val R@1 per epoch is the start of its FIFO twin's.
     asha_config, fifo_config = _configs(asha), _configs(fifo)
-    fifo_curve = {fifo_config[t]: c for t, c in _curves(fifo_metrics).items()}
+    fifo_curves = _curves(fifo_metrics)
+    fifo_curve = {fifo_config[t]: c for t, c in fifo_curves.items()}
     same_curves = all(fifo_curve.get(asha_config[t], [])[:len(c)] == c
                       for t, c in _curves(asha_metrics).items())
     within = abs(best_asha - best_fifo) <= 1.0
@@ -169,7 +179,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
                         fifo_metrics, ASHA["grace_period"]), asha_wall_s=round(asha_wall, 2),
                     fifo_wall_s=round(fifo_wall, 2),
                     asha_epochs_per_trial=[int(e) for e in asha["epochs"]],
-                    fifo_curves=_curves(fifo_metrics))
+                    fifo_curves=fifo_curves)
     # The budget saving only counts when ASHA found (nearly) what FIFO found.
     result["passed"] = bool(result["passed"] and within and same_configs and same_curves)
     return result
