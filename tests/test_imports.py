@@ -21,7 +21,8 @@ ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.
               "vpr_tune.tune", "vpr_tune.export", "vpr_tune.repeats", "vpr_tune.compare",
               "vpr_tune.preds")
 # The YAML validator stays importable without training code.
-CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.evaluate", "vpr_tune.model",
+CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.train_setup", "vpr_tune.pbt_replay",
+                          "vpr_tune.evaluate", "vpr_tune.model",
                           "vpr_tune.data", "vpr_tune.tune", "vpr_tune.bench", "vpr_tune.cli",
                           "vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report")
 TUNE_MUST_NOT_IMPORT = ("vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report",

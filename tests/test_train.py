@@ -115,6 +115,68 @@ def test_not_our_checkpoint(tmp_path) -> None:
         load_model_from_checkpoint(tmp_path / "y.pt")
 
 
+# --------------------------------------------------------------------- best.pt format
+MODEL_ONLY = {"format", "version", "config", "image_size", "dim", "epoch", "model", "best"}
+
+
+def test_train_and_a_search_trial_write_best_pt_in_one_format(tiny_root, tmp_path,
+                                                              monkeypatch) -> None:
+    """``vpr-tune train``'s best.pt and a search trial's (what ``train_trial`` hands Ray) are
+    the same format: the model alone, which every reader of best.pt loads."""
+    import shutil
+    from types import SimpleNamespace
+
+    import ray
+    from ray import tune
+
+    from vpr_tune.checkpoint import load_model_from_checkpoint, read_checkpoint
+    from vpr_tune.train import Trainer, train_run
+    from vpr_tune.tune import trainable
+
+    cfg = tiny_cfg(budget={"max_epochs": 1})
+    train_run(cfg, tiny_root, tmp_path / "train", num_threads=1, log=lambda *_: None)
+    # one trial in this process, Ray's side stubbed: keep what the trial checkpoints
+    kept = tmp_path / "trial"
+
+    def report(_metrics, checkpoint=None):
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                shutil.copytree(folder, kept, dirs_exist_ok=True)
+
+    context = SimpleNamespace(get_assigned_resources=lambda: {"CPU": 1},
+                              get_node_id=lambda: "n0")
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: context)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_context",
+                        lambda: SimpleNamespace(get_trial_dir=lambda: str(tmp_path)))
+    trainable.train_trial({}, cfg, str(tiny_root), trainer_factory=Trainer)
+
+    from_train = read_checkpoint(tmp_path / "train" / "best.pt")
+    from_trial = read_checkpoint(kept / trainable.BEST_FILE)
+    assert set(from_train) == set(from_trial) == MODEL_ONLY
+    assert set(read_checkpoint(tmp_path / "train" / "last.pt")) > MODEL_ONLY  # resumable
+    for path in (tmp_path / "train" / "best.pt", kept / trainable.BEST_FILE):
+        model, config = load_model_from_checkpoint(path)  # eval, retest; export reads config
+        assert config == cfg and model.dim == from_train["dim"]
+
+
+@pytest.mark.slow
+def test_a_real_search_trial_best_pt_is_the_train_format(searched_experiment, tiny_root,
+                                                        tmp_path) -> None:
+    from vpr_tune.checkpoint import read_checkpoint
+    from vpr_tune.train import train_run
+    from vpr_tune.tune.results import read_table
+
+    train_run(tiny_cfg(budget={"max_epochs": 1}), tiny_root, tmp_path / "train",
+              num_threads=1, log=lambda *_: None)
+    trials = read_table(searched_experiment / "trials.csv")
+    for checkpoint in trials["checkpoint"].dropna():
+        assert set(read_checkpoint(checkpoint)) == MODEL_ONLY, checkpoint
+    assert set(read_checkpoint(tmp_path / "train" / "best.pt")) == MODEL_ONLY
+
+
 def test_cli_train_writes_run_folder(tiny_root, tmp_path, capsys) -> None:
     import csv
 

@@ -3,8 +3,9 @@
 An epoch is ``budget.batches_per_epoch`` P x K batches followed by an eval on the val split;
 the scheduler steps after it. Same config + seed -> same curve on CPU (init is seeded here,
 sampling/augmentation by the loader per (seed, epoch)); checkpoints hold everything needed
-for a resumed run to continue exactly. The loss, miner, optimizer and scheduler come from
-the registries in ``vpr_tune.components``.
+for a resumed run to continue exactly. The parts (splits, model, loss, optimizer...) are
+built by ``vpr_tune.train_setup`` from the registries in ``vpr_tune.components``; a
+``replay`` schedule (an exported PBT trial) is applied by ``vpr_tune.pbt_replay``.
 
 >>> trainer = Trainer(load_train_config("search_spaces/train_demo.yaml"), data_root)
 >>> row = trainer.run_epoch()     # {"epoch": 1, "train/loss": ..., "val/R@1": ..., ...}
@@ -30,31 +31,35 @@ from vpr_tune.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from vpr_tune.components import (
-    build_loss,
-    build_miner,
-    build_optimizer,
-    optimizer_hyperparams,
-)
-from vpr_tune.config import load_space, materialize
+from vpr_tune.components import build_miner
+from vpr_tune.config import load_space
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import evaluate
 from vpr_tune.metrics import (
-    DEFAULT_METRIC,
     DESCRIPTOR_DIM,
     LOSS,
     PARAMS_M,
     QUERY_MS,
     RECALLS,
     REPORTED,
-    SEARCHABLE,
     is_better,
-    mode_of,
 )
-from vpr_tune.model import build_model
 from vpr_tune.model.aggregators import NetVLAD
-from vpr_tune.precision import autocast, autocast_dtype, channels_last
-from vpr_tune.schedule import LRSchedule
+from vpr_tune.pbt_replay import apply_optimizer_config, reconfigure, replayed_values
+from vpr_tune.precision import autocast
+from vpr_tune.train_setup import (
+    best_metric_of,
+    build_loss,
+    build_model_on,
+    build_optimizer,
+    build_train_loader,
+    grad_scaler,
+    init_netvlad,
+    load_splits,
+    pick_device,
+    pick_precision,
+    warm_val_cache,
+)
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -66,104 +71,47 @@ class Trainer:
 
     def __init__(self, cfg: dict[str, Any], data_root: Path, device: str | None = None,
                  num_threads: int | None = None, log: Callable[[str], Any] = print) -> None:
-        from vpr_tune.data.cache import cached_images
-        from vpr_tune.data.loader import TrainLoader
-        from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
-        from vpr_tune.progress import log_progress
-
         self.cfg = copy.deepcopy(cfg)
         self.log = log
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device, num_threads)
         self.cuda = self.device.type == "cuda"
-        if num_threads and not self.cuda:
-            torch.set_num_threads(int(num_threads))
         self.seed = int(cfg["seed"])
-        seed_everything(self.seed)
-
+        seed_everything(self.seed)  # before the model: its init is seeded
         data, budget = cfg["data"], cfg["budget"]
         self.image_size = (int(data["image_size"][0]), int(data["image_size"][1]))
         self.max_epochs = int(budget["max_epochs"])
+        self.batches_per_epoch = int(budget["batches_per_epoch"])
         self.eval_batch_size = int(budget["eval_batch_size"])
         self.cache = bool(data["cache"])
-        root = Path(data_root)
-        skip = bool(data["skip_bad_files"])
-        self.train_split = load_train_split(
-            find_split(root, data["train"]),
-            min_images_per_place=int(data["min_images_per_place"]), skip_bad_files=skip)
-        self.val_split = load_eval_split(
-            find_split(root, data["val"]), skip_bad_files=skip)
 
-        self.model = build_model(cfg["model"], self.image_size).to(self.device)
+        self.train_split, self.val_split = load_splits(data, data_root)
         self.precision = str(cfg["resources"]["precision"])
-        self.amp_dtype = autocast_dtype(self.precision, self.device)
-        self.channels_last = channels_last(self.device, self.amp_dtype)
-        amp = f"{str(self.amp_dtype)[len('torch.'):]} autocast" if self.amp_dtype else "float32"
-        log(f"precision: {self.precision} -> {amp} on {self.device.type}")
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = self._build_loss()
+        self.amp_dtype, self.channels_last = pick_precision(self.precision, self.device, log)
+        self.model = build_model_on(cfg["model"], self.image_size, self.device,
+                                    self.channels_last)
+        self.loss_fn = build_loss(self.cfg, self.train_split.num_places, self.model,
+                                  self.device)
         self.miner = build_miner(cfg["miner"])
-
-        places = int(budget["places_per_batch"])
-        if places > self.train_split.num_places:
-            log(f"budget.places_per_batch {places} > {self.train_split.num_places} places "
-                "in the train split: using all places per batch")
-            places = self.train_split.num_places
-        self.batches_per_epoch = int(budget["batches_per_epoch"])
-        size = f"{self.image_size[0]}x{self.image_size[1]}"
-        self.loader = TrainLoader(
-            self.train_split, self.image_size, places, int(budget["images_per_place"]),
-            self.batches_per_epoch, self.seed, augment=data["augment"],
-            cache=self.cache, device=str(self.device), skip_bad_files=skip,
-            progress=log_progress(log, f"image cache (train, {size})"))
-        if self.cache:  # the val cache too, now and with progress, not silently at epoch 1
-            cached_images([*self.val_split.db_paths, *self.val_split.q_paths], self.image_size,
-                          skip_bad_files=skip,
-                          progress=log_progress(log, f"image cache (val, {size})"))
-
+        self.loader = build_train_loader(cfg, self.train_split, self.image_size, self.device,
+                                         log)
+        if self.cache:
+            warm_val_cache(self.val_split, self.image_size, bool(data["skip_bad_files"]), log)
         if isinstance(self.model.aggregator, NetVLAD):
-            self._init_netvlad()
-        self.optimizer, self.schedule = self._build_optimizer()
-        # Only float16 needs loss scaling (bfloat16 has float32's range).
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=self.amp_dtype == torch.float16)
+            init_netvlad(self.model, self.train_split.paths, image_size=self.image_size,
+                         batch_size=self.eval_batch_size, cache=self.cache, seed=self.seed,
+                         device=self.device, log=log)
+        self.optimizer, self.schedule = build_optimizer(
+            self.cfg, self.model, self.loss_fn, self.max_epochs, self.batches_per_epoch)
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
+        self.best_metric, self.best_mode = best_metric_of(cfg)
+
         self.epoch = 0
-        # best.pt follows the search's metric (val/R@1 unless the YAML says otherwise).
-        search = cfg.get("search") or {}
-        self.best_metric = str(search.get("metric") or DEFAULT_METRIC)
-        if self.best_metric not in SEARCHABLE:
-            self.best_metric = DEFAULT_METRIC
-        self.best_mode = mode_of({**search, "metric": self.best_metric})
         self.train_loss: float | None = None  # mean loss of the last train_epoch()
         self.best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
         self.is_best = False  # the last validate()/run_epoch() set a new best
         self.history: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self._query_index: Any = None  # the val-sized database query_ms searches
-
-    # -------------------------------------------------------------------------- netvlad
-    def _init_netvlad(self, images: int = 500, per_image: int = 64) -> None:
-        """k-means on local features of (up to) ``images`` training images (seeded)."""
-        from vpr_tune.data.loader import eval_batches
-
-        rng = np.random.default_rng(self.seed)
-        paths = self.train_split.paths
-        pick = rng.choice(len(paths), size=min(images, len(paths)), replace=False)
-        chunks: list[np.ndarray] = []
-        self.model.eval()
-        with torch.inference_mode():
-            for batch in eval_batches([paths[i] for i in sorted(pick)], self.image_size,
-                                      self.eval_batch_size, cache=self.cache, device="cpu"):
-                feats = torch.nn.functional.normalize(
-                    self.model.features(batch.to(self.device)).float(), dim=1)
-                feats = feats.flatten(2).transpose(1, 2).reshape(-1, feats.shape[1])
-                take = rng.choice(len(feats), size=min(len(feats), per_image * len(batch)),
-                                  replace=False)
-                chunks.append(feats[torch.from_numpy(take).to(feats.device)].cpu().numpy())
-        self.model.train()
-        features = np.concatenate(chunks)
-        self.log(f"NetVLAD: k-means on {len(features)} local features")
-        self.model.aggregator.init_from_descriptors(features, seed=self.seed)
 
     # ---------------------------------------------------------------------------- steps
     @property
@@ -250,8 +198,10 @@ class Trainer:
                           rng=rng_state())
 
     def save_model(self, path: Path | str) -> Path:
-        """Write the model alone (no optimizer or RNG state): enough for ``eval`` and retest,
-        a third of a full checkpoint with Adam. Atomic like :meth:`save_checkpoint`."""
+        """Write the model alone (config, weights, epoch, best; no optimizer or RNG state):
+        the one format of every ``best.pt``, ``vpr-tune train``'s and a search trial's, which
+        eval, retest, export and ``model.pretrained`` read. Atomic like
+        :meth:`save_checkpoint`, which writes a superset of it."""
         return self._save(path)
 
     def _save(self, path: Path | str, **extra: Any) -> Path:
@@ -269,7 +219,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UserError(f"{path}: checkpoint does not match this config ({exc})") from exc
         self.schedule.load_state_dict(state["schedule"])
-        self._apply_optimizer_config()
+        apply_optimizer_config(self.optimizer, self.schedule, self.cfg)
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.best = state["best"]
@@ -278,61 +228,9 @@ class Trainer:
         set_rng_state(state["rng"])
 
     def reconfigure(self, values: dict[str, Any]) -> None:
-        """Train on with these dotted optimizer/loss/miner values (``{"optimizer.lr": x}``):
-        in process what a PBT exploit does through a checkpoint. The loss and miner are
-        rebuilt (keeping the loss's learned state), the optimizer's groups get the new
-        values and the lr schedule is rebased on the new lr."""
-        changed = {k: v for k, v in values.items() if _dotted_get(self.cfg, k) != v}
-        if not changed:
-            return
-        self.cfg = materialize(self.cfg, changed)
-        if any(k.startswith("loss.") for k in changed):
-            optimizer, schedule = self.optimizer.state_dict(), self.schedule.state_dict()
-            loss_state = self.loss_fn.state_dict()
-            self.loss_fn = self._build_loss()
-            self.loss_fn.load_state_dict(loss_state)
-            self.optimizer, self.schedule = self._build_optimizer()
-            self.optimizer.load_state_dict(optimizer)
-            self.schedule.load_state_dict(schedule)
-        if any(k.startswith("miner.") for k in changed):
-            self.miner = build_miner(self.cfg["miner"])
-        self._apply_optimizer_config()
-        self.log(f"epoch {self.epoch + 1}: replay sets "
-                 + ", ".join(f"{k}={v:g}" for k, v in changed.items()))
-
-    def _build_loss(self) -> torch.nn.Module:
-        return build_loss(self.cfg["loss"], self.train_split.num_places,
-                          self.model.dim).to(self.device)
-
-    def _build_optimizer(self) -> tuple[torch.optim.Optimizer, LRSchedule]:
-        optimizer = build_optimizer(self.cfg["optimizer"], self.model, self.loss_fn,
-                                    self.cfg["loss"].get("lr"))  # only classifier losses
-        return optimizer, LRSchedule(optimizer, self.cfg["scheduler"], self.max_epochs,
-                                     self.batches_per_epoch)
-
-    def _apply_optimizer_config(self) -> None:
-        """Set this config's lr, weight decay, momentum... on the restored optimizer: after a
-        PBT exploit the checkpoint holds the source trial's values. The same config -> no-op."""
-        base, settings = optimizer_hyperparams(self.cfg["optimizer"], self.cfg["loss"],
-                                               len(self.optimizer.param_groups))
-        for group in self.optimizer.param_groups:
-            group.update({k: v for k, v in settings.items() if k in group})
-        if [round(b, 15) for b in base] != [round(b, 15) for b in self.schedule.base]:
-            self.schedule.rebase(base)
-
-
-def replayed_values(cfg: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """The values ``cfg["replay"]`` has set by ``epoch`` (1-based; later entries win)."""
-    values: dict[str, Any] = {}
-    for entry in cfg.get("replay") or []:
-        if int(entry["epoch"]) <= epoch:
-            values.update({k: v for k, v in entry.items() if k != "epoch"})
-    return values
-
-
-def _dotted_get(cfg: dict[str, Any], key: str) -> Any:
-    section, _, name = key.partition(".")
-    return cfg.get(section, {}).get(name)
+        """Train on with these dotted optimizer/loss/miner values (a PBT exploit in
+        process); see :func:`vpr_tune.pbt_replay.reconfigure`."""
+        reconfigure(self, values)
 
 
 # ------------------------------------------------------------------------- train command
@@ -361,7 +259,8 @@ def train_run(
     on_batch: Callable[[int, float], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` into ``out_dir``: config.yaml, metrics.csv (epoch 0 = untrained val
-    recall), TensorBoard events, last.pt and best.pt. Returns the metric rows."""
+    recall), TensorBoard events, last.pt (everything to resume) and best.pt (the best
+    epoch's model, :meth:`Trainer.save_model`). Returns the metric rows."""
     import csv
     import io
 
@@ -403,14 +302,14 @@ def train_run(
             start = time.perf_counter()
             row = {"epoch": 0, "train/loss": "", "lr": trainer.lr, **trainer.validate(),
                    **trainer.costs(), "time_s": round(time.perf_counter() - start, 2)}
-            trainer.save_checkpoint(out_dir / "best.pt")  # the untrained model is the best so far
+            trainer.save_model(out_dir / "best.pt")  # the untrained model is the best so far
             record(row)
         while trainer.epoch < trainer.max_epochs:
             start = time.perf_counter()
             row = trainer.run_epoch(on_batch)
             row["time_s"] = round(time.perf_counter() - start, 2)
             if trainer.is_best:
-                trainer.save_checkpoint(out_dir / "best.pt")
+                trainer.save_model(out_dir / "best.pt")
             trainer.save_checkpoint(out_dir / "last.pt")
             record(row)
     finally:

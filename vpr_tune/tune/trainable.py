@@ -22,7 +22,9 @@ from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.metrics import objectives_of, worst
 
 CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
-BEST_FILE = "best.pt"  # the model of the trial's best epoch so far (what retest evaluates)
+# the model of the trial's best epoch so far (what retest evaluates): Trainer.save_model, the
+# format of `vpr-tune train`'s best.pt too
+BEST_FILE = "best.pt"
 # Tests may swap the trainer class (a fake that trains in milliseconds).
 TRAINER_FACTORY: Callable[..., Any] | None = None
 
