@@ -6,6 +6,7 @@ on the real sizes is what docs/performance.md reports.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -15,14 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from vpr_tune.bench import BENCHMARKS, resolve_names
+from vpr_tune.bench import BENCHMARKS, bar_text, load, resolve_names
 from vpr_tune.bench.common import Bar, alternate, median_ratio
 from vpr_tune.cli import main
 from vpr_tune.errors import UserError
 
-BARS = {"loader": (0.90, ">="), "cache": (5.0, ">="), "eval": (1.15, "<="),
-        "asha": (0.35, "<="), "search": (0.93, ">="), "memory": (0.10, "<="),
-        "pareto": (0.5, "<="), "trials": (0.5, "<="), "scale": (1.1, "<="), "study": (0.5, "<=")}
 # The raw numbers behind each ratio: lists of per-repetition measurements.
 RAW = {"loader": ("real_img_s", "in_memory_img_s"), "cache": ("cache_img_s", "pil_img_s"),
        "eval": ("full_s", "forward_s"), "memory": ("uss_1x", "uss_4x"),
@@ -67,6 +65,16 @@ def test_unknown_benchmark_lists_the_names(capsys) -> None:
     assert resolve_names("all") == list(BENCHMARKS)
 
 
+def test_each_benchmark_names_its_parts_and_its_bar_once() -> None:
+    """The registry's "module.attr" strings import; the table's text is the module's Bar."""
+    for name, bench in BENCHMARKS.items():
+        assert callable(load(bench.run)) and (bench.plot is None or callable(load(bench.plot)))
+        bar = load(bench.bar)
+        assert isinstance(bar, Bar) and bar.figure, name
+        assert bar_text(name) == f"{bar.figure} ({bar.op} {bar.value:g})"
+    assert "(<= 0.35)" in bar_text("asha") and "(>= 0.9)" in bar_text("loader")
+
+
 def test_python_m_vpr_tune_bench_is_the_cli() -> None:
     proc = subprocess.run([sys.executable, "-m", "vpr_tune.bench", "nope"],
                           capture_output=True, text=True, timeout=120)
@@ -89,16 +97,17 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
     printed = json.loads(out)
     written = json.loads((tmp_path / f"{name}.json").read_text())
     assert printed == written
-    bar, op = BARS[name]
+    bar = load(BENCHMARKS[name].bar)  # the record carries its module's Bar
     assert written["name"] == name and written["quick"] is True
-    assert written["bar"] == bar and written["bar_op"] == op
+    assert (written["bar"], written["bar_op"], written["figure"]) == (bar.value, bar.op,
+                                                                      bar.figure)
     ratio = written["ratio"]
     # study: infinite when the tiny search never came within 0.5 point of the manual best
     unreached = name == "study" and written["search_epochs_to_manual_best"] is None
     assert isinstance(ratio, float) and (math.isfinite(ratio) or unreached)
     if name != "memory":  # a USS difference on tiny quick sizes may be negative noise
         assert ratio > 0
-    assert written["passed"] is (ratio >= bar if op == ">=" else ratio <= bar)
+    assert written["passed"] is bar.passed(ratio)
     if name == "asha":  # two real searches; the arithmetic is tested with a fake run below
         assert written["asha_trial_epochs"] > 0 and written["fifo_trial_epochs"] > 0
         assert isinstance(written["best_within_1_point"], bool)
@@ -160,7 +169,6 @@ def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(monkeypatch)
 
     import vpr_tune.bench.search as bench_search_mod
     import vpr_tune.tune
-    from vpr_tune.bench.common import Bar
 
     def other_curves(space_path, name, storage, **kwargs):
         folder = _fake_run(space_path, name, storage, **kwargs)
@@ -171,7 +179,8 @@ def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(monkeypatch)
         return folder
 
     monkeypatch.setattr(vpr_tune.tune, "run_experiment", other_curves)
-    monkeypatch.setattr(bench_search_mod, "ASHA_BAR", Bar(1.0, higher=False))  # ratio passes
+    passing = dataclasses.replace(bench_search_mod.ASHA_BAR, value=1.0)  # the ratio passes
+    monkeypatch.setattr(bench_search_mod, "ASHA_BAR", passing)
     asha = bench_search_mod.bench_asha(quick=True, log=lambda _m: None)
     assert asha["same_configs"] is True and asha["same_curves"] is False
     assert asha["passed"] is False

@@ -8,15 +8,18 @@ median ratio, so noise on a shared machine cancels. Results go to
 >>> result = run_benchmark("cache", quick=True, out_dir=Path("/tmp/bench"))
 >>> result["ratio"], result["bar"], result["passed"]
 
-Public API: ``BENCHMARKS`` (name -> function(quick, log) -> dict), ``run_benchmark``,
-``run_benchmarks``, ``resolve_names``, ``results_table``, ``BAR_TEXT``.
+Public API: ``BENCHMARKS`` (name -> :class:`Benchmark`: its function, bar and figure as
+``"module.attr"``), ``run_benchmark``, ``run_benchmarks``, ``resolve_names``,
+``results_table``, ``bar_text``. Each bar is defined once, as a ``Bar`` in its module.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,100 +27,45 @@ from vpr_tune.atomic import write_text
 from vpr_tune.errors import UserError
 
 
-def _loader(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.pipeline import bench_loader
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark, each part a ``"module.attr"`` imported when first used (listing the
+    names imports no benchmark module): ``run(quick, log) -> record``, its
+    :class:`~vpr_tune.bench.common.Bar` (the threshold and what the ratio is), and optionally
+    ``plot(record, path) -> path``, a figure written next to the record as NAME.png."""
 
-    return bench_loader(quick, log)
-
-
-def _cache(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.pipeline import bench_cache
-
-    return bench_cache(quick, log)
-
-
-def _eval(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.pipeline import bench_eval
-
-    return bench_eval(quick, log)
+    run: str
+    bar: str
+    plot: str | None = None
 
 
-def _asha(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.search import bench_asha
-
-    return bench_asha(quick, log)
-
-
-def _search(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.search import bench_search
-
-    return bench_search(quick, log)
-
-
-def _pareto(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.pareto import bench_pareto
-
-    return bench_pareto(quick, log)
-
-
-def _memory(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.memory import bench_memory
-
-    return bench_memory(quick, log)
-
-
-def _trials(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.trials import bench_trials
-
-    return bench_trials(quick, log)
-
-
-def _scale(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.scale import bench_scale
-
-    return bench_scale(quick, log)
-
-
-def _study(quick: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    from vpr_tune.bench.study import bench_study
-
-    return bench_study(quick, log)
-
-
-def _study_figure(result: dict[str, Any], path: Path) -> Path:
-    from vpr_tune.bench.study import plot
-
-    return plot(result, path)
-
-
-BENCHMARKS: dict[str, Callable[[bool, Callable[[str], Any]], dict[str, Any]]] = {
-    "loader": _loader,
-    "cache": _cache,
-    "eval": _eval,
-    "asha": _asha,
-    "search": _search,
-    "memory": _memory,
-    "pareto": _pareto,
-    "trials": _trials,
-    "scale": _scale,
-    "study": _study,
+_B = "vpr_tune.bench."
+BENCHMARKS: dict[str, Benchmark] = {
+    "loader": Benchmark(_B + "pipeline.bench_loader", _B + "pipeline.LOADER_BAR"),
+    "cache": Benchmark(_B + "pipeline.bench_cache", _B + "pipeline.CACHE_BAR"),
+    "eval": Benchmark(_B + "pipeline.bench_eval", _B + "pipeline.EVAL_BAR"),
+    "asha": Benchmark(_B + "search.bench_asha", _B + "search.ASHA_BAR"),
+    "search": Benchmark(_B + "search.bench_search", _B + "search.SEARCH_BAR"),
+    "memory": Benchmark(_B + "memory.bench_memory", _B + "memory.MEMORY_BAR"),
+    "pareto": Benchmark(_B + "pareto.bench_pareto", _B + "pareto.PARETO_BAR"),
+    "trials": Benchmark(_B + "trials.bench_trials", _B + "trials.TRIALS_BAR"),
+    "scale": Benchmark(_B + "scale.bench_scale", _B + "scale.SCALE_BAR"),
+    "study": Benchmark(_B + "study.bench_study", _B + "study.STUDY_BAR", _B + "study.plot"),
 }
-# Benchmarks that also draw a figure: written next to the record as NAME.png.
-FIGURES: dict[str, Callable[[dict[str, Any], Path], Path]] = {"study": _study_figure}
 
-# What each ratio means, for tables and docs.
-BAR_TEXT = {
-    "loader": "train img/s, real loader / batch in memory (>= 0.90)",
-    "cache": "loader img/s, decode-once cache / PIL every step (>= 5)",
-    "eval": "eval wall / bare forward (<= 1.15)",
-    "asha": "trial-epochs ASHA / FIFO, best R@1 within 1 point (<= 0.35)",
-    "search": "sum trial busy / (wall x cores) (>= 0.93)",
-    "memory": "per-trial USS growth / cache growth (<= 0.10)",
-    "pareto": "trial-epochs MO-ASHA / FIFO, hypervolume >= 0.98 of FIFO's (<= 0.5)",
-    "trials": "driver s per trial, 100 short trials (<= 0.5; RSS growth <= 0.5 MB/trial)",
-    "scale": "exponent of eval wall vs database size, 1k..27k (<= 1.1)",
-    "study": "trial-epochs TPE+ASHA needs to reach the manual study's best / manual's (<= 0.5)",
-}
+
+def load(target: str) -> Any:
+    """The object a ``"module.attr"`` string names (imports the module)."""
+    module, _, attr = target.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def bar_text(name: str) -> str:
+    """What benchmark ``name``'s ratio is, with its bar: read from the module's ``Bar``."""
+    try:
+        return load(BENCHMARKS[name].bar).text
+    except ImportError as exc:
+        return f"(its module does not import: {exc})"
 
 
 def resolve_names(name: str) -> list[str]:
@@ -134,12 +82,13 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path | str = Path("re
     """Run one benchmark, write ``out_dir/NAME.json`` and return its record."""
     if name not in BENCHMARKS:
         resolve_names(name)  # raises the UserError
+    bench = BENCHMARKS[name]
     start = time.perf_counter()
-    result = BENCHMARKS[name](quick, log)
+    result = load(bench.run)(quick, log)
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if name in FIGURES:
-        result["figure_png"] = str(FIGURES[name](result, Path(out_dir) / f"{name}.png"))
+    if bench.plot is not None:
+        result["figure_png"] = str(load(bench.plot)(result, Path(out_dir) / f"{name}.png"))
     write_text(Path(out_dir) / f"{name}.json", json.dumps(result, indent=1) + "\n")
     return result
 
@@ -180,7 +129,7 @@ def results_table(results: list[dict[str, Any]]) -> Any:
     for r in results:
         if r.get("error"):
             table.add_row(r["name"], "-", "-", Text("not run", style="yellow"),
-                          BAR_TEXT[r["name"]] + " (see the log above)", "")
+                          bar_text(r["name"]) + " (see the log above)", "")
             continue
         verdict = Text("pass", style="green") if r["passed"] else Text("FAIL", style="bold red")
         table.add_row(r["name"], f"{r['ratio']:.3f}", f"{r['bar_op']} {r['bar']:g}", verdict,

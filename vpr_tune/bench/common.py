@@ -23,17 +23,28 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Bar:
-    """A pass threshold: ``ratio >= value`` (``higher=True``) or ``ratio <= value``."""
+    """A pass threshold: ``ratio >= value`` (``higher=True``) or ``ratio <= value``, and
+    ``figure``, what the ratio is (the record's ``figure``, the table's text)."""
 
     value: float
     higher: bool
+    figure: str = ""
 
     def passed(self, ratio: float) -> bool:
         return math.isfinite(ratio) and (ratio >= self.value if self.higher else
                                          ratio <= self.value)
 
+    @property
+    def op(self) -> str:
+        return ">=" if self.higher else "<="
+
+    @property
+    def text(self) -> str:
+        """``"<figure> (<= 0.35)"``."""
+        return f"{self.figure} ({self})"
+
     def __str__(self) -> str:
-        return f"{'>=' if self.higher else '<='} {self.value:g}"
+        return f"{self.op} {self.value:g}"
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -71,17 +82,17 @@ def median_ratio(num: Sequence[float], den: Sequence[float]) -> float:
     return float(statistics.median(n / d for n, d in zip(num, den, strict=True)))
 
 
-def record(name: str, figure: str, ratio: float, bar: Bar, quick: bool,
-           **raw: Any) -> dict[str, Any]:
-    """The JSON record of one benchmark: name, ratio, bar, passed, plus the raw numbers."""
+def record(name: str, ratio: float, bar: Bar, quick: bool, **raw: Any) -> dict[str, Any]:
+    """The JSON record of one benchmark: name, what the ratio is (``bar.figure``), ratio,
+    bar, passed, plus the raw numbers."""
     import torch
 
     return {
         "name": name,
-        "figure": figure,
+        "figure": bar.figure,
         "ratio": round(float(ratio), 4),
         "bar": bar.value,
-        "bar_op": ">=" if bar.higher else "<=",
+        "bar_op": bar.op,
         "passed": bool(bar.passed(ratio)),
         "quick": bool(quick),
         "machine": {

@@ -19,7 +19,8 @@ from typing import Any
 
 from vpr_tune.bench.common import Bar, image_cache_in, median_ratio, record, write_train_jpegs
 
-MEMORY_BAR = Bar(0.10, higher=False)
+MEMORY_BAR = Bar(0.10, higher=False,
+                 figure="per-trial USS growth / cache file growth (1x -> 4x)")
 
 
 def _trial(split: Any, size: int, cache_dir: str, copy: bool, ready: Any, stop: Any) -> None:
@@ -92,8 +93,7 @@ def bench_memory(quick: bool = False, log: Any = print) -> dict[str, Any]:
         copy_uss = {m: (0 if quick else _uss_of_trials(splits[m], size, cache_dir, True))
                     for m in (1, 4)}
     copy_ratio = None if quick else round((copy_uss[4] - copy_uss[1]) / file_growth, 4)
-    return record("memory", "per-trial USS growth / cache file growth (1x -> 4x)", ratio,
-                  MEMORY_BAR, quick, uss_1x=uss[1], uss_4x=uss[4], cache_bytes_1x=nbytes[1],
-                  cache_bytes_4x=nbytes[4], image_size=size, concurrent_trials=2,
-                  copy_control_ratio=copy_ratio,
+    return record("memory", ratio, MEMORY_BAR, quick, uss_1x=uss[1], uss_4x=uss[4],
+                  cache_bytes_1x=nbytes[1], cache_bytes_4x=nbytes[4], image_size=size,
+                  concurrent_trials=2, copy_control_ratio=copy_ratio,
                   copy_control_uss=[copy_uss[1], copy_uss[4]])

@@ -22,8 +22,9 @@ from typing import Any
 from vpr_tune.bench.common import Bar, record
 from vpr_tune.bench.search import _params, _run, _space
 
-PARETO_BAR = Bar(0.5, higher=False)
 HYPERVOLUME_BAR = 0.98
+PARETO_BAR = Bar(0.5, higher=False, figure="trial-epochs MO-ASHA / FIFO (hypervolume >= "
+                 f"{HYPERVOLUME_BAR} of FIFO's)")
 OBJECTIVES = [{"metric": "val/R@1", "mode": "max"}, {"metric": "descriptor_dim", "mode": "min"}]
 # 12 trials of up to 9 epochs of 30 batches; rungs at epochs 1 and 3 (reduction factor 3).
 # The first rung comes after 30 batches, as in `asha`: the shortest run where a random-init
@@ -75,8 +76,7 @@ def bench_pareto(quick: bool = False, log: Any = print) -> dict[str, Any]:
         return sorted([float(v) for v in r] for r in rows[[c for c, _ in columns]].values)
 
     result = record(
-        "pareto", f"trial-epochs MO-ASHA / FIFO (hypervolume >= {HYPERVOLUME_BAR} of FIFO's)",
-        ratio, PARETO_BAR, quick, hypervolume_ratio=round(hv_ratio, 4),
+        "pareto", ratio, PARETO_BAR, quick, hypervolume_ratio=round(hv_ratio, 4),
         hypervolume_moasha=hv_mo, hypervolume_fifo=hv_fifo, reference_point=reference,
         objectives=OBJECTIVES, moasha_trial_epochs=mo_epochs, fifo_trial_epochs=fifo_epochs,
         trials=samples, max_epochs=epochs, batches_per_epoch=batches,

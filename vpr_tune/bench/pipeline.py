@@ -29,9 +29,11 @@ from vpr_tune.bench.common import (
     write_train_jpegs,
 )
 
-LOADER_BAR = Bar(0.90, higher=True)
-CACHE_BAR = Bar(5.0, higher=True)
-EVAL_BAR = Bar(1.15, higher=False)
+LOADER_BAR = Bar(0.90, higher=True, figure="train img/s, real loader / batch in memory")
+CACHE_BAR = Bar(5.0, higher=True,
+                figure="loader img/s, decode-once cache / PIL every step")
+EVAL_BAR = Bar(1.15, higher=False,
+               figure="eval wall (descriptors+faiss+recall) / bare forward")
 
 
 def _sync(dev: str) -> None:
@@ -91,8 +93,7 @@ def bench_loader(quick: bool = False, log: Any = print) -> dict[str, Any]:
             real_ips, mem_ips = alternate(lambda: side(real), lambda: side(fake), reps)
     ratio = median_ratio(real_ips, mem_ips)
     real_cpu, mem_cpu = cpu[True][1:], cpu[False][1:]  # without the warm-up
-    return record("loader", "train img/s, real loader / batch in memory", ratio, LOADER_BAR,
-                  quick, real_img_s=real_ips, in_memory_img_s=mem_ips,
+    return record("loader", ratio, LOADER_BAR, quick, real_img_s=real_ips, in_memory_img_s=mem_ips,
                   cpu_ratio=round(median_ratio(real_cpu, mem_cpu), 4), image_size=size,
                   batch_size=places * per, batches_per_rep=batches, data=str(root))
 
@@ -125,10 +126,9 @@ def bench_cache(quick: bool = False, log: Any = print) -> dict[str, Any]:
 
         cached, pil = alternate(lambda: side(True), lambda: side(False), reps)
     ratio = median_ratio(cached, pil)
-    return record("cache", "loader img/s, decode-once cache / PIL every step", ratio,
-                  CACHE_BAR, quick, cache_img_s=cached, pil_img_s=pil, jpeg_size=jpeg,
-                  image_size=size, images=len(split.paths), batch_size=p_batch * per,
-                  cache_build_s=round(build_s, 3))
+    return record("cache", ratio, CACHE_BAR, quick, cache_img_s=cached, pil_img_s=pil,
+                  jpeg_size=jpeg, image_size=size, images=len(split.paths),
+                  batch_size=p_batch * per, cache_build_s=round(build_s, 3))
 
 
 def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
@@ -186,9 +186,9 @@ def bench_eval(quick: bool = False, log: Any = print) -> dict[str, Any]:
         cpu["forward"].clear()
         full_s, fwd_s = alternate(full, forward, reps, warmup=False)
     ratio = median_ratio(full_s, fwd_s)
-    return record("eval", "eval wall (descriptors+faiss+recall) / bare forward", ratio,
-                  EVAL_BAR, quick, full_s=full_s, forward_s=fwd_s, database=len(split.db_paths),
-                  queries=len(split.q_paths), image_size=size, batch_size=bs,
+    return record("eval", ratio, EVAL_BAR, quick, full_s=full_s, forward_s=fwd_s,
+                  database=len(split.db_paths), queries=len(split.q_paths), image_size=size,
+                  batch_size=bs,
                   full_cpu_s=cpu["full"], forward_cpu_s=cpu["forward"],
                   cpu_ratio=round(median_ratio(cpu["full"], cpu["forward"]), 4),
                   first_eval_with_cache_build_s=round(cold_s, 3),

@@ -24,7 +24,8 @@ from typing import Any
 
 from vpr_tune.bench.common import Bar, device, image_cache_in, record
 
-SCALE_BAR = Bar(1.1, higher=False)
+SCALE_BAR = Bar(1.1, higher=False,
+                figure="exponent b of eval wall ~ database^b (fixed queries)")
 DB_SIZES = (1000, 3000, 9000, 27000)
 QUERIES = 500
 QUICK = {"sizes": (40, 80, 160), "queries": 8, "data": "tiny"}
@@ -151,8 +152,8 @@ def bench_scale(quick: bool = False, log: Any = print, data_size: str = "full") 
     small, large = builds[sizes[0]], builds[sizes[-1]]
     peak_vs_cache = (large[1] - small[1]) / (large[2] - small[2]) if large[2] > small[2] \
         else None
-    return record("scale", "exponent b of eval wall ~ database^b (fixed queries)", slope,
-                  SCALE_BAR, quick, database_sizes=list(sizes), queries=len(q_paths),
+    return record("scale", slope, SCALE_BAR, quick, database_sizes=list(sizes),
+                  queries=len(q_paths),
                   eval_s=[round(w, 3) for w in best], eval_s_all={str(n): walls[n]
                                                                 for n in sizes},
                   ms_per_image=[round(1000 * w / (n + len(q_paths)), 3)

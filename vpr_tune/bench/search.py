@@ -29,8 +29,9 @@ from typing import Any
 from vpr_tune.bench.common import Bar, record
 from vpr_tune.errors import UserError
 
-ASHA_BAR = Bar(0.35, higher=False)
-SEARCH_BAR = Bar(0.93, higher=True)
+ASHA_BAR = Bar(0.35, higher=False,
+               figure="trial-epochs ASHA / FIFO (best val R@1 within 1 point)")
+SEARCH_BAR = Bar(0.93, higher=True, figure="sum trial busy time / (wall x cores)")
 
 
 # asha: 12 trials of up to 27 epochs of 15 batches; rungs at 3, 9 and 27 epochs, a ladder
@@ -166,8 +167,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
     same_curves = all(fifo_curve.get(asha_config[t], [])[:len(c)] == c
                       for t, c in _curves(asha_metrics).items())
     within = abs(best_asha - best_fifo) <= 1.0
-    result = record("asha", "trial-epochs ASHA / FIFO (best val R@1 within 1 point)", ratio,
-                    ASHA_BAR, quick, asha_trial_epochs=asha_epochs,
+    result = record("asha", ratio, ASHA_BAR, quick, asha_trial_epochs=asha_epochs,
                     fifo_trial_epochs=fifo_epochs, trials=samples, max_epochs=epochs,
                     reduction_factor=ASHA["reduction_factor"],
                     grace_period=ASHA["grace_period"],
@@ -212,7 +212,7 @@ def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
     busy = [float(t) for t in trials["time_s"]]
     ratio = sum(busy) / (wall * cores)
     ready, finished = marks.get("ready", 0.0), marks.get("finished", wall)
-    return record("search", "sum trial busy time / (wall x cores)", ratio, SEARCH_BAR, quick,
+    return record("search", ratio, SEARCH_BAR, quick,
                   trial_busy_s=busy, wall_s=round(wall, 2), cores=cores,
                   machine_cores=os.cpu_count(), trials=samples, max_epochs=epochs,
                   trial_epochs=int(trials["epochs"].sum()), startup_s=round(ready, 2),

@@ -24,8 +24,10 @@ from typing import Any
 from vpr_tune.bench.common import Bar, record
 from vpr_tune.bench.search import _run, _space
 
-TRIALS_BAR = Bar(0.5, higher=False)  # seconds of driver overhead per trial
 RSS_BAR_MB = 0.5  # driver RSS growth per trial
+TRIALS_BAR = Bar(0.5, higher=False, figure=(  # seconds of driver overhead per trial
+    "driver overhead per trial, s: (wall x concurrency - sum trial time) / trials; "
+    f"driver RSS growth <= {RSS_BAR_MB} MB/trial"))
 SIZE = (100, 1, 2)  # trials, epochs, batches per epoch
 QUICK = (6, 1, 1)
 DONE = re.compile(r"trials (\d+)/(\d+) done")
@@ -84,8 +86,7 @@ def bench_trials(quick: bool = False, log: Any = print) -> dict[str, Any]:
     # of a least-squares line; quadratic total cost would show as a slope that matters.
     n, secs = np.array([w[0] for w in writes], float), np.array([w[1] for w in writes])
     slope = float(np.polyfit(n, secs, 1)[0]) if len(set(n)) > 1 else 0.0
-    result = record("trials", "driver overhead per trial, s: (wall x concurrency - sum trial "
-                    "time) / trials", overhead, TRIALS_BAR, quick, trials=samples,
+    result = record("trials", overhead, TRIALS_BAR, quick, trials=samples,
                     concurrency=concurrency, wall_s=round(wall, 2), trial_time_s=round(busy, 2),
                     mean_trial_s=round(busy / samples, 3),
                     driver_rss_growth_mb_per_trial=round(growth_mb, 4),
