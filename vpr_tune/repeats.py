@@ -65,6 +65,8 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
     from ray import tune
 
     from vpr_tune.tune import trainable
+    from vpr_tune.tune.checkpoints import retention_callback
+    from vpr_tune.tune.ray_internals import set_callbacks
     from vpr_tune.tune.search import _points_searcher, init_ray, stop_ray
 
     first = next(iter(configs.values()))
@@ -79,6 +81,7 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
             log(f"repeats: continuing {folder}")
             tuner = tune.Tuner.restore(str(folder), fn, resume_unfinished=True,
                                        resume_errored=True)
+            set_callbacks(tuner, [retention_callback()])
         else:
             from ray.tune.schedulers import FIFOScheduler
             from ray.tune.search import ConcurrencyLimiter
@@ -89,8 +92,9 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
             tuner = tune.Tuner(fn, param_space={}, tune_config=tune.TuneConfig(
                 search_alg=alg, scheduler=FIFOScheduler(), num_samples=len(points)),
                 run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
-                                          verbose=0,
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                                          verbose=0, callbacks=[retention_callback()],
+                                          checkpoint_config=tune.CheckpointConfig(
+                                              num_to_keep=None)))
         return tuner.fit()
     finally:
         if started:

@@ -605,23 +605,29 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     from ray import tune
 
     from vpr_tune.config import parse_duration
+    from vpr_tune.tune.checkpoints import retention_callback
     from vpr_tune.tune.trainable import make_trainable
 
     search, res = space.base["search"], space.base["resources"]
     trainable = make_trainable(space.base, data_root, res["cpu"], res["gpu"])
+    population = search["scheduler"] in POPULATION_SCHEDULERS
+    # Ray keeps every checkpoint folder; the retention callback deletes the ones no resume
+    # can need (checkpoints.py says why not Ray's num_to_keep). PBT: all are kept, a trial
+    # that cloned another restores from the other's folder.
+    retention = [] if population else [retention_callback()]
     if resume:
         if not tune.Tuner.can_restore(str(exp_dir)):
             raise UserError(f"{exp_dir}: no Ray experiment state to resume from")
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
                                    resume_errored=True)
-        # Callbacks are not saved with the experiment: hand them over again.
-        tuner._local_tuner._run_config.callbacks = callbacks
+        from vpr_tune.tune.ray_internals import set_callbacks
+
+        set_callbacks(tuner, [*callbacks, *retention])
         return tuner.fit()
     from vpr_tune.tune.storage import split
 
     parent, name = split(str(exp_dir))  # a URI's parameters (endpoint) stay on the parent
     alg, n = build_search_alg(space, num_samples, max_concurrent, warm, study_db, name)
-    population = search["scheduler"] in POPULATION_SCHEDULERS
     tuner = tune.Tuner(
         trainable,
         # PBT's points: Ray checks every preset key against param_space; a key a point lacks
@@ -638,14 +644,8 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             # waits 2 s for it and then fails the *new* trial.
             reuse_actors=population or search["scheduler"] == "fifo"),
         run_config=tune.RunConfig(
-            name=name, storage_path=parent, callbacks=callbacks,
-            verbose=0,
-            # Keep the 2 newest folders (each also holds the best model so far). Not by
-            # score: that deletes the folder a driver killed between two state saves would
-            # resume from; Ray saves its state at least every num_to_keep checkpoints.
-            # PBT: all (one per perturbation interval). A trial that cloned another shares
-            # its checkpoint, and Ray's retention would delete it under the other trial.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if population else 2),
+            name=name, storage_path=parent, callbacks=[*callbacks, *retention],
+            verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=int(search["max_failures"]))),
     )
     return tuner.fit()

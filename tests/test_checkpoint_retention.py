@@ -1,0 +1,108 @@
+"""Checkpoint retention never deletes a folder that a saved experiment state names.
+
+The fault it guards against (CI on a Xeon, an S3 kill/resume test): Ray's own retention
+deleted ``checkpoint_000005`` while the state on storage still named it, so ``--resume``
+lost the trial. Whether a kill lands in that window is timing; the invariant is not:
+after every checkpoint and every controller step, each folder that the newest saved state
+names exists. A callback checks it at each of those moments during a real search.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.helpers import FakeTrainer, use_trainer, write_space
+from vpr_tune.tune.checkpoints import KEEP_LATEST, deletable
+from vpr_tune.tune.ray_internals import saved_checkpoints
+
+FOLDERS = [f"checkpoint_{i:06d}" for i in range(8)]
+
+
+@pytest.mark.parametrize("named", [None, *FOLDERS])
+def test_deletable_keeps_the_named_folder_the_ones_after_it_and_the_newest(named):
+    doomed = deletable(FOLDERS, named)
+    kept = [f for f in FOLDERS if f not in doomed]
+    assert kept[-KEEP_LATEST:] == FOLDERS[-KEEP_LATEST:]
+    if named is not None:
+        assert named in kept and all(f in kept for f in FOLDERS if f > named)
+    assert all(f < (named or FOLDERS[-KEEP_LATEST]) for f in doomed)
+    assert len(kept) == max(KEEP_LATEST, len(FOLDERS) - FOLDERS.index(named or FOLDERS[-1]))
+
+
+def test_deletable_does_not_depend_on_listing_order():
+    assert deletable(FOLDERS[::-1], "checkpoint_000003") == FOLDERS[:3]
+
+
+class QuickTrainer(FakeTrainer):
+    """FakeTrainer at 50 ms an epoch: many checkpoints between two state saves."""
+
+    def run_epoch(self):
+        time.sleep(0.05)
+        self.epoch += 1
+        r1 = 100 * self.cfg["optimizer"]["lr"] * self.epoch
+        return {"epoch": self.epoch, "train/loss": 1.0 / self.epoch, "lr": 0.01,
+                "val/R@1": r1, "val/R@5": r1, "val/R@10": r1, "val/R@25": r1,
+                "descriptor_dim": 256, "query_ms": 2.56, "params_m": 11.0}
+
+
+def _invariant_checker(violations: list[str], seen: list[int]):
+    from ray.tune import Callback
+
+    class SavedStateNamesExistingFolders(Callback):
+        def _check(self, trials, **_info):
+            if not trials:
+                return
+            storage = trials[0].storage
+            fs = storage.storage_filesystem
+            named = saved_checkpoints(fs, storage.experiment_fs_path)
+            if named is None:  # Ray is rewriting the state file right now
+                return
+            seen.append(sum(v is not None for v in named.values()))
+            for trial in trials:
+                folder = named.get(trial.trial_id)
+                if folder is None:
+                    continue
+                info = fs.get_file_info(f"{trial.storage.trial_fs_path}/{folder}")
+                if info.type.name != "Directory":
+                    violations.append(f"{trial.trial_id}: saved state names {folder}, gone")
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            self._check(trials)
+
+        def on_step_end(self, iteration, trials, **info):
+            self._check(trials)
+
+    return SavedStateNamesExistingFolders()
+
+
+@pytest.mark.slow
+def test_no_saved_state_ever_names_a_deleted_folder(tmp_path, monkeypatch):
+    from vpr_tune.config import load_space
+    from vpr_tune.tune.search import init_ray, run_tuner, stop_ray
+
+    # a state save every second, so many saved states name checkpoints during the run
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    space = load_space(write_space(tmp_path / "s.yaml", data={"root": str(tmp_path)},
+                                   budget={"max_epochs": 60},
+                                   search={"num_samples": 2, "max_concurrent": 2}))
+    violations: list[str] = []
+    seen: list[int] = []
+    with use_trainer(monkeypatch, QuickTrainer):
+        started = init_ray(None, num_cpus=2)
+        try:
+            results = run_tuner(space, tmp_path / "exp", tmp_path, 2, 2, False,
+                                [_invariant_checker(violations, seen)])
+        finally:
+            if started:
+                stop_ray()
+    assert not results.errors
+    assert max(seen) >= 1, "no saved state named a checkpoint: the test proved nothing"
+    assert not violations, violations[:5]
+    for trial_dir in (tmp_path / "exp").glob("train_trial_*"):
+        folders = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        # bounded: the end state names the last folder, so only the newest few remain
+        assert 1 <= len(folders) <= KEEP_LATEST, folders
+    assert os.path.isdir(tmp_path / "exp")
