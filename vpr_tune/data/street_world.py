@@ -628,12 +628,32 @@ def _place_plan(cfg: dict[str, Any], seed: int, ci: int, pi: int) -> tuple[float
     return shift, base_yaw, int(prng.integers(lo, hi + 1))
 
 
-def _eval_plan(scfg: dict[str, Any], kind: str) -> tuple[int, int, float]:
-    """(streets, database images, queries) of an eval split; its street length."""
-    streets = max(1, math.ceil(scfg["length"] / PER_STREET))
-    length = scfg["length"] / streets
-    positions = len(np.arange(0.0, length + 1e-9, scfg["db_step"]))
-    n_pos = scfg.get("query_positions", scfg.get("queries", 0))
+@dataclass(frozen=True)
+class EvalSplit:
+    """One eval split street-world writes: where, in which city and look, and how."""
+
+    rel: str  # its folder under the root, e.g. "sf_xs/val"
+    city: tuple  # (name, UTM zone, zone letter, easting, northing) its streets start at
+    style: Style
+    code: int  # seeds its generators: one code per split
+    kind: str  # "gsv" (val), "flickr" (SF-XS test: some queries off the map), "tokyo"
+    section: str  # its entry of SIZES[size]: street length, database step, queries
+
+
+EVAL_SPLITS = (
+    EvalSplit("sf_xs/val", SF, SF_STYLE, code=1, kind="gsv", section="val"),
+    EvalSplit("sf_xs/test", SF, SF_STYLE, code=2, kind="flickr", section="test"),
+    EvalSplit("tokyo_xs/test", TOKYO, TOKYO_STYLE, code=3, kind="tokyo", section="tokyo"),
+)
+
+
+def _eval_plan(section: dict[str, Any], kind: str) -> tuple[int, int, float]:
+    """(database images, queries, street length) of an eval split: ``section`` is its
+    entry of ``SIZES[size]`` (``length``, ``db_step``, ``queries``)."""
+    streets = max(1, math.ceil(section["length"] / PER_STREET))
+    length = section["length"] / streets
+    positions = len(np.arange(0.0, length + 1e-9, section["db_step"]))
+    n_pos = section.get("query_positions", section.get("queries", 0))
     return streets * positions * len(CANONICAL), n_pos * (3 if kind == "tokyo" else 1), length
 
 
@@ -642,8 +662,8 @@ def planned_images(size: str, seed: int = 0) -> int:
     cfg = SIZES[size]
     n = sum(_place_plan(cfg, seed, ci, pi)[2] for ci in range(cfg["train_cities"])
             for pi in range(cfg["places_per_city"]))
-    for key, kind in (("val", "gsv"), ("test", "flickr"), ("tokyo", "tokyo")):
-        n_db, n_q, _length = _eval_plan(cfg[key], kind)
+    for split in EVAL_SPLITS:
+        n_db, n_q, _length = _eval_plan(cfg[split.section], split.kind)
         n += n_db + n_q
     return n
 
@@ -695,26 +715,22 @@ def _train_city(root: Path, cfg: dict[str, Any], seed: int, ci: int) -> int:
     return count
 
 
-def _eval(
-    root: Path,
-    rel: str,
-    city: tuple,
-    style: Style,
-    scfg: dict[str, Any],
-    cfg: dict[str, Any],
-    seed: int,
-    code: int,
-    kind: str,
+def _render_eval_split(
+    root: Path, split: EvalSplit, cfg: dict[str, Any], seed: int
 ) -> tuple[int, int]:
+    """Render ``split``'s database and queries of size ``cfg`` (an entry of ``SIZES``) into
+    ``root``; returns (database images, queries) written."""
+    rel, city, style, code, kind = split.rel, split.city, split.style, split.code, split.kind
+    section = cfg[split.section]
     wrng = np.random.default_rng([seed, 10, code])
-    streets = _city_streets(wrng, city, style, scfg["length"])
-    length = scfg["length"] / len(streets)
+    streets = _city_streets(wrng, city, style, section["length"])
+    length = section["length"] / len(streets)
     db_dir, q_dir = root / rel / "database", root / rel / "queries"
     db_dir.mkdir(parents=True)
     q_dir.mkdir(parents=True)
     n_db = 0
     for si, street in enumerate(streets):
-        for pi, s in enumerate(np.arange(0.0, length + 1e-9, scfg["db_step"])):
+        for pi, s in enumerate(np.arange(0.0, length + 1e-9, section["db_step"])):
             prng = np.random.default_rng([seed, 11, code, si, pi])
             y = prng.uniform(-1.5, 1.5)
             day = make_condition(prng, (2013, 2017) if kind != "tokyo" else (2014, 2015))
@@ -736,7 +752,7 @@ def _eval(
                 _save(img, db_dir / fname)
                 n_db += 1
     n_q = 0
-    n_pos = scfg.get("query_positions", scfg.get("queries", 0))
+    n_pos = section.get("query_positions", section.get("queries", 0))
     for qi in range(n_pos):
         qrng = np.random.default_rng([seed, 12, code, qi])
         street = streets[int(qrng.integers(len(streets)))]
@@ -784,9 +800,9 @@ def _eval(
     return n_db, n_q
 
 
-def _job(args: tuple) -> Any:
-    kind, payload = args[0], args[1:]
-    return _train_city(*payload) if kind == "train" else _eval(*payload)
+def _run_job(job: Callable[[], Any]) -> Any:
+    """Call one generation job (a picklable ``functools.partial``) in a worker process."""
+    return job()
 
 
 def _generate(
@@ -797,17 +813,12 @@ def _generate(
     so the bytes do not depend on ``workers``. ``progress(images written, total)`` is called
     about every second."""
     import multiprocessing as mp
+    from functools import partial
 
     cfg = SIZES[size]
-    evals = (
-        ("sf_xs/val", SF, SF_STYLE, 1, "gsv"),
-        ("sf_xs/test", SF, SF_STYLE, 2, "flickr"),
-        ("tokyo_xs/test", TOKYO, TOKYO_STYLE, 3, "tokyo"),
-    )
-    jobs: list[tuple] = [("train", root, cfg, seed, ci) for ci in range(cfg["train_cities"])]
-    for rel, city, style, code, kind in evals:
-        scfg = cfg[rel.split("/")[1] if rel.startswith("sf") else "tokyo"]
-        jobs.append(("eval", root, rel, city, style, scfg, cfg, seed, code, kind))
+    jobs: list[Callable[[], Any]] = [
+        *(partial(_train_city, root, cfg, seed, ci) for ci in range(cfg["train_cities"])),
+        *(partial(_render_eval_split, root, split, cfg, seed) for split in EVAL_SPLITS)]
     ctx = mp.get_context("spawn")
     counter = ctx.Value("q", 0)
     report = progress or log_progress(log, "  street-world")
@@ -817,19 +828,19 @@ def _generate(
 
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_count_into,
                                      initargs=(counter,)) as pool:
-                results = list(pool.map(_job, jobs))
+                results = list(pool.map(_run_job, jobs))
         else:
             _count_into(counter)
             try:
-                results = [_job(j) for j in jobs]
+                results = [_run_job(j) for j in jobs]
             finally:
                 _count_into(None)
     n_train = sum(results[: cfg["train_cities"]])
     log(f"  gsv_xs/train: {n_train} images")
     counts: dict[str, Any] = {"gsv_xs/train": n_train}
-    for (rel, *_), (n_db, n_q) in zip(evals, results[cfg["train_cities"] :], strict=True):
-        counts[rel] = {"database": n_db, "queries": n_q}
-        log(f"  {rel}: {n_db} database, {n_q} queries")
+    for split, (n_db, n_q) in zip(EVAL_SPLITS, results[cfg["train_cities"] :], strict=True):
+        counts[split.rel] = {"database": n_db, "queries": n_q}
+        log(f"  {split.rel}: {n_db} database, {n_q} queries")
     return counts
 
 
