@@ -1,20 +1,27 @@
-"""What several test files share: tiny search spaces, a hand-made experiment, a fake trainer.
+"""What several test files share: tiny search spaces, a hand-made experiment, a fake trainer,
+the CLI in a subprocess.
 
->>> from tests.helpers import FakeTrainer, tiny_space, use_trainer, write_space
+>>> from tests.helpers import CliRun, FakeTrainer, tiny_space, use_trainer, write_space
 >>> path = write_space(tmp_path / "s.yaml", search={"num_samples": 4})
 >>> with use_trainer(monkeypatch, FakeTrainer): ...   # Ray trials train nothing
+>>> with CliRun(["run", path, "--name", "x"], tmp_path / "run.log") as run:
+...     run.wait_for(lambda: (tmp_path / "results/x/trials.csv").exists(), 300, "trials.csv")
+...     run.signal(signal.SIGKILL)
 
 Fixtures built on these live in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -237,3 +244,102 @@ def run_cli(args: list[str]) -> int:
         return main(args)
     finally:
         ray.shutdown()
+
+
+# ------------------------------------------------------------- the CLI in a subprocess
+class CliRun:
+    """``python -m vpr_tune ARGS`` in a process group of its own, its output in ``log``.
+
+    Use it as a context manager: leaving the block (whatever happened in it) kills the
+    process if it still runs and every process left in its group (the Ray processes a
+    killed driver leaves behind). Wait on events in files (:meth:`wait_for`), not on time::
+
+        with CliRun(["run", space, "--name", "x", "--storage", storage], log) as run:
+            run.wait_for(lambda: rows(storage / "x" / "trials.csv") >= 1, 300,
+                         "a trial row in trials.csv")
+            run.signal(signal.SIGTERM)
+            run.wait(60)
+        assert run.returncode == 143, run.output()
+    """
+
+    def __init__(self, args: list[Any], log: Path, env: dict[str, str] | None = None) -> None:
+        self.command = [sys.executable, "-m", "vpr_tune", *map(str, args)]
+        self.log = Path(log)
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> CliRun:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("w") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                         env=self.env, start_new_session=True)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its group: Ray's processes
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def output(self) -> str:
+        """Everything it printed so far (stdout and stderr)."""
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> None:
+        """Poll ``condition`` (an event in a file: a row in trials.csv, an epoch in Ray's
+        result.json) until it holds; fail if the process ends first or after ``timeout``
+        seconds (only a broken run waits that long)."""
+        import pytest
+
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                pytest.fail(f"vpr-tune exited ({self.proc.returncode}) before {what}:\n"
+                            f"{self.output()[-5000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} after {timeout} s:\n{self.output()[-5000:]}")
+            time.sleep(0.5)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process itself (not its group: as a user's kill would)."""
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit status once it ends (``subprocess.TimeoutExpired`` after ``timeout``)."""
+        return self.proc.wait(timeout=timeout)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def ray_reports(exp: Path) -> dict[str, list[dict]]:
+    """Every epoch row each trial of experiment folder ``exp`` reported, in order, straight
+    from Ray's result.json files (repeats included: a trial restarted from epoch 0 reports
+    epoch 1 twice)."""
+    out: dict[str, list[dict]] = {}
+    for path in Path(exp).glob("*/result.json"):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the line being written right now
+                continue
+        rows = [r for r in rows if "epoch" in r]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out

@@ -5,8 +5,6 @@ continue from their checkpoint, not from epoch 0."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,10 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import write_space
+from tests.helpers import CliRun, ray_reports, write_space
 from vpr_tune.analysis import read_table
 
 pytestmark = pytest.mark.slow
+# Ray writes the experiment state every 10 s: a trial whose first report is older than this
+# has a checkpoint the state on disk knows (a younger one may rightly restart from epoch 0).
+STATE_PERIOD_S = 12
 
 def _space(tmp_path: Path, epochs: int, samples: int, failures: int = 0, batches: int = 24
            ) -> Path:
@@ -31,76 +32,48 @@ def _space(tmp_path: Path, epochs: int, samples: int, failures: int = 0, batches
                                "max_failures": failures})
 
 
-def _reports(exp: Path) -> dict[str, list[dict]]:
-    """Every epoch row each trial reported, in order, straight from Ray's result.json files
-    (repeats included: a trial restarted from epoch 0 would report epoch 1 twice)."""
-    out: dict[str, list[dict]] = {}
-    for path in exp.glob("*/result.json"):
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # the line being written right now
-                continue
-        rows = [r for r in rows if "epoch" in r]
-        if rows:
-            out[rows[0]["trial_id"]] = rows
-    return out
-
-
 def _epochs_by_trial(exp: Path) -> dict[str, list[int]]:
-    return {t: [int(r["epoch"]) for r in rows] for t, rows in _reports(exp).items()}
+    return {t: [int(r["epoch"]) for r in rows] for t, rows in ray_reports(exp).items()}
 
 
-def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"the search ended before the fault could be injected:\n{out}")
-        time.sleep(0.5)
-    pytest.fail("timed out waiting for the search to reach the point of the fault")
+def _run_args(space: Path, data: Path, name: str, storage: Path) -> list[str]:
+    return ["run", str(space), "--data", str(data), "--name", name, "--storage", str(storage)]
+
+
+def _known_to_state(rows: list[dict]) -> bool:
+    """The trial's first report (and checkpoint) is older than Ray's state period."""
+    return time.time() - rows[0]["timestamp"] > STATE_PERIOD_S
 
 
 def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
         tmp_path, street_world_tiny):
     epochs, samples = 12, 4  # ~3 s epochs: trials run long enough to be caught midway
     storage = tmp_path / "res"
-    cmd = [sys.executable, "-m", "vpr_tune", "run", str(_space(tmp_path, epochs, samples)),
-           "--data", str(street_world_tiny), "--name", "killed", "--storage", str(storage)]
+    args = _run_args(_space(tmp_path, epochs, samples), street_world_tiny, "killed", storage)
     exp = storage / "killed"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        # Kill when one trial has finished and another is part-way and reported its first
-        # checkpoint more than Ray's experiment-state period (10 s) ago, so the state on disk
-        # knows a checkpoint of it (younger trials may rightly restart from epoch 0).
+    with CliRun(args, tmp_path / "run.log") as run:
+        # Kill when one trial has finished and another is part-way with a checkpoint the
+        # state on disk knows (so it must continue from it, not from epoch 0).
         def midway() -> bool:
-            seen = _reports(exp)
+            seen = ray_reports(exp)
             return (any(r[-1]["epoch"] == epochs for r in seen.values())
-                    and any(r[-1]["epoch"] < epochs - 2 and time.time() - r[0]["timestamp"] > 12
+                    and any(r[-1]["epoch"] < epochs - 2 and _known_to_state(r)
                             for r in seen.values()))
 
-        _wait_for(midway, 400, proc)
-        seen = _reports(exp)
+        run.wait_for(midway, 400, "a finished trial and one part-way in result.json")
+        seen = ray_reports(exp)
         before = {t: [int(r["epoch"]) for r in rows] for t, rows in seen.items()}
         finished = {t for t, e in before.items() if max(e) == epochs}
         running = {t for t, rows in seen.items() if rows[-1]["epoch"] < epochs
-                   and time.time() - rows[0]["timestamp"] > 12}
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if _group_alive(proc.pid):  # Ray processes the dead driver may have left behind
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL
+                   and _known_to_state(rows)}
+        run.signal(signal.SIGKILL)
+        run.wait(30)
+    assert run.returncode == -signal.SIGKILL
     assert finished and running, before
     # the dead driver's lock file is still there with its pid: it must not block --resume
-    assert (exp / ".running").read_text().strip() == str(proc.pid)
+    assert (exp / ".running").read_text().strip() == str(run.pid)
 
+    cmd = [sys.executable, "-m", "vpr_tune", *args]
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=500)
     out = again.stdout + again.stderr
     assert again.returncode == 0, out
@@ -120,14 +93,6 @@ def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
     assert len(metrics) == samples * epochs
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
 def _trial_workers(driver: int) -> list[psutil.Process]:
     """Ray worker processes running a trial (their title names the trainable)."""
     found = []
@@ -144,32 +109,25 @@ def _trial_workers(driver: int) -> list[psutil.Process]:
 def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, street_world_tiny):
     epochs, samples = 8, 2
     storage = tmp_path / "res"
-    cmd = [sys.executable, "-m", "vpr_tune", "run",
-           str(_space(tmp_path, epochs, samples, failures=1)),
-           "--data", str(street_world_tiny), "--name", "worker", "--storage", str(storage)]
+    args = _run_args(_space(tmp_path, epochs, samples, failures=1), street_world_tiny,
+                     "worker", storage)
     exp = storage / "worker"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        _wait_for(lambda: any(2 <= max(e) <= epochs - 2
-                              for e in _epochs_by_trial(exp).values()), 300, proc)
-        workers = _trial_workers(proc.pid)
+    with CliRun(args, tmp_path / "run.log") as run:
+        run.wait_for(lambda: any(2 <= max(e) <= epochs - 2
+                                 for e in _epochs_by_trial(exp).values()), 300,
+                     "a trial part-way in result.json")
+        workers = _trial_workers(run.pid)
         assert workers, [" ".join(p.cmdline()) for p in
-                         psutil.Process(proc.pid).children(recursive=True)]
+                         psutil.Process(run.pid).children(recursive=True)]
         victim = workers[0].pid
         workers[0].kill()  # SIGKILL: no Python cleanup runs in the trial
-        out, _ = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if _group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, out
+        run.wait(400)
+    assert run.returncode == 0, run.output()
     final = read_table(exp / "trials.csv")
     assert len(final) == samples
     assert (final["status"] == "TERMINATED").all(), final[["trial_id", "status", "error"]]
     assert (final["epochs"] == epochs).all()
-    reports = _reports(exp)
+    reports = ray_reports(exp)
     killed = [rows for rows in reports.values() if rows[0]["pid"] == victim]
     assert len(killed) == 1, reports
     rows = killed[0]
@@ -184,26 +142,17 @@ def test_sigterm_saves_tables_says_how_to_resume_and_resume_finishes(
         tmp_path, street_world_tiny):
     epochs, samples = 6, 3
     storage = tmp_path / "res"
-    cmd = [sys.executable, "-m", "vpr_tune", "run",
-           str(_space(tmp_path, epochs, samples, batches=12)),
-           "--data", str(street_world_tiny), "--name", "term", "--storage", str(storage)]
+    args = _run_args(_space(tmp_path, epochs, samples, batches=12), street_world_tiny, "term",
+                     storage)
     exp = storage / "term"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        _wait_for(lambda: any(2 <= r[-1]["epoch"] <= epochs - 3
-                              for r in _reports(exp).values()), 400, proc)
-        os.kill(proc.pid, signal.SIGTERM)  # what a scheduler or `timeout` sends
-        start = time.time()
-        out, _ = proc.communicate(timeout=60)
-        took = time.time() - start
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if _group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, out
-    assert took < 30, took
+    with CliRun(args, tmp_path / "run.log") as run:
+        run.wait_for(lambda: any(2 <= r[-1]["epoch"] <= epochs - 3
+                                 for r in ray_reports(exp).values()), 400,
+                     "a trial part-way in result.json")
+        run.signal(signal.SIGTERM)  # what a scheduler or `timeout` sends
+        run.wait(60)  # it stops by itself (a hang fails here)
+    out = run.output()
+    assert run.returncode == 143, out
     assert "stopped by SIGTERM" in out and "--resume" in out, out
     assert "Traceback" not in out, out
     before = _epochs_by_trial(exp)
@@ -211,6 +160,7 @@ def test_sigterm_saves_tables_says_how_to_resume_and_resume_finishes(
     assert saved["trial_id"].is_unique and set(before) <= set(saved["trial_id"]), saved
     assert not (saved["status"] == "ERROR").any(), saved[["trial_id", "status", "error"]]
 
+    cmd = [sys.executable, "-m", "vpr_tune", *args]
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=500)
     assert again.returncode == 0, again.stdout + again.stderr
     final = read_table(exp / "trials.csv")
@@ -230,24 +180,17 @@ def test_second_run_of_a_running_experiment_refuses_and_the_first_finishes(
         tmp_path, street_world_tiny):
     epochs, samples = 3, 2
     storage = tmp_path / "res"
-    cmd = [sys.executable, "-m", "vpr_tune", "run", str(_space(tmp_path, epochs, samples)),
-           "--data", str(street_world_tiny), "--name", "twice", "--storage", str(storage)]
+    args = _run_args(_space(tmp_path, epochs, samples), street_world_tiny, "twice", storage)
     exp = storage / "twice"
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
-    try:
-        _wait_for(lambda: (exp / "space.yaml").exists(), 300, first)
+    cmd = [sys.executable, "-m", "vpr_tune", *args]
+    with CliRun(args, tmp_path / "first.log") as first:
+        first.wait_for(lambda: (exp / "space.yaml").exists(), 300, "space.yaml of the experiment")
         for extra in ([], ["--resume"]):
             second = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120)
             assert second.returncode == 2, second.stdout + second.stderr
             assert f"experiment 'twice' is already running, pid {first.pid}" in second.stderr
             assert "Traceback" not in second.stderr
-        out, _ = first.communicate(timeout=400)
-    finally:
-        if first.poll() is None:
-            first.kill()
-        if _group_alive(first.pid):
-            os.killpg(first.pid, signal.SIGKILL)
-    assert first.returncode == 0, out
+        first.wait(400)
+    assert first.returncode == 0, first.output()
     final = read_table(exp / "trials.csv")
     assert len(final) == samples and (final["status"] == "TERMINATED").all(), final

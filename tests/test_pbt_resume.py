@@ -3,16 +3,15 @@ trial, keeps the exploits already logged, and no epoch is counted twice."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from tests.test_faults import _group_alive, _reports, _wait_for
+from tests.helpers import CliRun, ray_reports
+from tests.test_faults import _known_to_state
 from vpr_tune.tune.lineage import lineage
 from vpr_tune.tune.results import read_table
 
@@ -38,30 +37,24 @@ def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
     space.write_text(textwrap.dedent(SPACE))
     storage = tmp_path / "res"
     exp = storage / "pbt"
-    cmd = [sys.executable, "-m", "vpr_tune", "run", str(space), "--data",
-           str(street_world_tiny), "--name", "pbt", "--storage", str(storage)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    args = ["run", str(space), "--data", str(street_world_tiny), "--name", "pbt",
+            "--storage", str(storage)]
+    with CliRun(args, tmp_path / "run.log") as run:
         # Kill after the first exploit, with every trial part-way and its first checkpoint
-        # older than Ray's experiment-state period (10 s). float32 (in SPACE) keeps trials
-        # slow enough for that window on CPUs where auto would pick bfloat16.
+        # known to Ray's experiment state on disk. float32 (in SPACE) keeps trials slow
+        # enough for that window on CPUs where auto would pick bfloat16.
         def midway() -> bool:
-            seen = _reports(exp)
+            seen = ray_reports(exp)
             return ((exp / "perturbations.csv").exists() and len(seen) == 4
-                    and all(2 <= r[-1]["epoch"] < 8 and time.time() - r[0]["timestamp"] > 12
+                    and all(2 <= r[-1]["epoch"] < 8 and _known_to_state(r)
                             for r in seen.values()))
 
-        _wait_for(midway, 600, proc)
+        run.wait_for(midway, 600, "an exploit and every trial part-way in result.json")
         before = read_table(exp / "perturbations.csv")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if _group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL
+        run.signal(signal.SIGKILL)
+        run.wait(30)
+    assert run.returncode == -signal.SIGKILL
+    cmd = [sys.executable, "-m", "vpr_tune", *args]
 
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=900)
     out = again.stdout + again.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import make_tiny_root, tiny_cfg
+from tests.helpers import CliRun, group_alive, make_tiny_root, tiny_cfg
 from vpr_tune.errors import UserError
 
 
@@ -214,3 +214,48 @@ def test_cli_train_bad_key(tmp_path, capsys) -> None:
     (tmp_path / "t.yaml").write_text("optimiser: {name: sgd}\n")
     assert main(["train", str(tmp_path / "t.yaml")]) == 2
     assert "optimiser" in capsys.readouterr().err
+
+
+def _epochs_written(metrics_csv) -> list[int]:
+    import csv
+
+    if not metrics_csv.is_file():
+        return []
+    with metrics_csv.open() as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_train_killed_mid_run_resumes_after_its_last_epoch(tiny_root, tmp_path) -> None:
+    """SIGKILL during ``vpr-tune train`` loses at most the epoch in progress: ``--resume``
+    goes on from last.pt, each epoch in metrics.csv once; nothing of the run is left."""
+    import signal
+
+    import yaml
+
+    from vpr_tune.checkpoint import read_checkpoint
+    from vpr_tune.cli import main
+
+    space = {"data": {"image_size": [32, 32], "augment": False}, "model": {"freeze_stages": 0},
+             "budget": {"max_epochs": 100, "batches_per_epoch": 2, "places_per_batch": 4,
+                        "images_per_place": 2, "eval_batch_size": 8},
+             "resources": {"precision": "fp32"}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(space))
+    out = tmp_path / "run"
+    args = ["train", str(tmp_path / "t.yaml"), "--data", str(tiny_root), "--out", str(out),
+            "--threads", "1"]
+    with CliRun(args, tmp_path / "train.log") as run:
+        run.wait_for(lambda: 1 in _epochs_written(out / "metrics.csv"), 300,
+                     "epoch 1 in metrics.csv")
+        run.signal(signal.SIGKILL)
+        run.wait(30)
+    assert run.returncode == -signal.SIGKILL
+    assert not group_alive(run.pid)
+    done = int(read_checkpoint(out / "last.pt")["epoch"])
+    assert 1 <= done < 100 and max(_epochs_written(out / "metrics.csv")) <= done
+
+    space["budget"]["max_epochs"] = done + 1  # one epoch more
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(space))
+    assert main([*args, "--resume"]) == 0
+    epochs = _epochs_written(out / "metrics.csv")
+    assert epochs[-1] == done + 1 and epochs == sorted(set(epochs)), epochs
+    assert int(read_checkpoint(out / "last.pt")["epoch"]) == done + 1
