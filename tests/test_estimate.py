@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_space
-from vpr_tune.config import space_from_dict
+from vpr_tune.config import DEFAULTS, space_from_dict
+from vpr_tune.rungs import GRACE_PERIOD, REDUCTION_FACTOR, milestones, rung_epochs
 from vpr_tune.tune.estimate import (
-    asha_rungs,
     extreme_config,
     project,
     trial_epochs,
@@ -22,8 +22,14 @@ def test_asha_rungs_match_ray() -> None:
 
     for grace, rf, max_t in [(1, 3, 4), (2, 3, 10), (1, 2, 8), (2, 4, 10), (1, 3, 9)]:
         ray_rungs = sorted(m for m, _ in _Bracket(grace, max_t, rf, 0)._rungs)
-        assert asha_rungs(grace, rf, max_t) == ray_rungs
-    assert asha_rungs(1, 3, 4) == [1, 3]  # the demo: cut after 1 or 3 of 4 epochs
+        assert milestones(grace, rf, max_t) == ray_rungs
+    assert milestones(1, 3, 4) == [1, 3]  # the demo: cut after 1 or 3 of 4 epochs
+    assert rung_epochs(1, 3, 9) == [1, 3]  # epochs below max_t where trials are cut
+    assert milestones(5, 3, 4) == [] and rung_epochs(1, 1, 9) == []
+
+
+def test_asha_defaults_are_the_configs() -> None:
+    assert DEFAULTS["asha"] == {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR}
 
 
 def test_fifo_trial_epochs_is_trials_times_epochs() -> None:

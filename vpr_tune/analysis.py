@@ -18,24 +18,34 @@ Typical use (in a notebook or a script)::
 Column names follow ``docs/CONTRACTS.md``: ``trials.csv`` holds ``trial_id, status``, the
 dotted hyperparameter columns, and ``best_<m>, last_<m>`` for each metric ``m`` of
 ``metrics.SEARCHABLE``; ``metrics.csv`` holds ``trial_id, epoch`` and ``metrics.REPORTED``.
+
+The statistics of the frames (``best_so_far``, ``rung_spearman``, ``rank_transfer``) live in
+:mod:`vpr_tune.search_stats` and ``markdown_table`` in :mod:`vpr_tune.markdown`; they are
+imported here so ``va.`` reaches them too.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from vpr_tune import metrics
+from vpr_tune import metrics, statuses
 from vpr_tune.errors import SearchFailed, UserError
+from vpr_tune.markdown import markdown_table as markdown_table
 from vpr_tune.metrics import summary_column
+from vpr_tune.rungs import GRACE_PERIOD, REDUCTION_FACTOR, rung_epochs
+from vpr_tune.search_stats import RungCorrelation as RungCorrelation
+from vpr_tune.search_stats import best_so_far as best_so_far
+from vpr_tune.search_stats import rank_transfer as rank_transfer
+from vpr_tune.search_stats import retest_columns as retest_columns
+from vpr_tune.search_stats import rung_spearman as rung_spearman
+from vpr_tune.search_stats import rung_spearman_table as rung_spearman_table
 from vpr_tune.tune import pareto
 from vpr_tune.tune.results import all_failed, failure_summary, read_table
 
@@ -45,9 +55,6 @@ SUMMARY_COLUMNS = (
     "pareto", *metrics.COSTS,
 )
 SUMMARY_PREFIXES = ("best_", "last_", "val/", "train/", "time", "timestamp")
-# Statuses that never rank: the trial crashed or its loss became NaN/inf, or it never ran.
-FAILED_STATUSES = frozenset(pareto.FAILED_STATUSES)
-NOT_STARTED = frozenset({"PENDING"})
 SYNTHETIC_LABEL = "synthetic (street-world)"
 # The recalls the best table shows (plus the ranking metric when it is another one).
 TABLE_METRICS = metrics.VAL_RECALLS[:2]
@@ -82,24 +89,26 @@ class Experiment:
         return hyperparameter_columns(self.trials)
 
     @property
+    def search(self) -> dict[str, Any] | None:
+        """The ``search`` section of space.yaml (None when there is none)."""
+        search = self.space.get("search") if isinstance(self.space, dict) else None
+        return search if isinstance(search, dict) else None
+
+    @property
     def metric(self) -> str:
-        """The metric the search ranked by: ``search.metric`` in space.yaml (several
-        objectives: the first recall or loss among them, which ``best.pt`` followed)."""
-        metric = _get(self.space, "search.metric", None)
-        if metric is None:  # several objectives: the first one training improves
-            metric = next((m for m, _ in self.objectives if m in metrics.SEARCHABLE), None)
-        return metric if metric in metrics.SEARCHABLE else metrics.DEFAULT_METRIC
+        """The metric the search ranked by (:func:`vpr_tune.metrics.ranking`: ``search.metric``
+        in space.yaml; several objectives: the first recall or loss, which ``best.pt`` followed)."""
+        return metrics.ranking(self.search)[0]
 
     @property
     def mode(self) -> str:
         """``max`` or ``min``: ``search.mode`` in space.yaml, else the metric's direction."""
-        return metrics.mode_of({"metric": self.metric, "mode": _get(self.space, "search.mode")})
+        return metrics.ranking(self.search)[1]
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
         """``(metric, mode)`` of each objective: ``search.objectives``, else the one metric."""
-        search = self.space.get("search") if isinstance(self.space, dict) else None
-        return metrics.objectives_of(search if isinstance(search, dict) else None)
+        return metrics.objectives_of(self.search)
 
     @property
     def multi_objective(self) -> bool:
@@ -117,18 +126,14 @@ class Experiment:
         """ASHA rung epochs (grace_period * reduction_factor**k below max_epochs); [] for FIFO."""
         if _get(self.space, "search.scheduler", "asha") != "asha":
             return []
-        grace = _get(self.space, "asha.grace_period", 1)
-        factor = _get(self.space, "asha.reduction_factor", 3)
+        grace = _get(self.space, "asha.grace_period", GRACE_PERIOD)
+        factor = _get(self.space, "asha.reduction_factor", REDUCTION_FACTOR)
         max_t = _get(self.space, "budget.max_epochs", None)
         if not self.curves.empty:
             max_t = max(int(max_t or 0), int(self.curves["epoch"].max()))
-        if not all(isinstance(v, int | float) for v in (grace, factor, max_t)) or factor <= 1:
+        if not all(isinstance(v, int | float) for v in (grace, factor, max_t)):
             return []
-        rungs, t = [], float(grace)
-        while t < max_t:
-            rungs.append(int(t))
-            t *= factor
-        return rungs
+        return rung_epochs(grace, factor, max_t)
 
     @property
     def finished_curves(self) -> pd.DataFrame:
@@ -154,10 +159,8 @@ def resolve_experiment(name: str | os.PathLike[str] | None, storage: str | None 
     path = Path(newest_experiment(storage) if name is None else experiment_dir(str(name), storage))
     if not path.is_dir():
         known = sorted(p.parent.name for p in path.parent.glob("*/trials.csv"))
-        raise UserError(
-            f"unknown experiment {name!r}: no folder {path} "
-            f"(experiments there: {', '.join(known) or 'none'})"
-        )
+        raise UserError(f"unknown experiment {name!r}: no folder {path} "
+                        f"(experiments there: {', '.join(known) or 'none'})")
     return path
 
 
@@ -185,15 +188,9 @@ def load_experiment(
     retest_csv = path / "retest.csv"
     retest = read_table(retest_csv) if retest_csv.exists() else None
     space = _read_yaml(path / "space.yaml")
-    return Experiment(
-        path=path,
-        trials=trials,
-        curves=curves,
-        retest=retest,
-        varying=varying_columns(trials),
-        synthetic=is_synthetic_experiment(path, space),
-        space=space,
-    )
+    return Experiment(path=path, trials=trials, curves=curves, retest=retest,
+                      varying=varying_columns(trials),
+                      synthetic=is_synthetic_experiment(path, space), space=space)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -236,17 +233,14 @@ def is_synthetic_experiment(path: Path, space: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------ columns
 def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
     """Columns of ``trials`` that are hyperparameters (dotted paths like ``optimizer.lr``)."""
-    return [
-        c
-        for c in trials.columns
-        if c not in SUMMARY_COLUMNS and not c.startswith(SUMMARY_PREFIXES) and "/" not in c
-    ]
+    return [c for c in trials.columns
+            if c not in SUMMARY_COLUMNS and not c.startswith(SUMMARY_PREFIXES) and "/" not in c]
 
 
 def failed_trials(exp: Experiment) -> list[str]:
     """Ids of ERROR / DIVERGED trials."""
     status = exp.trials["status"].astype(str).str.upper()
-    return list(exp.trials.loc[status.isin(FAILED_STATUSES), "trial_id"])
+    return list(exp.trials.loc[status.isin(statuses.FAILED), "trial_id"])
 
 
 def varying_columns(trials: pd.DataFrame) -> list[str]:
@@ -274,7 +268,7 @@ def ranked(
     if mode is None:
         mode = exp.mode_for(column) if exp is not None else metrics.direction(column)
     status = trials["status"].astype(str).str.upper()
-    ok = ~status.isin(FAILED_STATUSES | NOT_STARTED) & trials[column].notna()
+    ok = ~status.isin(statuses.UNRANKED) & trials[column].notna()
     frame = trials[ok].copy()
     tie = summary_column(metrics.VAL_RECALLS[1])
     frame["_tie"] = frame.get(tie, pd.Series(0.0, index=frame.index)).fillna(-1.0)
@@ -339,7 +333,7 @@ def front_rows(exp: Experiment) -> pd.DataFrame:
         raise UserError(f"experiment {exp.name}: trials.csv has no {', '.join(missing)} "
                         f"column ({exp.path / 'trials.csv'})")
     status = exp.trials["status"].astype(str).str.upper()
-    rows = pareto.front(exp.trials[~status.isin(NOT_STARTED)], columns)
+    rows = pareto.front(exp.trials[~status.isin(statuses.NOT_STARTED)], columns)
     if rows.empty:
         counts = status.value_counts().to_dict()
         raise UserError(f"experiment {exp.name}: no finished trial with every objective "
@@ -374,84 +368,7 @@ def hypervolume_curve(exp: Experiment, reference: list[float] | None = None) -> 
     return pareto.hypervolume_curve(exp.trials, columns, reference or reference_point(exp))
 
 
-# ------------------------------------------------------------------------------ helpers
-def best_so_far(
-    curves: pd.DataFrame, metric: str = metrics.DEFAULT_METRIC, exclude: Iterable[str] = (),
-    mode: str | None = None,
-) -> pd.DataFrame:
-    """Best ``metric`` seen so far against cumulative trial-epochs spent.
-
-    Rows are taken in the order they were reported (``timestamp``/``time_total_s`` when
-    present, else file order). Epochs of ``exclude`` trials (e.g. failed ones, which never
-    rank) cost compute but never count as best. ``mode`` defaults to the metric's direction
-    (the lowest ``train/loss`` so far). Returns ``trial_epochs``, ``trial_id``, ``metric``,
-    ``best``.
-    """
-    mode = mode or metrics.direction(metric)
-    frame = curves.dropna(subset=[metric]).copy()
-    frame[metric] = frame[metric].where(~frame["trial_id"].isin(set(exclude)))
-    for col in ("timestamp", "time_total_s"):
-        if col in frame.columns:
-            frame = frame.sort_values(col, kind="mergesort")
-            break
-    frame = frame.reset_index(drop=True)
-    return pd.DataFrame(
-        {
-            "trial_epochs": np.arange(1, len(frame) + 1),
-            "trial_id": frame["trial_id"].to_numpy(),
-            metric: frame[metric].to_numpy(dtype=float),
-            "best": (frame[metric].cummax() if mode == "max" else frame[metric].cummin())
-            .ffill().to_numpy(dtype=float),
-        }
-    )
-
-
-@dataclass(frozen=True)
-class RungCorrelation:
-    """Spearman correlation between the ranking at ``rung_epoch`` and the final ranking."""
-
-    rung_epoch: int
-    n_trials: int
-    spearman: float
-    pvalue: float
-
-
-def rung_spearman(
-    curves: pd.DataFrame, rung_epoch: int, metric: str = metrics.DEFAULT_METRIC
-) -> RungCorrelation:
-    """How well the ranking at an early epoch predicts the final one (Spearman, scipy).
-
-    Only trials that trained past ``rung_epoch`` count (a trial ASHA stopped at the rung has
-    no later value to compare); "final" is each such trial's value at its last epoch.
-    With fewer than 3 such trials the correlation is NaN.
-
-    >>> rung_spearman(exp.curves, rung_epoch=1).spearman   # doctest: +SKIP
-    """
-    from scipy.stats import spearmanr
-
-    frame = curves.dropna(subset=[metric])
-    at_rung = frame[frame["epoch"] == rung_epoch].groupby("trial_id")[metric].last()
-    last = frame.sort_values("epoch", kind="mergesort").groupby("trial_id").last()
-    later = last[last["epoch"] > rung_epoch]
-    ids = [t for t in later.index if t in at_rung.index]
-    if len(ids) < 3:
-        return RungCorrelation(rung_epoch, len(ids), math.nan, math.nan)
-    early, final = at_rung.loc[ids].to_numpy(), later.loc[ids, metric].to_numpy()
-    if np.ptp(early) == 0 or np.ptp(final) == 0:  # a constant ranking has no correlation
-        return RungCorrelation(rung_epoch, len(ids), math.nan, math.nan)
-    result = spearmanr(early, final)
-    return RungCorrelation(rung_epoch, len(ids), float(result.statistic), float(result.pvalue))
-
-
-def rung_spearman_table(curves: pd.DataFrame, metric: str = metrics.DEFAULT_METRIC) -> pd.DataFrame:
-    """:func:`rung_spearman` for every epoch before the last one (one row per epoch)."""
-    if curves.empty:
-        return pd.DataFrame(columns=["rung_epoch", "n_trials", "spearman", "pvalue"])
-    epochs = sorted(int(e) for e in curves["epoch"].dropna().unique())[:-1]
-    rows = [rung_spearman(curves, e, metric).__dict__ for e in epochs]
-    return pd.DataFrame(rows, columns=["rung_epoch", "n_trials", "spearman", "pvalue"])
-
-
+# ------------------------------------------------------------------------------ importance
 def _space_leaf(space: dict[str, Any], dotted: str) -> Any:
     node: Any = space
     for key in dotted.split("."):
@@ -534,43 +451,3 @@ def categorical_varying(exp: Experiment) -> list[str]:
         if not pd.api.types.is_numeric_dtype(exp.trials[c].dropna())
         or pd.api.types.is_bool_dtype(exp.trials[c].dropna())
     ]
-
-
-def retest_columns(retest: pd.DataFrame, n: int = 1) -> list[str]:
-    """The ``<set>_R@n`` columns of a retest table other than val (e.g. sf_test_R@1, tokyo_R@1)."""
-    return [c for c in retest.columns if c.endswith(f"_R@{n}") and not c.startswith("val_")]
-
-
-def rank_transfer(retest: pd.DataFrame, n: int = 1) -> pd.DataFrame:
-    """Spearman's rho and Kendall's tau between val R@n and each test set's R@n across the
-    retested configs: does the val ranking transfer? One row per test set with the number
-    of ``configs`` (NaN with < 3 configs or a constant column)."""
-    from scipy.stats import kendalltau, spearmanr
-
-    rows = []
-    for col in retest_columns(retest, n):
-        val, test = retest[f"val_R@{n}"].astype(float), retest[col].astype(float)
-        ok = len(retest) >= 3 and val.nunique() > 1 and test.nunique() > 1
-        rho = float(spearmanr(val, test).statistic) if ok else math.nan
-        tau = float(kendalltau(val, test).statistic) if ok else math.nan
-        rows.append({"test_set": col.removesuffix(f"_R@{n}"), "configs": len(retest),
-                     "spearman": rho, "kendall": tau})
-    return pd.DataFrame(rows, columns=["test_set", "configs", "spearman", "kendall"])
-
-
-# ------------------------------------------------------------------------------ tables
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (no extra dependency): Recall columns with 2
-    decimals, other numbers with 3 significant digits."""
-
-    def cell(col: str, v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, ".2f" if "R@" in col else ".3g")
-        return str(v).replace("|", "\\|")
-
-    cols = [str(c) for c in frame.columns]
-    header = "| " + " | ".join(cols) + " |"
-    rule = "|" + "|".join("---" for _ in cols) + "|"
-    rows = ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row, strict=True)) + " |"
-            for row in frame.itertuples(False)]
-    return "\n".join([header, rule, *rows])

@@ -132,8 +132,8 @@ def _unique_names(exps: list[Experiment]) -> list[str]:
     return names
 
 
-def plot_best_so_far(exps: list[Experiment], out: str | Path,
-                     metric: str | None = None) -> Path:
+def plot_best_so_far_overlay(exps: list[Experiment], out: str | Path,
+                             metric: str | None = None) -> Path:
     """Every experiment's best-so-far curve (best metric vs trial-epochs) on one axis."""
     import matplotlib
 

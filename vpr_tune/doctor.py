@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vpr_tune.device import pick_device
 from vpr_tune.errors import UserError
+from vpr_tune.leaf_values import possible_values
 
 OK, FAIL, WARN = "✔", "✘", "!"
 
@@ -62,10 +64,8 @@ class Context:
             node: Any = DEFAULTS
         else:
             p = self.space.params.get(dotted)
-            if p is not None and p.kind in ("choice", "grid"):
-                return list(p.args)
-            if p is not None and p.kind == "value":
-                return [p.args]
+            if p is not None:
+                return possible_values(p)
             node = materialize(self.space.base, {})
         for key in dotted.split("."):
             node = node[key]
@@ -198,9 +198,8 @@ def check_ray(ctx: Context) -> list[Check]:
 
 
 def _device(ctx: Context) -> str:
-    import torch
-
-    return "cuda" if float(ctx.resources()["gpu"]) > 0 and torch.cuda.is_available() else "cpu"
+    """Where a trial of the space runs here: the GPU when it asks for one and torch sees it."""
+    return pick_device(float(ctx.resources()["gpu"]) > 0)
 
 
 def check_precision(ctx: Context) -> list[Check]:

@@ -9,6 +9,8 @@ way is better. Everything that lists a metric or picks a best imports it from he
     metrics.summary_column("val/R@10")      # 'best_val/R@10' (the trials.csv column)
     metrics.OBJECTIVES                      # SEARCHABLE + descriptor_dim, query_ms, params_m
     metrics.objective_column("query_ms")    # 'query_ms' (its trials.csv column)
+    metrics.ranking({"metric": "train/loss"})   # ('train/loss', 'min'): what ranks trials
+    metrics.running_best([1.0, 3.0, 2.0], "max")   # [1.0, 3.0, 3.0]
 
 Plain Python only: the config validator imports this module.
 """
@@ -95,6 +97,26 @@ def mode_of(search: dict[str, Any] | None) -> str:
     return str(mode) if mode in MODES else direction(str(search.get("metric") or DEFAULT_METRIC))
 
 
+def ranking(search: dict[str, Any] | None) -> tuple[str, str]:
+    """``(metric, mode)`` that ranks a search's trials and picks each trial's ``best.pt``:
+    ``search.metric``; with several objectives and no metric, the first searchable one;
+    ``DEFAULT_METRIC`` when none is given or the name is not searchable. The mode is
+    ``search.mode`` when set, else the metric's direction.
+
+    >>> ranking({"metric": "train/loss"}), ranking(None)
+    (('train/loss', 'min'), ('val/R@1', 'max'))
+    >>> ranking({"objectives": [{"metric": "query_ms"}, {"metric": "val/R@5"}]})
+    ('val/R@5', 'max')
+    """
+    search = search or {}
+    metric = search.get("metric")
+    if metric is None and search.get("objectives"):
+        metric = next((o["metric"] for o in search["objectives"] if o["metric"] in SEARCHABLE),
+                      None)
+    metric = metric if metric in SEARCHABLE else DEFAULT_METRIC
+    return str(metric), mode_of({**search, "metric": metric})
+
+
 def base_name(column: str) -> str:
     """``best_val/R@1`` -> ``val/R@1``; a plain metric name is returned as it is."""
     column = column.strip()
@@ -164,6 +186,22 @@ def best_value(values: Iterable[Any], mode: str) -> float | None:
     values = list(values)
     i = best_index(values, mode)
     return None if i is None else float(values[i])
+
+
+def running_best(values: Iterable[Any], mode: str) -> list[float]:
+    """The best value so far after each of ``values`` (a best-so-far curve); missing or NaN
+    values keep the best before them (NaN until there is one).
+
+    >>> running_best([2.0, None, 1.0, 3.0], "max"), running_best([2.0, 1.0, 3.0], "min")
+    ([2.0, 2.0, 2.0, 3.0], [2.0, 1.0, 1.0])
+    """
+    out: list[float] = []
+    best = math.nan
+    for v in values:
+        if is_better(v, best, mode):
+            best = float(v)
+        out.append(best)
+    return out
 
 
 def worst(mode: str) -> float:

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from vpr_tune import metrics
+from vpr_tune import metrics, statuses
 from vpr_tune.analysis import (
-    FAILED_STATUSES,
     Experiment,
     best_so_far,
     categorical_varying,
@@ -89,7 +88,7 @@ def plot_curves(exp: Experiment, metric: str | None = None) -> Figure:
                 lw=2.5 if is_best else 1.0, alpha=1.0 if is_best else 0.6,
                 label=f"best: {trial_id}" if is_best else None, zorder=3 if is_best else 2)
         last = group.iloc[-1]
-        if status.get(trial_id, "") in FAILED_STATUSES:
+        if status.get(trial_id, "") in statuses.FAILED:
             ax.plot(last["epoch"], last[metric], "X", color="red", ms=9,
                     label="failed / diverged" if failed_label else None)
             failed_label = False
@@ -354,7 +353,7 @@ def plot_pareto(exp: Experiment) -> Figure:
     others = [i for i in range(len(objectives)) if i != quality]
     columns = objective_columns(exp)
     status = exp.trials["status"].astype(str).str.upper()
-    trials = exp.trials[~status.isin(FAILED_STATUSES)]
+    trials = exp.trials[~status.isin(statuses.FAILED)]
     needed = [c for c, _ in columns]
     if len(objectives) < 2 or not set(needed) <= set(trials.columns) or \
             trials[needed].dropna().empty:
@@ -370,7 +369,7 @@ def plot_pareto(exp: Experiment) -> Figure:
     if colour:
         fig.colorbar(points, ax=ax, label=_axis_label(objectives[others[1]][0]))
     on_front = trials[flags].sort_values(x, ascending=x_mode == "min")
-    better = on_front[y].cummax() if y_mode == "max" else on_front[y].cummin()
+    better = pd.Series(metrics.running_best(on_front[y], y_mode), index=on_front.index)
     step = on_front[on_front[y] == better]  # the front of these two axes
     ax.step(step[x], step[y], where="post", color="black", lw=1, label="Pareto front (2-D)")
     for _, row in trials[flags].iterrows():

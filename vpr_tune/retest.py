@@ -36,6 +36,7 @@ from vpr_tune.analysis import (
 from vpr_tune.atomic import write_csv, write_text
 from vpr_tune.config import DEFAULTS, normalize_config
 from vpr_tune.data.fingerprint import data_fingerprint
+from vpr_tune.device import pick_device
 from vpr_tune.errors import UserError
 
 CACHE_FILE = ".retest_cache.json"
@@ -83,12 +84,6 @@ def _test_splits(cfg: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in tests.items()}
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
     """The real evaluator: load the checkpoint's model, Recall@N on each test split."""
     splits: dict[Path, Any] = {}  # each test split is read once for all trials
@@ -101,7 +96,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         from vpr_tune.evaluate import evaluate
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
-        device = _device()
+        device = pick_device()
         model, cfg = _load_with_fallback(load_model_from_checkpoint, checkpoint, device, log)
         data = normalize_config(cfg).get("data", {})
         out = {}

@@ -134,7 +134,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from vpr_tune.data.splits import is_synthetic, resolve_data_root
-    from vpr_tune.metrics import RECALL_NS, best_index, mode_of
+    from vpr_tune.metrics import RECALL_NS, best_index, ranking
     from vpr_tune.train import load_train_config, train_run
 
     cfg = load_train_config(config)
@@ -174,8 +174,8 @@ def train(
     with progress:
         rows = train_run(cfg, root, run_dir, resume=resume, num_threads=threads,
                          log=progress.console.print, on_epoch=on_epoch, on_batch=on_batch)
-    metric = cfg["search"]["metric"]  # best.pt follows the search metric and its mode
-    best = rows[best_index([r.get(metric) for r in rows], mode_of(cfg["search"])) or 0]
+    metric, mode = ranking(cfg["search"])  # what best.pt follows, as the Trainer does
+    best = rows[best_index([r.get(metric) for r in rows], mode) or 0]
     console.print(f"best {metric} {float(best[metric] or 'nan'):.4g} at epoch {best['epoch']}; "
                   f"wrote {run_dir}/ (metrics.csv, best.pt, last.pt, TensorBoard events)",
                   highlight=False)
@@ -203,16 +203,16 @@ def evaluate(
     """Recall@1/5/10/25 of a checkpoint on an eval split (25 m rule)."""
     import json
 
-    import torch
     from rich.table import Table
 
     from vpr_tune.checkpoint import load_model_from_checkpoint
     from vpr_tune.config import normalize_config
     from vpr_tune.data.splits import is_synthetic, load_eval_split
+    from vpr_tune.device import pick_device
     from vpr_tune.evaluate import evaluate_split, save_predictions
     from vpr_tune.metrics import RECALLS
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device()
     model, cfg = load_model_from_checkpoint(checkpoint, device)
     cfg = normalize_config(cfg)
     path = Path(data).expanduser()

@@ -229,7 +229,11 @@ def compare(
     """Experiments side by side: cost, best val and retest recalls, differing settings."""
     import json
 
-    from vpr_tune.compare import compare_table, differing_hyperparameters, plot_best_so_far
+    from vpr_tune.compare import (
+        compare_table,
+        differing_hyperparameters,
+        plot_best_so_far_overlay,
+    )
 
     if len(names) < 2:
         raise UserError("compare needs at least two experiments")
@@ -244,7 +248,7 @@ def compare(
                               "last table update"))
         print_wide(rich_table(diff, "Where their best configs differ", ""))
     if plot is not None:
-        path = plot_best_so_far(exps, plot, metric)
+        path = plot_best_so_far_overlay(exps, plot, metric)
         (err_console if json_out else console).print(f"wrote {path}", highlight=False)
 
 

@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 
 from vpr_tune.components import BACKBONES, CUTS
+from vpr_tune.durations import format_duration
 from vpr_tune.errors import UserError
+from vpr_tune.leaf_values import CATEGORICAL
+from vpr_tune.rungs import REDUCTION_FACTOR, milestones
 
 # Ray Tune's own work per trial besides what is timed (actor start, trial folder, checkpoint
 # hand-over each epoch, result processing): a small allowance in seconds; the demo's trials
@@ -36,13 +39,6 @@ TUNE_TRIAL_S = 2.0
 
 
 # ---------------------------------------------------------------------------- arithmetic
-def asha_rungs(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
-    """ASHA's milestones (epochs), ascending: ``grace * rf**k`` as Ray's async bracket makes
-    them (same formula, so the same float rounding)."""
-    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor ** k for k in range(max(count, 0))]
-
-
 def _asha_reach(trials: int, rungs: list[float], reduction_factor: float,
                 rng: np.random.Generator) -> list[int]:
     """One simulated search under Ray's async rule: how many trials pass each rung.
@@ -71,7 +67,7 @@ def _asha_reach(trials: int, rungs: list[float], reduction_factor: float,
 
 
 def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: float = 1,
-                 reduction_factor: float = 3, runs: int = 200) -> dict[str, Any]:
+                 reduction_factor: float = REDUCTION_FACTOR, runs: int = 200) -> dict[str, Any]:
     """Trial-epochs the search trains: ``trials * max_epochs`` under FIFO. Under ASHA every
     trial trains to the first rung and the expected survivors of each rung to the next one
     (the last rung's survivors to ``max_epochs``): about ``1/rf`` of a rung's trials pass
@@ -83,7 +79,7 @@ def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: flo
     fifo = float(trials * max_epochs)
     if scheduler != "asha":
         return {"fifo": fifo, "trial_epochs": fifo, "rungs": []}
-    rungs = [r for r in asha_rungs(grace_period, reduction_factor, max_epochs) if r < max_epochs]
+    rungs = [r for r in milestones(grace_period, reduction_factor, max_epochs) if r < max_epochs]
     rng = np.random.default_rng(0)
     passed = np.mean([_asha_reach(trials, rungs, reduction_factor, rng)
                       for _ in range(runs)], axis=0) if rungs else np.zeros(0)
@@ -163,7 +159,7 @@ def extreme_config(space: Any, largest: bool) -> tuple[dict[str, Any], dict[str,
         if key is None or p.kind == "value":
             chosen[p.path] = sample_param(p, rng) if p.kind != "grid" else p.args[0]
             continue
-        if p.kind in ("choice", "grid"):
+        if p.kind in CATEGORICAL:
             value = (max if largest else min)(p.args, key=key)
         else:  # numeric range: its ends (int stays int)
             value = p.args[1] if largest else p.args[0]
@@ -235,36 +231,12 @@ def worker_import_s() -> float:
     return time.perf_counter() - start
 
 
-def estimate_search(space: Any, data_root: Any, address: str | None = None,
-                    batches: int = 4, log: Any = print) -> dict[str, Any]:
-    """Time the space's smallest and largest trials here and project the whole search.
-
-    Returns one JSON-ready dict: ``wall_s``, ``trial_epochs``, ``gpu_hours`` and the parts
-    they come from (timings per config, overheads, concurrency, ASHA rungs)."""
-    import os
+def _time_ray_start(address: str | None, log: Any) -> tuple[dict[str, float], float]:
+    """The cluster's resources and the seconds a Ray start (and stop) took here."""
     import time
 
-    import torch
+    from vpr_tune.tune.search import init_ray, stop_ray
 
-    from vpr_tune.tune.search import (
-        count_trials,
-        init_ray,
-        plan_line,
-        possible_values,
-        prepare_data,
-        stop_ray,
-    )
-
-    sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
-    trials = count_trials(space, int(sconf["num_samples"]))
-    max_epochs = max(int(v) for v in possible_values(space, "budget.max_epochs"))
-    epochs = trial_epochs(trials, max_epochs, sconf["scheduler"], float(asha["grace_period"]),
-                          float(asha["reduction_factor"]))
-
-    log(f"space {space.source}: {plan_line(space, trials)}")
-    start = time.perf_counter()
-    prepare_data(space, data_root, build_cache=True, log=log)  # what `run` does first
-    data_s = time.perf_counter() - start
     log("timing a local Ray start ...")
     start = time.perf_counter()
     try:
@@ -279,13 +251,40 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     cluster = ray.cluster_resources()
     if started:
         stop_ray()
-    ray_s = time.perf_counter() - start
+    return cluster, time.perf_counter() - start
+
+
+def estimate_search(space: Any, data_root: Any, address: str | None = None,
+                    batches: int = 4, log: Any = print) -> dict[str, Any]:
+    """Time the space's smallest and largest trials here and project the whole search.
+
+    Returns one JSON-ready dict: ``wall_s``, ``trial_epochs``, ``gpu_hours`` and the parts
+    they come from (timings per config, overheads, concurrency, ASHA rungs)."""
+    import os
+    import time
+
+    import torch
+
+    from vpr_tune.device import pick_device
+    from vpr_tune.tune.search import count_trials, plan_line, possible_values, prepare_data
+
+    sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
+    trials = count_trials(space, int(sconf["num_samples"]))
+    max_epochs = max(int(v) for v in possible_values(space, "budget.max_epochs"))
+    epochs = trial_epochs(trials, max_epochs, sconf["scheduler"], float(asha["grace_period"]),
+                          float(asha["reduction_factor"]))
+
+    log(f"space {space.source}: {plan_line(space, trials)}")
+    start = time.perf_counter()
+    prepare_data(space, data_root, build_cache=True, log=log)  # what `run` does first
+    data_s = time.perf_counter() - start
+    cluster, ray_s = _time_ray_start(address, log)
     gpu, cpu = float(res["gpu"]), float(res["cpu"])
     fits = [int(sconf["max_concurrent"]), trials, int(cluster.get("CPU", 1) // max(cpu, 1e-9))]
     if gpu > 0:
         fits.append(int(cluster.get("GPU", 0) // gpu))
     concurrency = max(1, min(fits))
-    device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
+    device = pick_device(gpu > 0)
     if gpu > 0 and device == "cpu":
         log(f"note: resources.gpu {gpu:g} but torch sees no GPU here: timed on the CPU, "
             "so the times are far above a GPU's")
@@ -330,11 +329,6 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
             "cpu_cores": os.cpu_count(), "configs": timed}
 
 
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
 def format_estimate(e: dict[str, Any]) -> list[str]:
     """The human-readable lines ``run --estimate`` prints."""
     lines = []
@@ -354,8 +348,9 @@ def format_estimate(e: dict[str, Any]) -> list[str]:
         f"{e['max_epochs']} epochs); expected {e['trial_epochs']:.1f} with {sched}",
         f"overheads: Ray start {e['ray_start_s']:.1f}s, data {e['data_s']:.1f}s, per trial "
         f"{e['trial_start_s']:.1f}s (worker imports {e['worker_import_s']:.1f}s)",
-        f"projected wall time: {_hms(e['wall_s'])} ({e['wall_s']:.0f}s) at {e['concurrency']} "
-        f"trial(s) at a time on {e['device']}; trials {e['trial_s'] / 3600:.2f} h in all",
+        f"projected wall time: {format_duration(e['wall_s'], 'short')} ({e['wall_s']:.0f}s) "
+        f"at {e['concurrency']} trial(s) at a time on {e['device']}; trials "
+        f"{e['trial_s'] / 3600:.2f} h in all",
         f"GPU hours: {e['gpu_hours']:.2f} ({e['gpus_per_trial']:g} GPU per trial"
         + (", timed on the CPU: a GPU is faster)" if e["device"] == "cpu" and
            e["gpus_per_trial"] > 0 else ")"),

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from vpr_tune.rungs import REDUCTION_FACTOR, milestones
 from vpr_tune.tune.pareto import Objective, front_and_crowding
 
 
@@ -53,7 +54,7 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     def __init__(self, objectives: Sequence[Objective] | None = None, *,
                  time_attr: str = "epoch", max_t: int = 100, grace_period: int = 1,
-                 reduction_factor: float = 4, stop_last_trials: bool = True):
+                 reduction_factor: float = REDUCTION_FACTOR, stop_last_trials: bool = True):
         if max_t <= 0 or grace_period <= 0 or grace_period > max_t:
             raise ValueError("need 0 < grace_period <= max_t")
         if reduction_factor <= 1:
@@ -66,10 +67,9 @@ class MultiObjectiveASHA(FIFOScheduler):
         self._max_t = max_t
         self._rf = reduction_factor
         self._stop_last_trials = stop_last_trials
-        count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1e-9) + 1
         # milestone -> {trial_id: loss vector}, highest milestone first as in Ray's bracket
         self._rungs: list[tuple[float, dict[str, np.ndarray]]] = [
-            (grace_period * reduction_factor**k, {}) for k in reversed(range(count))]
+            (m, {}) for m in reversed(milestones(grace_period, reduction_factor, max_t))]
         self._trials: set[str] = set()
         self._num_stopped = 0
 

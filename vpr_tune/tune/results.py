@@ -16,14 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from vpr_tune import metrics
+from vpr_tune import metrics, statuses
 from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
 from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
 from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
-
-STATUSES = ("TERMINATED", "STOPPED_EARLY", "STOPPED_BUDGET", "ERROR", "DIVERGED", "RUNNING",
-            "PENDING")
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -109,7 +106,7 @@ def failure_summary(trials: pd.DataFrame) -> str:
 
 def all_failed(trials: pd.DataFrame) -> bool:
     """True when every trial ended ERROR or DIVERGED (none left to run or rank)."""
-    return not trials.empty and trials["status"].astype(str).isin(["ERROR", "DIVERGED"]).all()
+    return not trials.empty and trials["status"].astype(str).isin(statuses.FAILED).all()
 
 
 def newest_experiment(storage: str | None = None) -> Path:
@@ -259,9 +256,6 @@ def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str,
     return str((trial_dir / best["checkpoint_dir_name"] / CHECKPOINT_FILE).resolve())
 
 
-FINISHED = ("TERMINATED", "ERROR")  # Ray statuses after which a trial's row never changes
-
-
 def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
                  metric: str = metrics.DEFAULT_METRIC, running: set[str] | None = None,
                  budget: bool = False, cache: dict[str, tuple[str, dict[str, Any]]] | None = None,
@@ -286,7 +280,7 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         if record is None:
             cut = t.trial_id in (running or ())
             record = trial_record(t, base, metric, cut, budget, logged.get(t.trial_id))
-            if cache is not None and not cut and not budget and str(t.status) in FINISHED:
+            if cache is not None and not cut and not budget and str(t.status) in statuses.RAY_FINAL:
                 cache[t.trial_id] = (str(t.status), record)
         records.append(record)
     curves = [row for r in records for row in r["_rows"]]
