@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -92,7 +93,24 @@ class Tiny(torch.nn.Module):
         return torch.nn.functional.normalize(self.fc(x), dim=1)
 
 
-def _step(loss_cfg, miner_cfg, opt_cfg=None):
+class Step(NamedTuple):
+    """One optimizer step of :func:`_step` and what it saw."""
+
+    model: Tiny
+    before: list[torch.Tensor]  # the model's parameters before the step
+    loss_fn: torch.nn.Module
+    opt: torch.optim.Optimizer
+    labels: torch.Tensor
+    tuples: Any  # what the miner returned (None without a miner)
+    loss: torch.Tensor
+
+    def changed(self) -> bool:
+        """Whether the step moved any parameter of the model."""
+        return any(not torch.equal(a, b)
+                   for a, b in zip(self.before, self.model.parameters(), strict=True))
+
+
+def _step(loss_cfg, miner_cfg, opt_cfg=None) -> Step:
     model = Tiny()
     x, labels = _batch()
     loss_fn = build_loss(loss_cfg, num_places=4, dim=8)
@@ -101,40 +119,60 @@ def _step(loss_cfg, miner_cfg, opt_cfg=None):
                           loss_cfg.get("lr"))
     before = [p.detach().clone() for p in model.parameters()]
     desc = model(x)
-    loss = loss_fn(desc, labels, miner(desc, labels) if miner else None)
+    tuples = miner(desc, labels) if miner else None
+    loss = loss_fn(desc, labels, tuples)
     assert torch.isfinite(loss)
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return model, before, loss_fn, opt
+    return Step(model, before, loss_fn, opt, labels, tuples, loss.detach())
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_steps(name: str) -> None:
-    model, before, loss_fn, opt = _step({"name": name}, {"name": "none"})
-    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    assert changed
+    step = _step({"name": name}, {"name": "none"})
+    assert step.changed()
     if name in ("arcface", "cosface"):
-        assert len(opt.param_groups) == 2
-        assert loss_fn.W.shape == (8, 4)  # (dim, num_places)
+        assert len(step.opt.param_groups) == 2
+        assert step.loss_fn.W.shape == (8, 4)  # (dim, num_places)
 
 
 def test_classifier_loss_own_lr() -> None:
-    _, _, _, opt = _step({"name": "cosface", "lr": 0.5}, {"name": "none"})
-    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    step = _step({"name": "cosface", "lr": 0.5}, {"name": "none"})
+    assert [g["lr"] for g in step.opt.param_groups] == [0.1, 0.5]
 
 
 @pytest.mark.parametrize("name", sorted(MINERS))
 @pytest.mark.parametrize("loss", ["contrastive", "triplet"])
 def test_every_miner_steps(name: str, loss: str) -> None:
-    _step({"name": loss}, {"name": name})
+    """A step on the miner's tuples trains: the loss is finite and above 0, the weights move,
+    and the miner returns index tuples into the batch (anchor and positive of one place,
+    negative of another), pairs ``(a1, p, a2, n)`` or triplets ``(a, p, n)``."""
+    step = _step({"name": loss}, {"name": name})
+    assert torch.isfinite(step.loss) and step.loss > 0
+    assert step.changed()
+    if name == "none":
+        assert step.tuples is None
+        return
+    labels = step.labels
+    assert isinstance(step.tuples, tuple) and len(step.tuples) in (3, 4), step.tuples
+    for index in step.tuples:
+        assert index.dtype == torch.long and index.numel() > 0
+        assert int(index.min()) >= 0 and int(index.max()) < len(labels)
+    if len(step.tuples) == 3:
+        anchor, positive, negative = step.tuples
+        pos_anchor = neg_anchor = anchor
+    else:
+        pos_anchor, positive, neg_anchor, negative = step.tuples
+    assert (labels[pos_anchor] == labels[positive]).all()
+    assert (pos_anchor != positive).all()
+    assert (labels[neg_anchor] != labels[negative]).all()
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_every_optimizer_steps(name: str) -> None:
-    model, before, _, _ = _step({"name": "contrastive"}, {"name": "none"},
-                                {"name": name, "lr": 0.05})
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    step = _step({"name": "contrastive"}, {"name": "none"}, {"name": name, "lr": 0.05})
+    assert step.changed()
 
 
 def test_params_reach_the_objects() -> None:
