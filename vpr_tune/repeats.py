@@ -87,7 +87,7 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
             from ray.tune.search import ConcurrencyLimiter
 
             alg = ConcurrencyLimiter(
-                _points_searcher(points, search["metric"], metrics.mode_of(search)),
+                _points_searcher(points, *metrics.ranking(search)),
                 max_concurrent=int(search["max_concurrent"]))
             tuner = tune.Tuner(fn, param_space={}, tune_config=tune.TuneConfig(
                 search_alg=alg, scheduler=FIFOScheduler(), num_samples=len(points)),

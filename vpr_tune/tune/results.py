@@ -219,8 +219,8 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
         record[metrics.summary_column(m, "last")] = vals[-1] if vals else None
     # Costs, one value per trial: descriptor size and parameters at the best epoch of the
     # ranking metric (they never change), query time as the median over the trial's epochs.
-    best = metrics.best_index([r.get(metric) for r in good],
-                              metrics.mode_of({**cfg["search"], "metric": metric}))
+    mode = metrics.mode_of({**cfg["search"], "metric": metric})
+    best = metrics.best_index([r.get(metric) for r in good], mode)
     for m in metrics.COSTS:
         vals = [float(r[m]) for r in good if r.get(m) is not None]
         record[m] = (None if not vals else float(pd.Series(vals).median())
@@ -229,7 +229,6 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     record["time_s"] = rows[-1].get("time_total_s") if rows else None
     record["node_id"] = rows[-1].get("node_id", "") if rows else ""
     record["error"] = error
-    mode = metrics.mode_of({**cfg["search"], "metric": metric})
     remote = remote_checkpoint(trial, good)  # s3://... when Ray stores the trial remotely
     record["checkpoint"] = remote if remote is not None else _best_checkpoint(
         Path(trial.path or ""), good, metric, mode)
