@@ -47,7 +47,7 @@ def _known_to_state(rows: list[dict]) -> bool:
 
 def test_sigkill_driver_then_resume_keeps_finished_and_continues_running(
         tmp_path, street_world_tiny):
-    epochs, samples = 12, 4  # ~3 s epochs: trials run long enough to be caught midway
+    epochs, samples = 12, 4  # trials run long enough to be caught midway
     storage = tmp_path / "res"
     args = _run_args(_space(tmp_path, epochs, samples), street_world_tiny, "killed", storage)
     exp = storage / "killed"

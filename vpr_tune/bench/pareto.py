@@ -29,8 +29,7 @@ OBJECTIVES = [{"metric": "val/R@1", "mode": "max"}, {"metric": "descriptor_dim",
 # 12 trials of up to 9 epochs of 30 batches; rungs at epochs 1 and 3 (reduction factor 3).
 # The first rung comes after 30 batches, as in `asha`: the shortest run where a random-init
 # network on street-world has started to learn. With 15-batch epochs the first rung judged
-# noise and the front's 64-d and 256-d ends were stopped (hypervolume 0.78 of FIFO's);
-# docs/performance.md has both measurements.
+# noise and stopped ends of the front (docs/performance.md has both measurements).
 PARETO_ASHA = {"grace_period": 1, "reduction_factor": 3}
 PARETO_SIZE = (12, 9, 30)  # trials, max epochs, batches per epoch
 PARETO_QUICK = (3, 3, 1)

@@ -35,10 +35,9 @@ SEARCH_BAR = Bar(0.93, higher=True, figure="sum trial busy time / (wall x cores)
 
 
 # asha: 12 trials of up to 27 epochs of 15 batches; rungs at 3, 9 and 27 epochs, a ladder
-# that ends at the budget (max_epochs = grace x factor^k). Over the FIFO arm's curves the
-# Spearman of val R@1 at epoch e with the final one was 0.02 / 0.24 / 0.43 / 0.76 at epochs
-# 1-4 (bfloat16 run): a random-init network on street-world needs ~45 batches before the
-# first rung ranks anything (docs/performance.md has the replays behind this choice).
+# that ends at the budget (max_epochs = grace x factor^k). The first rung comes late because
+# a random-init network on street-world ranks nothing in its first epochs: an earlier rung
+# would promote by noise (docs/performance.md has the replays behind this choice).
 ASHA = {"grace_period": 3, "reduction_factor": 3}
 ASHA_SIZE = (12, 27, 15)  # trials, max epochs, batches per epoch
 ASHA_QUICK = (3, 3, 1)
@@ -148,7 +147,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
               for sched in ("asha", "fifo")}
     # ASHA's trials one at a time, as on the one GPU a course project has. Two at a time,
     # trials of equal cost reach each rung together, and which result Ray happens to process
-    # first decides who is promoted: 0.278 or 0.352 of FIFO's trial-epochs on the very same
+    # first decides who is promoted, so the ratio would change between runs of the very same
     # curves (docs/performance.md). FIFO makes no decisions, so it keeps two at a time.
     spaces["asha"]["search"]["max_concurrent"] = 1
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
@@ -189,9 +188,9 @@ def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
     """Σ trial busy time / (wall x cores), 2 concurrent 1-CPU trials; also where the rest
     goes: start-up (data check + Ray start, until the experiment line), idle core-seconds
     while trials run (actor start-up, gaps, the tail), and the end (tables, Ray shutdown)."""
-    # Three rounds of two ~40 s trials. Ray's own fixed cost per search (start ~3 s, first
-    # actors ~2.5 s, stop ~0.4 s; docs/performance.md) weighs on a short search; with two
-    # rounds it alone was 7 % of the wall, the bar's whole allowance.
+    # Three rounds of two trials: Ray's own fixed cost per search (start, first actors, stop;
+    # docs/performance.md) weighs on a short search, and with two rounds it alone took the
+    # bar's whole allowance.
     samples, epochs, batches = (2, 2, 1) if quick else (6, 5, 45)
     cores = 2  # the search runs 2 concurrent trials of 1 CPU each
     marks: dict[str, float] = {}  # seconds since `run` was called, as `wall` counts them

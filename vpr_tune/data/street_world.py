@@ -75,7 +75,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 # demo with 4x the val queries: val R@1 moves in steps of 1/600, so rankings of close
-# trials (ASHA's rungs, `vpr-tune bench asha`) are less noisy; val costs 2x demo's.
+# trials (ASHA's rungs, `vpr-tune bench asha`) are less noisy, for a dearer val.
 SIZES["bench"] = {**SIZES["demo"], "val": {**SIZES["demo"]["val"], "queries": 600}}
 
 # name, UTM zone, band letter, centre east/north (roughly the real city centres).
