@@ -40,6 +40,29 @@ def test_directions_and_helpers() -> None:
     assert metrics.mode_of({"metric": "val/R@5", "mode": None}) == "max"
 
 
+
+def test_one_home_per_fact() -> None:
+    """The ranking metric, best-so-far, statuses, durations, rungs, leaf values and device
+    each have one definition; their doctests are their examples."""
+    import doctest
+
+    from vpr_tune import device, durations, leaf_values, metrics, rungs, statuses
+    from vpr_tune.config import space_from_dict
+
+    for module in (metrics, statuses, durations, rungs, leaf_values):
+        assert doctest.testmod(module).failed == 0, module.__name__
+    objectives = [{"metric": "query_ms", "mode": "min"}, {"metric": "train/loss"}]
+    space = space_from_dict({"search": {"objectives": objectives, "scheduler": "asha"}})
+    # what config resolves, and what space.yaml's bare objectives give the analysis
+    assert metrics.ranking(space.base["search"]) == ("train/loss", "min")
+    assert metrics.ranking({"objectives": objectives}) == ("train/loss", "min")
+    assert metrics.ranking({"metric": "lr"}) == (metrics.DEFAULT_METRIC, "max")
+    assert metrics.running_best([math.nan, 2.0, 1.0], "min")[1:] == [2.0, 1.0]
+    assert set(statuses.UNRANKED) | set(statuses.FINISHED) | set(statuses.RUNNING) \
+        == set(statuses.STATUSES)
+    assert durations.format_duration(59.96) == "1 min 00 s"
+    assert device.pick_device(use_gpu=False) == "cpu"
+
 def test_config_mode_defaults_to_the_metric_and_a_contradiction_is_an_error(tmp_path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("search: {metric: train/loss}\n")
