@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-import time
 from pathlib import Path
 
 import numpy as np
@@ -147,20 +146,18 @@ def test_existing_folder_rules(street_world_tiny: Path, tmp_path: Path) -> None:
         sw.synthesize(tmp_path / "x", "huge", 0)
 
 
-def _synth(out: str, start) -> None:
-    start.wait()
+def _synth(out: str, both_ready) -> None:
+    both_ready.wait(timeout=120)  # neither starts before the other is ready
     sw.synthesize(out, size="tiny", seed=0, log=lambda _m: None)
 
 
 def test_two_processes_generating_at_once(tmp_path: Path, street_world_tiny: Path) -> None:
     ctx = mp.get_context("spawn")
-    start = ctx.Event()
+    both_ready = ctx.Barrier(2)
     out = str(tmp_path / "shared")
-    procs = [ctx.Process(target=_synth, args=(out, start)) for _ in range(2)]
+    procs = [ctx.Process(target=_synth, args=(out, both_ready)) for _ in range(2)]
     for p in procs:
         p.start()
-    time.sleep(0.5)
-    start.set()
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
