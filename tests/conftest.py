@@ -31,8 +31,9 @@ def hand_experiment(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, street_world_tiny):
-    """(street-world tiny root, [3 real checkpoints]) made with ``Trainer.save_checkpoint``:
-    untrained ResNet-18 + GeM at 32 px with seeds 0..2, so their Recall@N differ."""
+    """(street-world tiny root, [3 real best.pt files]) made with ``Trainer.save_model``, as
+    a trial writes them: untrained ResNet-18 + GeM at 32 px with seeds 0..2, so their
+    Recall@N differ."""
     from vpr_tune.config import defaults
     from vpr_tune.train import Trainer
 
@@ -46,7 +47,7 @@ def tiny_checkpoints(tmp_path_factory, street_world_tiny):
         cfg["budget"].update(max_epochs=1, batches_per_epoch=1, places_per_batch=4,
                              images_per_place=2, eval_batch_size=32)
         trainer = Trainer(cfg, root, device="cpu", log=lambda _m: None)
-        paths.append(trainer.save_checkpoint(base / f"seed{seed}.pt"))
+        paths.append(trainer.save_model(base / f"seed{seed}.pt"))
     return root, paths
 
 
