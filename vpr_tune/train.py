@@ -34,21 +34,22 @@ from vpr_tune.checkpoint import (
 from vpr_tune.components import build_miner
 from vpr_tune.config import load_space
 from vpr_tune.errors import DivergedError, UserError
-from vpr_tune.evaluate import evaluate
+from vpr_tune.evaluate import evaluate_split
 from vpr_tune.metrics import (
     DESCRIPTOR_DIM,
     LOSS,
+    MRR,
     PARAMS_M,
     QUERY_MS,
     RECALLS,
     REPORTED,
     is_better,
+    ranking,
 )
 from vpr_tune.model.aggregators import NetVLAD
 from vpr_tune.pbt_replay import apply_optimizer_config, reconfigure, replayed_values
 from vpr_tune.precision import autocast
 from vpr_tune.train_setup import (
-    best_metric_of,
     build_loss,
     build_model_on,
     build_optimizer,
@@ -56,10 +57,11 @@ from vpr_tune.train_setup import (
     grad_scaler,
     init_netvlad,
     load_splits,
-    pick_device,
     pick_precision,
+    torch_device,
     warm_val_cache,
 )
+from vpr_tune.uncertainty import first_hit_ranks, mean_reciprocal_rank
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -73,7 +75,7 @@ class Trainer:
                  num_threads: int | None = None, log: Callable[[str], Any] = print) -> None:
         self.cfg = copy.deepcopy(cfg)
         self.log = log
-        self.device = pick_device(device, num_threads)
+        self.device = torch_device(device, num_threads)
         self.cuda = self.device.type == "cuda"
         self.seed = int(cfg["seed"])
         seed_everything(self.seed)  # before the model: its init is seeded
@@ -103,7 +105,7 @@ class Trainer:
         self.optimizer, self.schedule = build_optimizer(
             self.cfg, self.model, self.loss_fn, self.max_epochs, self.batches_per_epoch)
         self.scaler = grad_scaler(self.device, self.amp_dtype)
-        self.best_metric, self.best_mode = best_metric_of(cfg)
+        self.best_metric, self.best_mode = ranking(cfg.get("search"))  # what best.pt follows
 
         self.epoch = 0
         self.train_loss: float | None = None  # mean loss of the last train_epoch()
@@ -122,10 +124,14 @@ class Trainer:
         """Recall@N on the val split as ``{"val/R@1": ..., ...}``; tracks the best epoch by
         ``search.metric`` (``is_best``)."""
         start = time.perf_counter()
-        metrics = evaluate(self.model, self.val_split, self.image_size, self.eval_batch_size,
-                           self.device, cache=self.cache, precision=self.precision)
+        metrics, predictions = evaluate_split(
+            self.model, self.val_split, self.image_size, self.eval_batch_size, self.device,
+            cache=self.cache, precision=self.precision)
+        # per query: the rank of its first positive, kept for intervals (uncertainty.py)
+        self.val_ranks = first_hit_ranks(predictions, self.val_split.positives)
         self.timings["val_s"] = time.perf_counter() - start
         out = {f"val/{r}": float(metrics[r]) for r in RECALLS}
+        out[MRR] = round(mean_reciprocal_rank(self.val_ranks), 4)
         value = {**out, LOSS: self.train_loss}[self.best_metric]
         self.is_best = (self.best is None or self.best.get("metric") != self.best_metric
                         or is_better(value, self.best["value"], self.best_mode))

@@ -2,10 +2,11 @@
 
 ``Trainer.__init__`` calls them in order: device (and CPU threads), seed, splits, precision,
 model, loss and miner, train loader (and the val image cache), NetVLAD's k-means init,
-optimizer and lr schedule, gradient scaler, the metric ``best.pt`` follows. Each takes the
-config section (or the values) it needs and returns its part; none keeps state.
+optimizer and lr schedule, gradient scaler (the metric ``best.pt`` follows is
+``metrics.ranking``). Each takes the config section (or the values) it needs and returns its
+part; none keeps state.
 
->>> device = pick_device("cpu", num_threads=1)
+>>> device = torch_device("cpu", num_threads=1)
 >>> train_split, val_split = load_splits(cfg["data"], data_root)
 >>> optimizer, schedule = build_optimizer(cfg, model, loss_fn, max_epochs=10, batches=50)
 """
@@ -21,7 +22,7 @@ import torch
 
 from vpr_tune.components import build_loss as registry_loss
 from vpr_tune.components import build_optimizer as registry_optimizer
-from vpr_tune.metrics import DEFAULT_METRIC, SEARCHABLE, mode_of
+from vpr_tune.device import pick_device
 from vpr_tune.model import VPRModel, build_model
 from vpr_tune.precision import autocast_dtype, channels_last
 from vpr_tune.schedule import LRSchedule
@@ -29,9 +30,10 @@ from vpr_tune.schedule import LRSchedule
 Log = Callable[[str], Any]
 
 
-def pick_device(device: str | None, num_threads: int | None) -> torch.device:
-    """``device``, else CUDA when present; on CPU, torch gets ``num_threads`` threads."""
-    picked = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def torch_device(device: str | None, num_threads: int | None) -> torch.device:
+    """``device``, else :func:`vpr_tune.device.pick_device`; on CPU, torch gets
+    ``num_threads`` threads."""
+    picked = torch.device(device or pick_device())
     if num_threads and picked.type != "cuda":
         torch.set_num_threads(int(num_threads))
     return picked
@@ -144,16 +146,6 @@ def init_netvlad(model: VPRModel, paths: list[Path], *, image_size: tuple[int, i
 def grad_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.amp.GradScaler:
     """Loss scaling, enabled for float16 only (bfloat16 has float32's range)."""
     return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-
-def best_metric_of(cfg: dict[str, Any]) -> tuple[str, str]:
-    """``(metric, mode)`` that ``best.pt`` follows: the search's metric (``val/R@1`` unless
-    the YAML says otherwise, or when the metric is not one a search may rank on)."""
-    search = cfg.get("search") or {}
-    metric = str(search.get("metric") or DEFAULT_METRIC)
-    if metric not in SEARCHABLE:
-        metric = DEFAULT_METRIC
-    return metric, mode_of({**search, "metric": metric})
 
 
 def _size(image_size: tuple[int, int]) -> str:
