@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,7 +43,7 @@ def test_same_seed_same_curve(tiny_root, precision) -> None:
     c, _ = _curve({**cfg, "seed": 1}, tiny_root, 1)
     assert c[0]["train/loss"] != a[0]["train/loss"]
     assert set(a[0]) == {"epoch", "train/loss", "lr", "val/R@1", "val/R@5", "val/R@10",
-                         "val/R@25", "descriptor_dim", "params_m"}  # + query_ms
+                         "val/R@25", "val/MRR", "descriptor_dim", "params_m"}  # + query_ms
     assert a[0]["descriptor_dim"] == ta.model.dim and a[0]["params_m"] > 10  # ResNet-18
 
 
@@ -79,7 +80,8 @@ def test_best_follows_the_search_metric(tiny_root, monkeypatch, metric, mode,
     scripted = iter([{"R@1": 10, "R@5": 30, "R@10": 40, "R@25": 50},
                      {"R@1": 20, "R@5": 35, "R@10": 40, "R@25": 50},
                      {"R@1": 15, "R@5": 45, "R@10": 40, "R@25": 50}])
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(train, "evaluate_split", lambda _model, split, *a, **k: (
+        next(scripted), np.zeros((len(split.q_paths), 5), dtype=np.int64)))
     cfg = tiny_cfg(search={"metric": metric, "mode": mode})
     t = Trainer(cfg, tiny_root, device="cpu", num_threads=1, log=lambda *_: None)
     marks = []

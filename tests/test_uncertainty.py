@@ -103,3 +103,25 @@ def test_ranks_round_trip_on_disk(tmp_path):
     back = u.load_ranks(path)
     assert sorted(back) == [1, 2] and all((back[e] == by_epoch[e]).all() for e in by_epoch)
     assert u.load_ranks(tmp_path / "missing.npz") == {}
+
+
+def test_a_real_search_keeps_ranks_that_recompute_every_recall(searched_experiment):
+    """Each trial-epoch of a real tiny search left its per-query ranks; they give the
+    reported R@1/5/10/25 and MRR exactly, and trials.csv holds each best value's interval."""
+    from vpr_tune.metrics import MRR, interval_columns, summary_column
+    from vpr_tune.tune.results import read_table
+
+    trials = read_table(searched_experiment / "trials.csv")
+    curves = read_table(searched_experiment / "metrics.csv")
+    assert len(curves) and set(trials["trial_id"]) == set(curves["trial_id"])
+    for row in curves.to_dict("records"):
+        ranks = u.load_ranks(u.ranks_path(searched_experiment, row["trial_id"]))[row["epoch"]]
+        for n in RECALL_NS:
+            assert u.recall(ranks, n) == pytest.approx(row[f"val/R@{n}"], abs=1e-3)
+        assert u.mean_reciprocal_rank(ranks) == pytest.approx(row[MRR], abs=1e-3)
+    for n in RECALL_NS:
+        best = summary_column(f"val/R@{n}")
+        lo, hi = (trials[c] for c in interval_columns(best))
+        inner = (trials[best] > 0) & (trials[best] < 100)  # else the interval is the point
+        assert ((lo <= trials[best]) & (trials[best] <= hi)).all()
+        assert ((hi - lo > 0) == inner).all()

@@ -25,6 +25,9 @@ from typing import Any
 RECALL_NS = (1, 5, 10, 25)
 RECALLS = tuple(f"R@{n}" for n in RECALL_NS)
 VAL_RECALLS = tuple(f"val/{r}" for r in RECALLS)
+# Mean reciprocal rank of each query's first positive (percent): every rank counts, not
+# only the first N, so it moves less from one query to the next than R@1 (vpr_tune/uncertainty.py).
+MRR = "val/MRR"
 LOSS = "train/loss"
 LR = "lr"
 # What a model costs, reported every epoch next to the recalls (lower is better):
@@ -33,9 +36,12 @@ QUERY_MS = "query_ms"  # median ms: one query at batch 1 + exact search of a val
 PARAMS_M = "params_m"  # model parameters in millions
 COSTS = {DESCRIPTOR_DIM: "min", QUERY_MS: "min", PARAMS_M: "min"}
 # What every epoch reports, in the order metrics.csv lists it (after trial_id/epoch).
-REPORTED = (LOSS, LR, *VAL_RECALLS, *COSTS)
+REPORTED = (LOSS, LR, *VAL_RECALLS, MRR, *COSTS)
 # Metrics a search may rank on (``search.metric``), each with its natural direction.
-DIRECTIONS = {**{m: "max" for m in VAL_RECALLS}, LOSS: "min"}
+DIRECTIONS = {**{m: "max" for m in VAL_RECALLS}, MRR: "max", LOSS: "min"}
+# Reported next to the metrics each epoch (text, not a number): the val split's per-query
+# first-hit ranks, kept by the driver in <experiment>/ranks/ (uncertainty.encode).
+RANKS = "val/ranks"
 SEARCHABLE = tuple(DIRECTIONS)
 # What ``search.objectives`` may list: a searchable metric or a cost. At most three at once
 # (the hypervolume the report draws is exact up to three), at least one searchable.
@@ -142,6 +148,17 @@ def summary_column(metric: str, kind: str = "best") -> str:
 def summary_columns() -> list[str]:
     """Every trials.csv summary column: ``best_<m>``, ``last_<m>`` for each searchable ``m``."""
     return [summary_column(m, k) for m in SEARCHABLE for k in SUMMARY_KINDS]
+
+
+def interval_columns(column: str) -> tuple[str, str]:
+    """``best_val/R@1`` -> (``best_val/R@1_lo``, ``best_val/R@1_hi``): the 95 % bootstrap
+    interval over queries of that value (trials.csv, every ``--json``)."""
+    return f"{column}_lo", f"{column}_hi"
+
+
+def recall_interval_columns() -> list[str]:
+    """The interval columns trials.csv keeps: one pair per ``best_val/R@N``."""
+    return [c for m in VAL_RECALLS for c in interval_columns(summary_column(m))]
 
 
 def sort_ascending(mode: str) -> bool:

@@ -279,15 +279,18 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         if record is None:
             cut = t.trial_id in (running or ())
             record = trial_record(t, base, metric, cut, budget, logged.get(t.trial_id))
+            final = not cut and not budget and str(t.status) in statuses.RAY_FINAL
+            record.update(best_intervals(exp_dir, record) if final else {})
             if cache is not None and not cut and not budget and str(t.status) in statuses.RAY_FINAL:
                 cache[t.trial_id] = (str(t.status), record)
         records.append(record)
     curves = [row for r in records for row in r["_rows"]]
     fixed = ["trial_id", "status"]
-    tail = [*metrics.summary_columns(), *metrics.COSTS, "epochs", "time_s", "node_id", "error",
-            "checkpoint"]
+    tail = [*metrics.summary_columns(), *metrics.recall_interval_columns(), *metrics.COSTS,
+            "epochs", "time_s", "node_id", "error", "checkpoint"]
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_rows"} for r in records],
                          columns=None if records else fixed + tail)
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in tail if c not in frame)])
     params = sorted(c for c in frame.columns if c not in fixed + tail)
     frame = frame[fixed + params + tail]
     if base["search"].get("objectives"):  # multi-objective: mark the Pareto-optimal trials
@@ -297,6 +300,24 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
                       for m, mode in metrics.objectives_of(base["search"])]
         frame.insert(frame.columns.get_loc("epochs"), "pareto", pareto_flags(frame, objectives))
     return frame, pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED])
+
+
+def best_intervals(exp_dir: Path, record: dict[str, Any]) -> dict[str, float]:
+    """The 95 % bootstrap interval over val queries of each ``best_val/R@N`` of a trial
+    record, at the epoch that value was reached (from its ranks file; none: no columns)."""
+    from vpr_tune.uncertainty import load_ranks, ranks_path, recall_interval
+
+    ranks = load_ranks(ranks_path(exp_dir, record["trial_id"]))
+    rows = record["_rows"]
+    out: dict[str, float] = {}
+    for m, n in zip(metrics.VAL_RECALLS, metrics.RECALL_NS, strict=True):
+        best = metrics.best_index([r.get(m) for r in rows], "max")
+        epoch = int(rows[best]["epoch"]) if best is not None else None
+        if epoch in ranks:
+            lo, hi = recall_interval(ranks[epoch], n)
+            out.update(zip(metrics.interval_columns(metrics.summary_column(m)),
+                           (round(lo, 4), round(hi, 4)), strict=True))
+    return out
 
 
 def write_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],

@@ -606,6 +606,7 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
 
     from vpr_tune.config import parse_duration
     from vpr_tune.tune.checkpoints import retention_callback
+    from vpr_tune.tune.ranks_log import ranks_callback
     from vpr_tune.tune.trainable import make_trainable
 
     search, res = space.base["search"], space.base["resources"]
@@ -615,6 +616,8 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     # can need (checkpoints.py says why not Ray's num_to_keep). PBT: all are kept, a trial
     # that cloned another restores from the other's folder.
     retention = [] if population else [retention_callback()]
+    # first: the ranks a result carries are on disk before any table is written from it
+    callbacks = [ranks_callback(Path(tables_dir or exp_dir)), *callbacks]
     if resume:
         if not tune.Tuner.can_restore(str(exp_dir)):
             raise UserError(f"{exp_dir}: no Ray experiment state to resume from")

@@ -24,7 +24,8 @@ from typing import Any
 from vpr_tune.errors import UserError
 
 # What vpr-tune writes next to Ray's files (read back by best/report on another machine).
-TABLES = ("trials.csv", "metrics.csv", "space.yaml", "optuna.db", "retest.csv", "retest.md")
+TABLES = ("trials.csv", "metrics.csv", "space.yaml", "optuna.db", "retest.csv", "retest.md",
+          "ranks")
 CHECKPOINTS = ".checkpoints"  # downloaded checkpoints, inside the local experiment folder
 _SECRETS = ("access_key", "secret_key", "session_token")
 
@@ -108,7 +109,11 @@ def pull(remote: str, local_dir: Path, names: tuple[str, ...] = TABLES) -> Path:
         raise UserError(f"{public(remote)}: no vpr-tune experiment there (no trials.csv)")
     local_dir.mkdir(parents=True, exist_ok=True)
     for name, info in zip(names, infos, strict=True):
-        if info.type == pyarrow.fs.FileType.File:
+        if info.type == pyarrow.fs.FileType.Directory:  # ranks/: one small file a trial
+            with _store_errors(remote):
+                pyarrow.fs.copy_files(info.path, str(local_dir / name), source_filesystem=fs,
+                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
+        elif info.type == pyarrow.fs.FileType.File:
             with _store_errors(remote), fs.open_input_stream(info.path) as src:
                 data = src.read()
             _write(local_dir / name, data)

@@ -19,7 +19,8 @@ from typing import Any
 
 from vpr_tune.config import materialize
 from vpr_tune.errors import DivergedError, UserError
-from vpr_tune.metrics import objectives_of, worst
+from vpr_tune.metrics import RANKS, objectives_of, worst
+from vpr_tune.uncertainty import encode
 
 CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
 # the model of the trial's best epoch so far (what retest evaluates): Trainer.save_model, the
@@ -89,6 +90,8 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                 if trainer.is_best or not best.exists():
                     trainer.save_model(best)
             report = {**last, "epoch": int(row["epoch"]), "diverged": 0, **extra}
+            if getattr(trainer, "val_ranks", None) is not None:  # per-query, for intervals
+                report[RANKS] = encode(trainer.val_ranks)
             if trainer.epoch % every and trainer.epoch < max_epochs:
                 tune.report(report)
                 continue
