@@ -16,8 +16,10 @@ SMALL = {  # keep descriptors small so resnet50 tests stay fast
     "convap": {"out_channels": 32, "s1": 2, "s2": 2},
     "mixvpr": {"out_channels": 32, "mix_depth": 2, "out_rows": 2},
     "netvlad": {"clusters": 4},
+    "salad": {"clusters": 4, "cluster_dim": 8, "token_dim": 16},
+    "boq": {"proj_channels": 64, "queries": 4, "layers": 1, "output_dim": 128},
 }
-EXPECTED_DIM = {"cosplace": 64, "convap": 128, "mixvpr": 64}
+EXPECTED_DIM = {"cosplace": 64, "convap": 128, "mixvpr": 64, "salad": 4 * 8 + 16, "boq": 128}
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])

@@ -107,13 +107,18 @@ def _adam(cls: str) -> Callable[..., Any]:
     return build
 
 
-_ADAM = {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+# Every optimizer also takes backbone_lr_scale: the backbone's lr is lr x this (BoQ trains
+# its DINOv2 at 0.2x); build_optimizer gives the backbone a param group of its own.
+_BACKBONE_LR = {"backbone_lr_scale": 1.0}
+_ADAM = {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+         **_BACKBONE_LR}
 OPTIMIZERS: dict[str, Spec] = {
-    "sgd": Spec(_sgd, {"lr": 0.0025, "weight_decay": 0.001, "momentum": 0.9, "nesterov": False}),
+    "sgd": Spec(_sgd, {"lr": 0.0025, "weight_decay": 0.001, "momentum": 0.9, "nesterov": False,
+                       **_BACKBONE_LR}),
     "adam": Spec(_adam("Adam"), _ADAM),
     "adamw": Spec(_adam("AdamW"), {**_ADAM, "weight_decay": 0.01}),
     "asgd": Spec("torch.optim.ASGD", {"lr": 0.01, "weight_decay": 0.0, "lambd": 1e-4,
-                                      "alpha": 0.75, "t0": 1e6}),
+                                      "alpha": 0.75, "t0": 1e6, **_BACKBONE_LR}),
 }
 
 
@@ -167,6 +172,13 @@ AGGREGATORS: dict[str, Spec] = {
     "mixvpr": Spec(_AGG + "MixVPR", {"out_channels": 512, "mix_depth": 4, "mlp_ratio": 1,
                                      "out_rows": 4}),
     "netvlad": Spec(_AGG + "NetVLAD", {"clusters": 64, "alpha": 100.0}),
+    # SALAD (Izquierdo & Civera, CVPR 2024): 64 x 128 + 256 = 8,448-d at these defaults
+    "salad": Spec("vpr_tune.model.salad.SALAD", {"clusters": 64, "cluster_dim": 128,
+                                                 "token_dim": 256, "sinkhorn_iters": 3,
+                                                 "dropout": 0.3}),
+    # BoQ (Ali-bey et al., CVPR 2024): DINOv2-BoQ's 12,288-d (384 x 32) at these defaults
+    "boq": Spec("vpr_tune.model.boq.BoQ", {"proj_channels": 384, "queries": 64, "layers": 2,
+                                           "output_dim": 12288}),
 }
 
 
@@ -179,12 +191,54 @@ class Backbone:
     channels: dict[str, int]
 
 
-# model.backbone is a plain name (no section of parameters); model.cut one of CUTS.
+@dataclass(frozen=True)
+class VisionTransformer:
+    """A DINOv2 ViT in timm (vpr_tune/model/vit.py): its timm architecture, its width (the
+    channels an aggregator gets), patch size, and timm's pretrained tags for it
+    (``model.pretrained``)."""
+
+    timm_name: str
+    width: int
+    patch: int = 14
+    tags: tuple[str, ...] = ("lvd142m",)
+    timm_kwargs: tuple[tuple[str, Any], ...] = ()  # extra create_model arguments (tests)
+
+
+# model.backbone is a plain name (no section of parameters). ResNets: model.cut one of CUTS
+# and model.freeze_stages; ViTs (the DINOv2 repository's names): model.train_blocks.
 CUTS = ("layer3", "layer4")
-BACKBONES: dict[str, Backbone] = {
+BACKBONES: dict[str, Backbone | VisionTransformer] = {
     "resnet18": Backbone("resnet18", "ResNet18_Weights", {"layer3": 256, "layer4": 512}),
     "resnet50": Backbone("resnet50", "ResNet50_Weights", {"layer3": 1024, "layer4": 2048}),
+    "dinov2_vits14": VisionTransformer("vit_small_patch14_dinov2", 384),
+    "dinov2_vits14_reg": VisionTransformer("vit_small_patch14_reg4_dinov2", 384),
+    "dinov2_vitb14": VisionTransformer("vit_base_patch14_dinov2", 768),
+    "dinov2_vitb14_reg": VisionTransformer("vit_base_patch14_reg4_dinov2", 768),
+    "dinov2_vitl14": VisionTransformer("vit_large_patch14_dinov2", 1024),
+    "dinov2_vitl14_reg": VisionTransformer("vit_large_patch14_reg4_dinov2", 1024),
 }
+
+
+def image_size_problem(backbone: str, image_size: Any) -> str | None:
+    """Why ``data.image_size`` cannot feed ``backbone`` (None when it can): a ViT needs
+    sides that are multiples of its patch size.
+
+    >>> image_size_problem("dinov2_vitb14", [224, 224]) is None
+    True
+    >>> image_size_problem("dinov2_vitb14", 230)[:72]
+    'data.image_size: 230x230 does not fit dinov2_vitb14: each side must be a'
+    """
+    spec = BACKBONES.get(backbone)
+    if not isinstance(spec, VisionTransformer):
+        return None
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if h % spec.patch == 0 and w % spec.patch == 0:
+        return None
+    nearest = "x".join(str(max(1, round(s / spec.patch)) * spec.patch) for s in dict.fromkeys(
+        (h, w)))
+    return (f"data.image_size: {h}x{w} does not fit {backbone}: each side must be a multiple "
+            f"of its patch size {spec.patch} (nearest: {nearest}; SALAD trains at 224, BoQ at "
+            "280 and tests at 322)")
 
 
 # --------------------------------------------------------------------------- look-ups
@@ -267,12 +321,21 @@ def build_miner(section: dict[str, Any]) -> Any:
 
 def build_optimizer(section: dict[str, Any], model: Any, loss_fn: Any = None,
                     loss_lr: float | None = None) -> Any:
-    """Torch optimizer over the model's trainable parameters; loss parameters (ArcFace/CosFace
-    weights) form a second param group with ``loss_lr`` (None: the optimizer's lr)."""
+    """Torch optimizer over the model's trainable parameters, in param groups: the head (the
+    model less its ``backbone``; group 0, whose lr is the trial's ``lr``), the backbone's
+    trainable parameters at ``lr x backbone_lr_scale`` (when the model has a backbone with
+    any), and loss parameters (ArcFace/CosFace weights) at ``loss_lr`` (None: the lr)."""
     name, params = resolve_params("optimizer", section)
-    groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if p.requires_grad]}
-    ]
+    scale = float(params.pop("backbone_lr_scale"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    backbone = getattr(model, "backbone", None)
+    in_backbone = ({id(p) for p in backbone.parameters() if p.requires_grad}
+                   if backbone is not None else set())
+    groups: list[dict[str, Any]] = [{"params": [p for p in trainable
+                                                if id(p) not in in_backbone]}]
+    if in_backbone:
+        groups.append({"params": [p for p in trainable if id(p) in in_backbone],
+                       "lr": float(params["lr"]) * scale})
     loss_params = list(loss_fn.parameters()) if loss_fn is not None else []
     if loss_params:
         groups.append({"params": loss_params,
@@ -285,9 +348,13 @@ def optimizer_hyperparams(section: dict[str, Any], loss_section: dict[str, Any] 
     """(base lr per param group, other group settings) as :func:`build_optimizer` sets them:
     what a restored trial re-applies after PBT changed its config."""
     _, params = resolve_params("optimizer", section)
-    loss_lr = (loss_section or {}).get("lr")
-    base = [float(params["lr"])] + [float(params["lr"] if loss_lr is None else loss_lr)] * (
-        groups - 1)
+    loss_section = loss_section or {}
+    loss_lr = loss_section.get("lr")
+    has_loss = loss_section.get("name") in CLASSIFIER_LOSSES
+    base = [float(params["lr"])]
+    if groups - 1 - has_loss > 0:  # the backbone's group
+        base.append(float(params["lr"]) * float(params["backbone_lr_scale"]))
+    base += [float(params["lr"] if loss_lr is None else loss_lr)] * (groups - len(base))
     settings = {k: params[k] for k in ("weight_decay", "momentum", "eps", "lambd", "alpha", "t0")
                 if k in params}
     if "beta1" in params:

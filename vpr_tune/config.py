@@ -82,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": "none",  # none | imagenet | /path/to/weights.pth
         "cut": "layer4",  # layer3 | layer4
         "freeze_stages": 2,  # first N of (stem, layer1, layer2, layer3) frozen
+        "train_blocks": 4,  # ViT backbones (dinov2_*): the last N blocks train, the rest frozen
         "aggregator": {"name": "gem"},  # + per-aggregator params (p, dim, clusters, ...)
     },
     "loss": {"name": "contrastive"},  # + per-loss params (margins, scale, lr for arcface/cosface)

@@ -67,6 +67,11 @@ def imagenet_weights_file(name: str) -> Path:
 def check_weights_file(path: Path | str, name: str = "resnet18") -> None:
     """Raise :class:`UserError` unless ``path`` loads as ``name`` weights (what
     ``pretrained: PATH`` does at build time, without building the model)."""
+    if not hasattr(BACKBONES[name], "factory"):  # a ViT (vpr_tune/model/vit.py)
+        from vpr_tune.model.vit import check_vit_weights_file
+
+        check_vit_weights_file(path, name)
+        return
     net = getattr(torchvision.models, BACKBONES[name].factory)(weights=None)
     _load_local(net, Path(path).expanduser(), name, ("stem",))
 
