@@ -6,27 +6,28 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import run_cli
 from vpr_tune.analysis import read_table
 from vpr_tune.config import Param, space_from_dict
+from vpr_tune.distributions import LOG_FACTORS
 from vpr_tune.errors import UserError
+from vpr_tune.space_rules import mutated_params
 from vpr_tune.tune import trainable
 from vpr_tune.tune.lineage import lineage
-from vpr_tune.tune.pbt import LOG_FACTORS, check_pbt, explore_value
 
 
 # ------------------------------------------------------------------------ explore step
 @pytest.mark.parametrize("resample", [0.0, 0.5, 1.0])
 def test_mutations_stay_in_bounds_and_follow_the_declared_scale(resample):
-    rng = random.Random(0)
+    rng = np.random.default_rng(0)
     lr = Param("optimizer.lr", "loguniform", [1e-4, 1e-1])
     wd = Param("optimizer.weight_decay", "uniform", [0.0, 0.01])
     t0 = Param("optimizer.t0", "int", [10, 20])
@@ -35,21 +36,21 @@ def test_mutations_stay_in_bounds_and_follow_the_declared_scale(resample):
     logs = []
     for _ in range(300):
         v = math.exp(rng.uniform(math.log(1e-4), math.log(1e-1)))
-        new, op = explore_value(lr, v, rng, resample)
+        new, op = lr.dist.perturb(v, rng, resample)
         assert 1e-4 <= new <= 1e-1
         if op != "resample":  # a step in log space: x 0.8 or x 1.25, clipped
             assert op in {f"* {f}" for f in LOG_FACTORS}
             assert any(math.isclose(new, min(max(v * f, 1e-4), 1e-1)) for f in LOG_FACTORS)
         logs.append(math.log10(new))
-        new, op = explore_value(wd, 0.005, rng, resample)
+        new, op = wd.dist.perturb(0.005, rng, resample)
         assert 0.0 <= new <= 0.01
         if op != "resample":  # a linear step of 10 % of the range
             assert math.isclose(abs(new - 0.005), 0.001)
-        new, _ = explore_value(t0, 20, rng, resample)
+        new, _ = t0.dist.perturb(20, rng, resample)
         assert isinstance(new, int) and 10 <= new <= 20
-        new, _ = explore_value(q, 0.5, rng, resample)
+        new, _ = q.dist.perturb(0.5, rng, resample)
         assert new in (0.0, 0.25, 0.5, 0.75, 1.0)
-        new, op = explore_value(name, "adam", rng, resample)
+        new, op = name.dist.perturb("adam", rng, resample)
         assert new in ("sgd", "adam", "adamw")
     if resample == 1.0:  # redraws are log-uniform: each decade gets about a third
         decades = [sum(lo <= x < lo + 1 for x in logs) for lo in (-4, -3, -2)]
@@ -86,12 +87,12 @@ BASE = """
 def test_unusable_mutate_keys_are_refused(sched, mutate, message):
     space = _space(BASE.replace("SCHED", sched).replace("MUTATE", mutate))
     with pytest.raises(UserError, match="p.yaml: " + message):
-        check_pbt(space)
+        mutated_params(space)
 
 
 def test_pb2_takes_continuous_keys():
     space = _space(BASE.replace("SCHED", "pb2").replace("MUTATE", "[optimizer.lr]"))
-    assert [p.path for p in check_pbt(space)] == ["optimizer.lr"]
+    assert [p.path for p in mutated_params(space)] == ["optimizer.lr"]
 
 
 @pytest.mark.parametrize("proposed", [1e-4 * (1 - 1e-15), 1e-2 * (1 + 1e-15)])

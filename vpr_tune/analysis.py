@@ -379,24 +379,28 @@ def _space_leaf(space: dict[str, Any], dotted: str) -> Any:
 
 
 def _distribution(values: pd.Series, leaf: Any) -> Any:
-    """An Optuna distribution for one column: from the space's leaf when known, else the data."""
+    """An Optuna distribution for one column: over the observed range on the scale the
+    space's leaf declares (its ``Distribution.over``), else as the data suggest."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,
     )
 
-    kind = next((k for k in ("loguniform", "uniform", "int", "randint") if isinstance(leaf, dict)
-                 and k in leaf), None)
+    from vpr_tune.distributions import leaf_distribution
+
     clean = values.dropna()
     numeric = pd.api.types.is_numeric_dtype(clean) and not pd.api.types.is_bool_dtype(clean)
-    if not numeric or kind is None and clean.nunique() <= 4 and isinstance(leaf, dict):
+    low, high = (float(clean.min()), float(clean.max())) if numeric else (0.0, 0.0)
+    declared = leaf_distribution(leaf)
+    ranged = declared.over(low, high) if numeric and declared else None
+    if not numeric or ranged is None and clean.nunique() <= 4 and isinstance(leaf, dict):
         return CategoricalDistribution(sorted(clean.astype(str).unique()))
-    low, high = float(clean.min()), float(clean.max())
-    if kind in ("int", "randint") or pd.api.types.is_integer_dtype(clean):
+    if isinstance(ranged, IntDistribution) or pd.api.types.is_integer_dtype(clean):
         return IntDistribution(int(low), int(high))
-    log = kind == "loguniform" or (kind is None and low > 0 and high / low >= 100)
-    return FloatDistribution(low, high, log=log)
+    if ranged is not None:
+        return ranged
+    return FloatDistribution(low, high, log=low > 0 and high / low >= 100)
 
 
 def importance(

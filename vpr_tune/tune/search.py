@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -24,30 +23,15 @@ import numpy as np
 
 from vpr_tune import metrics
 from vpr_tune.atomic import atomic_path
-from vpr_tune.config import Param, Space, materialize
+from vpr_tune.config import POPULATION_SCHEDULERS, Param, Space, materialize, uses_points
 from vpr_tune.errors import UserError
-
-POPULATION_SCHEDULERS = ("pbt", "pb2")
+from vpr_tune.space_rules import check_points, check_search
 
 
 # ------------------------------------------------------------------------------ sampling
 def sample_param(p: Param, rng: np.random.Generator) -> Any:
-    """One draw of a non-grid parameter."""
-    a = p.args
-    if p.kind == "value":
-        return a
-    if p.kind in ("choice", "grid"):
-        return a[int(rng.integers(len(a)))]
-    if p.kind == "uniform":
-        return float(rng.uniform(a[0], a[1]))
-    if p.kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(a[0]), math.log(a[1]))))
-    if p.kind in ("int", "randint"):  # both ends included
-        return int(rng.integers(a[0], a[1] + 1))
-    if p.kind == "quniform":
-        value = round(float(rng.uniform(a[0], a[1])) / a[2]) * a[2]
-        return float(min(max(value, a[0]), a[1]))
-    raise ValueError(p.kind)
+    """One draw of a non-grid parameter (its distribution draws itself)."""
+    return p.dist.sample(rng)
 
 
 def expand_points(space: Space, num_samples: int, seed: int) -> list[dict[str, Any]]:
@@ -93,22 +77,9 @@ class OptunaDefineByRun:
         for p in self.params:
             if not p.applies(chosen) or p.path in chosen:  # or an earlier alternative applied
                 continue
-            a, name = p.args, p.id  # an alternative is suggested under its own name
-            if p.kind == "value":
-                value = constants[p.path] = a
-            elif p.kind == "choice":
-                value = trial.suggest_categorical(name, a)
-            elif p.kind == "uniform":
-                value = trial.suggest_float(name, a[0], a[1])
-            elif p.kind == "loguniform":
-                value = trial.suggest_float(name, a[0], a[1], log=True)
-            elif p.kind in ("int", "randint"):
-                value = trial.suggest_int(name, a[0], a[1])
-            elif p.kind == "quniform":
-                value = trial.suggest_float(name, a[0], a[1], step=a[2])
-            else:
-                raise UserError(f"{p.path}: {p.kind} is not supported with optuna")
-            if name != p.path:  # the trial config holds it under its path too
+            name = p.id  # an alternative is suggested under its own name
+            value = p.dist.suggest(trial, name)
+            if p.dist.fixed or name != p.path:  # an alternative: its path holds it too
                 constants[p.path] = value
             chosen[p.path] = value
         return constants or None
@@ -137,12 +108,6 @@ class _ReplayTrial:
     suggest_categorical = suggest_float = suggest_int = _suggest
 
 
-def uses_points(space: Space) -> bool:
-    """True when the trials are drawn up front: grid, or random over grid leaves."""
-    return space.algorithm == "grid" or (
-        space.algorithm == "random" and any(p.kind == "grid" for p in space.params.values()))
-
-
 def sampler_name(space: Space) -> str:
     """The Optuna sampler of the search (``random`` for search.algorithm random)."""
     return "random" if space.algorithm == "random" else space.base["search"]["sampler"]
@@ -153,62 +118,6 @@ def count_trials(space: Space, num_samples: int) -> int:
     if not uses_points(space):
         return num_samples
     return len(expand_points(space, num_samples, 0))
-
-
-def optuna_distribution(p: Param) -> Any:
-    """The Optuna distribution of a searched parameter (what define-by-run suggests)."""
-    from optuna import distributions as d
-
-    a = p.args
-    if p.kind in ("choice", "grid"):
-        return d.CategoricalDistribution(a)
-    if p.kind in ("int", "randint"):
-        return d.IntDistribution(a[0], a[1])
-    return d.FloatDistribution(a[0], a[1], log=p.kind == "loguniform",
-                               step=a[2] if p.kind == "quniform" else None)
-
-
-def check_points(space: Space, points: Any, key: str = "search.points_to_evaluate"
-                 ) -> list[dict[str, Any]]:
-    """Validate partial configs against the space: searched keys only, values the
-    distribution can take, conditional keys only with the value that makes them apply."""
-    import difflib
-
-    if not isinstance(points, list):
-        raise UserError(f"{space.source}: {key}: expected a list of {{dotted.key: value}}")
-    out = []
-    for i, point in enumerate(points):
-        where = f"{space.source}: {key}[{i}]"
-        if not isinstance(point, dict) or not point:
-            raise UserError(f"{where}: expected a mapping such as {{optimizer.lr: 0.0025}}")
-        for name, value in point.items():
-            p = space.params.get(name)
-            if p is None or p.kind == "value":
-                close = difflib.get_close_matches(str(name), list(space.params), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UserError(f"{where}: {name} is not searched in this space{hint}; "
-                                f"searched: {', '.join(space.params)}")
-            if not valid_value(p, value):
-                raise UserError(f"{where}: {name}: {value!r} is outside {p.kind} {p.args}")
-            missing = [s for s in p.when if s not in point]
-            if missing or not p.applies(point):
-                cond = ", ".join(f"{s} in {list(v)}" for s, v in p.when.items())
-                got = ("; give that too" if missing else " (got "
-                       + ", ".join(f"{s} {point[s]!r}" for s in p.when) + ")")
-                raise UserError(f"{where}: {name} applies only when {cond}{got}")
-        out.append(dict(point))
-    return out
-
-
-def valid_value(p: Param, value: Any) -> bool:
-    """True when the distribution of ``p`` can take ``value``."""
-    if p.kind in ("choice", "grid"):
-        return any(value == c and type(value) is type(c) or value == c for c in p.args)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if p.kind in ("int", "randint") and value != int(value):
-        return False
-    return p.args[0] <= value <= p.args[1]
 
 
 def draw_points(space: Space, n: int, seed: int,
@@ -245,18 +154,12 @@ def plan_line(space: Space, trials: int) -> str:
 def check_plan(space: Space) -> list[str]:
     """Check what the searcher and scheduler need from the space before anything starts
     (UserError otherwise); returns the lines the run prints about fallbacks."""
-    from vpr_tune.config import parse_duration
     from vpr_tune.tune.samplers import sampler_note
 
     search = space.base["search"]
     notes = []
-    check_points(space, search["points_to_evaluate"])
-    parse_duration(search["time_budget"])
-    population = search["scheduler"] in POPULATION_SCHEDULERS
-    if population:
-        from vpr_tune.tune.pbt import check_pbt
-
-        check_pbt(space)
+    check_search(space)
+    if search["scheduler"] in POPULATION_SCHEDULERS:
         if int(search["max_concurrent"]) < int(search["num_samples"]):
             notes.append(f"{search['scheduler']}: {search['num_samples']} trials but "
                          f"{search['max_concurrent']} at a time; PBT compares the trials "
@@ -292,8 +195,7 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
     raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
     raw.pop("resolved", None)
     old = space_from_dict(raw, str(earlier / "space.yaml"))
-    mine = {k for k, p in space.params.items() if p.kind != "value"}
-    theirs = {k for k, p in old.params.items() if p.kind != "value"}
+    mine, theirs = set(space.searched()), set(old.searched())
     if mine != theirs:
         diff = sorted(mine ^ theirs)
         raise UserError(f"--warm-start {earlier.name}: it searched different keys "
@@ -313,11 +215,8 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
             v = trials.loc[row.Index, p.path] if p.path in trials else None
             if v is None or pd.isna(v):
                 continue
-            if p.kind in ("int", "randint"):
-                v = int(v)
-            elif isinstance(v, np.generic):
-                v = v.item()
-            if not valid_value(p, v):
+            v = p.dist.coerce(v)
+            if not p.dist.contains(v):
                 params = None  # outside this space's ranges: not a point the sampler knows
                 break
             params[k] = v
@@ -339,9 +238,6 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
 
     search = space.base["search"]
     first = check_points(space, search["points_to_evaluate"])
-    if first and uses_points(space):
-        raise UserError(f"{space.source}: search.points_to_evaluate: grid tries every "
-                        "combination already; use search.algorithm random or optuna")
     if search["scheduler"] in POPULATION_SCHEDULERS:
         # Ray's PBT takes no searcher: the population is fixed before the search starts.
         points = (expand_points(space, num_samples, int(search["seed"])) if uses_points(space)
@@ -382,7 +278,7 @@ def _optuna_search(space: Space, num_samples: int, first: list[dict[str, Any]],
                                 directions=["minimize" if md == "min" else "maximize"
                                             for _, md in objectives], load_if_exists=True)
     for params, value in warm or []:
-        dists = {k: optuna_distribution(space.params[k]) for k in params}
+        dists = {k: space.params[k].dist.optuna() for k in params}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=value))
     # metric/mode live on the searcher and the scheduler (Ray refuses them twice)
@@ -454,9 +350,9 @@ def possible_values(space: Space, dotted: str) -> list[Any]:
     if p is None:
         return [materialize(space.base, {})["budget"]["max_epochs"]] if dotted.startswith(
             "budget.") else []
-    if p.kind in ("choice", "grid"):
+    if p.dist.categorical:
         return list(p.args)
-    return [p.args] if p.kind == "value" else [p.args[1]]
+    return [p.args] if p.dist.fixed else [p.args[1]]
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
