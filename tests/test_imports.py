@@ -19,14 +19,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vpr_tune"
 ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.bench",
               "vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report", "vpr_tune.retest",
               "vpr_tune.tune", "vpr_tune.export", "vpr_tune.repeats", "vpr_tune.compare",
-              "vpr_tune.preds")
+              "vpr_tune.preds", "vpr_tune.replay")
 # The YAML validator stays importable without training code.
 CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.train_setup", "vpr_tune.pbt_replay",
                           "vpr_tune.evaluate", "vpr_tune.model",
                           "vpr_tune.data", "vpr_tune.tune", "vpr_tune.bench", "vpr_tune.cli",
                           "vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report")
 TUNE_MUST_NOT_IMPORT = ("vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report",
-                        "vpr_tune.retest", "vpr_tune.cli", "vpr_tune.bench")
+                        "vpr_tune.retest", "vpr_tune.cli", "vpr_tune.bench", "vpr_tune.replay")
 
 
 def _under(module: str, prefixes: tuple[str, ...]) -> bool:

@@ -12,7 +12,7 @@ import sys
 import typer
 
 # Each command module adds its commands to the app when imported (in --help's order).
-from vpr_tune.cli import data_train, search, search_results  # noqa: F401
+from vpr_tune.cli import data_train, replay, search, search_results  # noqa: F401
 from vpr_tune.cli.app import app, err_console
 from vpr_tune.cli.output import click_usage_errors, one_line_warnings, print_error
 from vpr_tune.errors import UserError
