@@ -151,6 +151,13 @@ def _multistep(opt: Any, epochs: int, warmup: int, milestones: list[int], gamma:
                        gamma=gamma)
 
 
+def _linear(opt: Any, epochs: int, warmup: int, end_factor: float) -> Any:
+    from torch.optim.lr_scheduler import LinearLR
+
+    # from the base lr down to end_factor x it after the last epoch (SALAD: 0.2), per epoch
+    return LinearLR(opt, start_factor=1.0, end_factor=end_factor, total_iters=max(1, epochs))
+
+
 WARMUP = {"warmup_epochs": 0, "warmup_per_batch": True}
 SCHEDULERS: dict[str, Spec] = {
     "none": Spec(_no_scheduler, WARMUP),
@@ -158,6 +165,7 @@ SCHEDULERS: dict[str, Spec] = {
     "plateau": Spec(_plateau, {**WARMUP, "factor": 0.1, "patience": 2, "threshold": 1e-4,
                                "min_lr": 0.0}),
     "multistep": Spec(_multistep, {**WARMUP, "milestones": [6, 8], "gamma": 0.1}),
+    "linear": Spec(_linear, {**WARMUP, "end_factor": 0.0}),
 }
 
 
@@ -171,7 +179,8 @@ AGGREGATORS: dict[str, Spec] = {
     "convap": Spec(_AGG + "ConvAP", {"out_channels": 512, "s1": 2, "s2": 2}),
     "mixvpr": Spec(_AGG + "MixVPR", {"out_channels": 512, "mix_depth": 4, "mlp_ratio": 1,
                                      "out_rows": 4}),
-    "netvlad": Spec(_AGG + "NetVLAD", {"clusters": 64, "alpha": 100.0}),
+    # alpha None: from the k-means margin (model/aggregators.py:NetVLAD)
+    "netvlad": Spec(_AGG + "NetVLAD", {"clusters": 64, "alpha": None}),
     # SALAD (Izquierdo & Civera, CVPR 2024): 64 x 128 + 256 = 8,448-d at these defaults
     "salad": Spec("vpr_tune.model.salad.SALAD", {"clusters": 64, "cluster_dim": 128,
                                                  "token_dim": 256, "sinkhorn_iters": 3,

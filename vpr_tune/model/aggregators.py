@@ -124,16 +124,26 @@ class MixVPR(nn.Module):
 
 
 class NetVLAD(nn.Module):
-    """NetVLAD with ``clusters`` centroids; ``init_from_descriptors`` runs k-means (faiss)."""
+    """NetVLAD with ``clusters`` centroids; ``init_from_descriptors`` runs k-means (faiss).
+
+    ``alpha`` sets how sharply a local feature is assigned to its nearest centroids: the
+    assignment weights start as ``alpha`` times the unit centroids (Arandjelovic et al.).
+    None: derived from the k-means margin between the two closest centroids (the VPR
+    benchmark's choice); a number: used as given, also after k-means."""
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], clusters: int, alpha: float
+        self, in_channels: int, feature_size: tuple[int, int], clusters: int,
+        alpha: float | None = None,
     ) -> None:
         super().__init__()
         self.clusters = int(clusters)
         self.conv = nn.Conv2d(in_channels, self.clusters, kernel_size=1, bias=False)
         self.centroids = nn.Parameter(torch.rand(self.clusters, in_channels))
-        self.register_buffer("alpha", torch.tensor(float(alpha)))
+        self.alpha_setting = None if alpha is None else float(alpha)
+        self.register_buffer("alpha", torch.tensor(self.alpha_setting or 1.0))
+        with torch.no_grad():
+            self.conv.weight.copy_((self.alpha * F.normalize(self.centroids, dim=1))[:, :, None,
+                                                                                     None])
         self.dim = self.clusters * in_channels
 
     def init_from_descriptors(self, features: np.ndarray, seed: int = 0) -> None:
@@ -150,7 +160,8 @@ class NetVLAD(nn.Module):
         assign = centroids / (np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-12)
         dots = np.sort(assign @ feats.T, axis=0)[::-1]
         gap = float(np.mean(dots[0] - dots[1])) if len(dots) > 1 else 1.0
-        alpha = -np.log(0.01) / max(gap, 1e-6)
+        alpha = (self.alpha_setting if self.alpha_setting is not None
+                 else -np.log(0.01) / max(gap, 1e-6))
         with torch.no_grad():
             self.alpha.fill_(alpha)
             self.centroids.copy_(torch.from_numpy(centroids))
