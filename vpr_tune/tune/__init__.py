@@ -23,7 +23,30 @@ def load_run_space(space_path: Path, num_samples: int | None = None,
     """The validated space with ``--num-samples`` / ``--max-concurrent`` applied."""
     from vpr_tune.config import load_space
 
-    return apply_overrides(load_space(space_path), num_samples, max_concurrent)
+    space = apply_overrides(load_space(space_path), num_samples, max_concurrent)
+    check_image_sizes(space)
+    return space
+
+
+def check_image_sizes(space: Any) -> None:
+    """Every backbone the space can choose takes every image size it can choose (a ViT:
+    sides that are multiples of its patch size), checked before anything starts; a leaf with
+    a ``when`` is left to the trial (its pairings depend on other keys)."""
+    from vpr_tune.components import image_size_problem
+    from vpr_tune.leaf_values import possible_values
+
+    def values(dotted: str) -> list[Any]:
+        leaves = [p for p in space.params.values() if p.path == dotted]
+        if not leaves:
+            section, _, key = dotted.partition(".")
+            return [space.base[section][key]]
+        return [v for p in leaves if not p.when for v in possible_values(p)]
+
+    for backbone in values("model.backbone"):
+        for size in values("data.image_size"):
+            problem = image_size_problem(backbone, size)
+            if problem:
+                raise UserError(f"{space.source}: {problem}")
 
 
 def apply_overrides(space: Any, num_samples: int | None, max_concurrent: int | None) -> Any:
@@ -122,6 +145,7 @@ def run_experiment(
             raise UserError(f"--time-budget: {exc}") from None
         sconf["time_budget"] = time_budget
     notes = search.check_plan(space)
+    check_image_sizes(space)
     data_root = resolve_data_root(data or space.base["data"]["root"],
                                   size=space.base["data"]["synth_size"], log=log)
     n = search.count_trials(space, int(sconf["num_samples"]))

@@ -110,7 +110,8 @@ def project(trial_epochs: float, trials: int, epoch_s: float, trial_start_s: flo
 # ------------------------------------------------------------------ smallest / largest
 # How a value of a cost-relevant key ranks (bigger = slower); keys not listed do not change
 # the time of an epoch much (optimizer, lr, loss margins) and keep their sampled value.
-_AGGREGATOR_COST = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad")  # cheap first
+_AGGREGATOR_COST = ("avg", "gem", "cosplace", "convap", "mixvpr", "netvlad", "salad",
+                    "boq")  # cheap first
 
 
 def _rank(order: tuple[str, ...]) -> Any:
@@ -123,9 +124,10 @@ def _area(size: Any) -> int:
 
 _COST: dict[str, Any] = {
     "data.image_size": _area,
-    "model.backbone": _rank(tuple(BACKBONES)),  # registry order: resnet18, resnet50
+    "model.backbone": _rank(tuple(BACKBONES)),  # registry order: resnet18, ..., dinov2_vitl14
     "model.cut": _rank(CUTS),
     "model.freeze_stages": lambda v: -int(v),  # fewer frozen stages: more backward work
+    "model.train_blocks": int,  # ViTs: more trained blocks, more backward work
     "model.aggregator.name": _rank(_AGGREGATOR_COST),
     "budget.places_per_batch": float,
     "budget.images_per_place": float,
