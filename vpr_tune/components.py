@@ -158,13 +158,6 @@ def _linear(opt: Any, epochs: int, warmup: int, end_factor: float) -> Any:
     return LinearLR(opt, start_factor=1.0, end_factor=end_factor, total_iters=max(1, epochs))
 
 
-def _linear(opt: Any, epochs: int, warmup: int, end_factor: float) -> Any:
-    from torch.optim.lr_scheduler import LinearLR
-
-    # from the base lr down to end_factor x it after the last epoch (SALAD: 0.2), per epoch
-    return LinearLR(opt, start_factor=1.0, end_factor=end_factor, total_iters=max(1, epochs))
-
-
 WARMUP = {"warmup_epochs": 0, "warmup_per_batch": True}
 SCHEDULERS: dict[str, Spec] = {
     "none": Spec(_no_scheduler, WARMUP),
@@ -172,7 +165,6 @@ SCHEDULERS: dict[str, Spec] = {
     "plateau": Spec(_plateau, {**WARMUP, "factor": 0.1, "patience": 2, "threshold": 1e-4,
                                "min_lr": 0.0}),
     "multistep": Spec(_multistep, {**WARMUP, "milestones": [6, 8], "gamma": 0.1}),
-    "linear": Spec(_linear, {**WARMUP, "end_factor": 0.0}),
     "linear": Spec(_linear, {**WARMUP, "end_factor": 0.0}),
 }
 
