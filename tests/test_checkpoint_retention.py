@@ -81,7 +81,8 @@ def _invariant_checker(violations: list[str], seen: list[int]):
 @pytest.mark.slow
 def test_no_saved_state_ever_names_a_deleted_folder(tmp_path, monkeypatch):
     from vpr_tune.config import load_space
-    from vpr_tune.tune.search import init_ray, run_tuner, stop_ray
+    from vpr_tune.tune.ray_session import init_ray, stop_ray
+    from vpr_tune.tune.tuner import run_tuner
 
     # a state save every second, so many saved states name checkpoints during the run
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")

@@ -139,13 +139,13 @@ def test_json_needs_estimate(tmp_path) -> None:
 def test_ray_that_cannot_start_is_one_user_error(tmp_path, monkeypatch, street_world_tiny):
     from vpr_tune.config import load_space
     from vpr_tune.errors import UserError
-    from vpr_tune.tune import search
+    from vpr_tune.tune import ray_session
     from vpr_tune.tune.estimate import estimate_search
 
     def boom(*_a, **_k):
         raise Exception("The current node timed out during startup.")
 
-    monkeypatch.setattr(search, "init_ray", boom)
+    monkeypatch.setattr(ray_session, "init_ray", boom)
     space = load_space(write_space(tmp_path / "s.yaml"))
     with pytest.raises(UserError, match="could not start Ray here .*timed out"):
         estimate_search(space, street_world_tiny, log=lambda _m: None)

@@ -9,7 +9,7 @@ import pytest
 
 from vpr_tune.config import load_space, materialize
 from vpr_tune.errors import UserError
-from vpr_tune.tune.search import OptunaDefineByRun, count_trials, expand_points
+from vpr_tune.tune.sampling import OptunaDefineByRun, count_trials, expand_points
 
 RANGES = {"triplet": (0.02, 0.3), "arcface": (20.0, 40.0), "cosface": (0.2, 0.5)}
 SPACE = """

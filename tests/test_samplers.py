@@ -12,7 +12,8 @@ from vpr_tune.cli import main
 from vpr_tune.config import SAMPLERS, load_space, space_from_dict
 from vpr_tune.errors import UserError
 from vpr_tune.tune.samplers import sampler_note
-from vpr_tune.tune.search import build_search_alg, check_plan, load_warm_start
+from vpr_tune.tune.sampling import load_warm_start
+from vpr_tune.tune.searchers import build_search_alg, check_plan
 
 DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
 

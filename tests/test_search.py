@@ -12,7 +12,7 @@ from tests.helpers import run_cli, write_space
 from vpr_tune.cli import main
 from vpr_tune.config import load_space
 from vpr_tune.tune.results import read_table
-from vpr_tune.tune.search import OptunaDefineByRun, count_trials, expand_points
+from vpr_tune.tune.sampling import OptunaDefineByRun, count_trials, expand_points
 
 SPACE = """
     optimizer:
@@ -97,7 +97,7 @@ def test_resume_adopts_a_trial_the_saved_searcher_never_saw(tmp_path):
     # --resume then reports results of a trial the restored searcher has no Optuna trial for
     # (a KeyError in Ray's OptunaSearch, seen in CI). It takes back the trial's RUNNING
     # Optuna trial, its epochs before the kill included.
-    from vpr_tune.tune.search import _optuna_search
+    from vpr_tune.tune.searchers import _optuna_search
 
     space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
                                                           "algorithm: optuna")))
@@ -254,7 +254,7 @@ def test_stop_ray_stops_every_process_of_the_ray_we_started():
 
     code = textwrap.dedent("""
         import psutil, ray
-        from vpr_tune.tune.search import init_ray, stop_ray
+        from vpr_tune.tune.ray_session import init_ray, stop_ray
         assert init_ray("local")
         kids = psutil.Process().children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in kids)

@@ -10,7 +10,7 @@ import pytest
 from vpr_tune.cli import main
 from vpr_tune.config import load_space
 from vpr_tune.errors import UserError
-from vpr_tune.tune.search import OptunaDefineByRun, count_trials, expand_points
+from vpr_tune.tune.sampling import OptunaDefineByRun, count_trials, expand_points
 
 PAIR_LOSSES = ["contrastive", "triplet", "multisimilarity"]
 SPACE = """

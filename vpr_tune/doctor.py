@@ -133,7 +133,8 @@ def check_space(ctx: Context) -> list[Check]:
         return [Check(WARN, "space", "none given: checks use the defaults",
                       "Pass the search-space YAML to check its model, weights and data.")]
     from vpr_tune.config import load_space
-    from vpr_tune.tune.search import count_trials, plan_line
+    from vpr_tune.tune.sampling import count_trials
+    from vpr_tune.tune.searchers import plan_line
 
     try:
         ctx.space = load_space(ctx.space_path)
@@ -169,7 +170,7 @@ def check_ray(ctx: Context) -> list[Check]:
     import ray
     import torch
 
-    from vpr_tune.tune.search import stop_ray
+    from vpr_tune.tune.ray_session import stop_ray
 
     started = not ray.is_initialized()
     if started:

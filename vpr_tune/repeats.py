@@ -67,7 +67,8 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
     from vpr_tune.tune import trainable
     from vpr_tune.tune.checkpoints import retention_callback
     from vpr_tune.tune.ray_internals import set_callbacks
-    from vpr_tune.tune.search import _points_searcher, init_ray, stop_ray
+    from vpr_tune.tune.ray_session import init_ray, stop_ray
+    from vpr_tune.tune.searchers import _points_searcher
 
     first = next(iter(configs.values()))
     search, res = first["search"], first["resources"]

@@ -147,7 +147,7 @@ def extreme_config(space: Any, largest: bool) -> tuple[dict[str, Any], dict[str,
     """``(config, chosen cost values)`` of the space's smallest or largest trial: every
     cost-relevant parameter at its cheapest or dearest value, the others as sampled."""
     from vpr_tune.config import materialize
-    from vpr_tune.tune.search import sample_param
+    from vpr_tune.tune.sampling import sample_param
 
     rng = np.random.default_rng(int(space.base["search"]["seed"]))
     gating = {s for p in space.params.values() for s in p.when}
@@ -237,7 +237,7 @@ def _time_ray_start(address: str | None, log: Any) -> tuple[dict[str, float], fl
     """The cluster's resources and the seconds a Ray start (and stop) took here."""
     import time
 
-    from vpr_tune.tune.search import init_ray, stop_ray
+    from vpr_tune.tune.ray_session import init_ray, stop_ray
 
     log("timing a local Ray start ...")
     start = time.perf_counter()
@@ -268,7 +268,9 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     import torch
 
     from vpr_tune.device import pick_device
-    from vpr_tune.tune.search import count_trials, plan_line, possible_values, prepare_data
+    from vpr_tune.tune.prepare import prepare_data
+    from vpr_tune.tune.sampling import count_trials, possible_values
+    from vpr_tune.tune.searchers import plan_line
 
     sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
     trials = count_trials(space, int(sconf["num_samples"]))

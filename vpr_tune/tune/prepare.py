@@ -1,0 +1,35 @@
+"""The data of a search, prepared before Ray starts: the train/val file lists checked,
+and the decode-once image caches built (one per image size the space can choose)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vpr_tune.config import Space
+from vpr_tune.tune.sampling import possible_values
+
+
+def prepare_data(space: Space, data_root: Path, build_cache: bool,
+                 log: Callable[[str], Any]) -> dict[str, int]:
+    """Load the train/val file lists (validates the data); with ``build_cache`` decode the
+    images once into the memmap caches the trials then only map (same keys as the loaders)."""
+    from vpr_tune.data import cached_images
+    from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
+    from vpr_tune.progress import log_progress
+
+    data = space.base["data"]
+    skip = bool(data["skip_bad_files"])
+    train = load_train_split(find_split(data_root, data["train"]),
+                             min_images_per_place=int(data["min_images_per_place"]),
+                             skip_bad_files=skip)
+    val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
+    if build_cache and data["cache"]:
+        sizes = possible_values(space, "data.image_size") or [data["image_size"]]
+        for size in sizes:
+            for what, paths in (("train", train.paths), ("val", [*val.db_paths, *val.q_paths])):
+                cached_images(paths, size, skip_bad_files=skip,
+                              progress=log_progress(log, f"image cache ({what}, {size})"))
+    return {"train images": len(train.paths), "train places": int(train.num_places),
+            "val database": len(val.db_paths), "val queries": len(val.q_paths)}
