@@ -123,6 +123,11 @@ def test_weights_file_round_trip(tmp_path, monkeypatch) -> None:
 def test_pretrained_tag_offline_error(monkeypatch) -> None:
     import timm
 
+    from vpr_tune.model.backbones import check_weights_file
+
+    with pytest.raises(UserError, match="not in the Hugging Face cache"):  # what doctor says
+        check_weights_file("lvd142m", "dinov2_vits14")
+
     def offline(*args, pretrained=False, **kwargs):
         raise OSError("no network")
 

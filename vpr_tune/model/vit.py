@@ -137,8 +137,29 @@ def _vit(name: str, pretrained: str | None) -> nn.Module:
 
 
 def check_vit_weights_file(path: Path | str, name: str) -> None:
-    """Raise :class:`UserError` unless ``path`` loads as ``name`` weights."""
-    load_vit_weights(_create(_spec(name)), Path(path).expanduser(), name)
+    """Raise :class:`UserError` unless ``path`` loads as ``name`` weights; a pretrained tag
+    (``lvd142m``) must be in the Hugging Face cache timm downloads to (``vpr-tune doctor``)."""
+    spec = _spec(name)
+    if str(path) in spec.tags:
+        cached = hub_cached_weights(spec, str(path))
+        if cached is None:
+            raise UserError(f"model.pretrained: {path}: timm's {spec.timm_name}.{path} is not "
+                            "in the Hugging Face cache; timm downloads it on first use where "
+                            "the machine is online (offline: pretrained: /path/to/weights.pth)")
+        return
+    load_vit_weights(_create(spec), Path(path).expanduser(), name)
+
+
+def hub_cached_weights(spec: VisionTransformer, tag: str) -> str | None:
+    """The cached file of timm's ``tag`` weights for ``spec`` (None when not downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = f"timm/{spec.timm_name}.{tag}"
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return found
+    return None
 
 
 def build_vit(name: str, pretrained: str | None, train_blocks: int) -> ViTBackbone:
