@@ -17,8 +17,10 @@ from vpr_tune.retest import CACHE_FILE
 
 RETEST_COLUMNS = [
     "rank", "trial_id", "optimizer.name", "optimizer.lr", "optimizer.weight_decay",
-    "scheduler.name", "val_R@1", "val_R@5", *(f"{s}_{r}" for s in ("sf_test", "tokyo")
-                                              for r in RECALLS),
+    "scheduler.name", *(f"val_R@{n}{x}" for n in (1, 5) for x in ("", "_lo", "_hi")),
+    "within_noise", *(f"{s}_{r}{x}" for s in ("sf_test", "tokyo") for r in RECALLS
+                      for x in ("", "_lo", "_hi")),
+    "sf_test_within_noise", "tokyo_within_noise",
 ]
 
 

@@ -10,6 +10,12 @@ which the experiments' best configs differ::
     exps = [load_experiment("optim"), load_experiment("losses")]
     compare_table(exps)               # DataFrame, one row per experiment
     differing_hyperparameters(exps)   # DataFrame, one row per differing key
+    compare_winners(exps)             # the best trials, paired on the same val queries
+
+Every recall carries its 95 % bootstrap interval over queries (``X_lo``, ``X_hi``). Two
+winners measured on the same val queries (the same val split of the same data, the same
+number of ranks) are compared with a paired bootstrap (:mod:`vpr_tune.noise`): ``separated``
+is True when the 95 % interval of their R@N difference excludes 0.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from vpr_tune.analysis import (
     table_column,
 )
 from vpr_tune.errors import UserError
+from vpr_tune.noise import ValRanks, add_val_intervals, compared_n, paired
 
 # Keys of a resolved config that say where and how a run was launched, not what it trained.
 NOT_HYPERPARAMETERS = ("name", "storage", "data.root", "search.", "asha.", "resources.cpu",
@@ -68,14 +75,90 @@ def compare_table(exps: list[Experiment], metric: str | None = None) -> pd.DataF
             col = metrics.summary_column(name)
             row[table_column(name)] = (float(frame.iloc[0][col])
                                        if len(frame) and col in frame else math.nan)
+        if len(frame):  # each val recall's 95 % interval over the val queries
+            one = pd.DataFrame([{k: v for k, v in row.items() if k.startswith("val_")}])
+            one.insert(0, "trial_id", row["best_trial"])
+            one = add_val_intervals(one, exp, m, compare=False)
+            row.update({k: float(v) for k, v in one.iloc[0].items() if k.startswith("val_")})
         retest = exp.retest
         if retest is not None and len(frame):
             hit = retest[retest["trial_id"].astype(str) == str(row["best_trial"])]
             for col in retest.columns:
                 if "_R@" in col and not col.startswith("val_") and col.endswith(("@1", "@5")):
-                    row[col] = float(hit.iloc[0][col]) if len(hit) else math.nan
+                    for c in (col, *metrics.interval_columns(col)):
+                        if c in retest:
+                            row[c] = float(hit.iloc[0][c]) if len(hit) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def compare_winners(exps: list[Experiment], metric: str | None = None) -> list[dict[str, Any]]:
+    """The first experiment's best trial against each other experiment's, on R@N (N: the
+    ranking metric's when it is a recall, else 1), each at its best epoch by the ranking
+    metric: ``separated`` True/False from a paired bootstrap over their val queries, None
+    with the ``reason`` when they were not measured on the same queries."""
+    first = exps[0]
+    m0 = metric or first.metric
+    n = compared_n(m0)
+    a_id, a_ranks = _winner_ranks(first, m0)
+    out = []
+    for other in exps[1:]:
+        m = metric or other.metric
+        b_id, b_ranks = _winner_ranks(other, m)
+        item: dict[str, Any] = {"a": first.name, "b": other.name, "trial_a": a_id,
+                                "trial_b": b_id, "n": n, "separated": None, "reason": ""}
+        reason = _not_paired(first, other, a_ranks, b_ranks)
+        if reason:
+            item["reason"] = reason
+        else:
+            p = paired(a_ranks, b_ranks, n)
+            item.update({"queries": p.queries, f"a_R@{n}": p.a, f"b_R@{n}": p.b,
+                         "difference": round(p.a - p.b, 4), "difference_lo": p.lo,
+                         "difference_hi": p.hi, "separated": p.separated,
+                         "words": p.words(f"{first.name}/{a_id}", f"{other.name}/{b_id}")})
+        out.append(item)
+    return out
+
+
+def _winner_ranks(exp: Experiment, metric: str) -> tuple[str, Any]:
+    frame = ranked(exp, metric)
+    if frame.empty:
+        return "", None
+    tid = str(frame.iloc[0]["trial_id"])
+    return tid, ValRanks(exp).at_best(tid, metric, exp.mode_for(metric))
+
+
+def _not_paired(a: Experiment, b: Experiment, ra: Any, rb: Any) -> str:
+    """Why two winners cannot be compared query by query ('' when they can)."""
+    for exp, ranks in ((a, ra), (b, rb)):
+        if ranks is None:
+            return (f"{exp.name}: no per-query val ranks of its best trial (an experiment "
+                    "from before vpr-tune kept them, or made by hand)")
+    va, vb = (str(_space_get(e.space, "data.val") or "sf_xs/val") for e in (a, b))
+    if va != vb:
+        return f"different val splits ({va} vs {vb})"
+    fa, fb = (_space_get(e.space, "resolved.data_fingerprint") for e in (a, b))
+    ra_root, rb_root = (_space_get(e.space, "resolved.data_root") for e in (a, b))
+    if fa and fb and fa != fb and ra_root != rb_root:
+        return f"different data ({ra_root}: {fa}; {rb_root}: {fb})"
+    if len(ra) != len(rb):
+        return f"different val queries ({len(ra)} vs {len(rb)})"
+    return ""
+
+
+def _space_get(space: dict[str, Any], dotted: str) -> Any:
+    node: Any = space or {}
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
+    """Each paired comparison of two winners in words."""
+    return [c.get("words") or f"{c['a']} vs {c['b']}: not compared query by query: "
+            f"{c['reason']}" for c in comparisons]
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -281,6 +281,60 @@ def plot_retest(exp: Experiment, n: int = 1) -> Figure:
     return fig
 
 
+def plot_intervals(exp: Experiment, top: int = 5, metric: str | None = None,
+                   n: int = 1) -> Figure:
+    """The top trials' R@n with their 95 % bootstrap intervals over queries: val (ranked by
+    ``metric``) and, after ``best --retest``, each test set; a filled marker is the winner
+    of its split or a trial within noise of it, a hollow one a trial the data separate from
+    that winner."""
+    from vpr_tune.analysis import top_table
+    from vpr_tune.noise import add_val_intervals
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    metric = metric or exp.metric
+    table = add_val_intervals(top_table(exp, top, metric), exp, metric)
+    series = [("val", table, f"val_R@{n}", "within_noise")]
+    retest = exp.retest
+    if retest is not None and not retest.empty:
+        for col in retest_columns(retest, n):
+            name = col.removesuffix(f"_R@{n}")
+            series.append((name, retest, col, f"{name}_within_noise"))
+    ids = [str(t) for t in table["trial_id"]]
+    ids += [str(t) for _, frame, _, _ in series[1:] for t in frame["trial_id"]
+            if str(t) not in ids]
+    x = {t: i for i, t in enumerate(ids)}
+    width = 0.7 / len(series)
+    missing = []
+    for i, (name, frame, col, within) in enumerate(series):
+        rows = frame[frame["trial_id"].astype(str).isin(x)]
+        if col not in rows:
+            continue
+        xs = np.array([x[str(t)] for t in rows["trial_id"]]) + (i - (len(series) - 1) / 2) * width
+        y = rows[col].astype(float).to_numpy()
+        lo = rows.get(f"{col}_lo", pd.Series(np.nan, index=rows.index)).astype(float).to_numpy()
+        hi = rows.get(f"{col}_hi", pd.Series(np.nan, index=rows.index)).astype(float).to_numpy()
+        if np.isnan(lo).all():
+            missing.append(name)
+        err = np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
+        colour = f"C{i}"
+        ax.errorbar(xs, y, yerr=err, fmt="none", capsize=3, lw=1.2, ecolor=colour)
+        marks = rows.get(within, pd.Series(True, index=rows.index)).astype(str).str.lower()
+        filled = ~marks.isin(["false", "0"]).to_numpy()
+        ax.scatter(xs, y, s=36, zorder=3, label=f"{name} R@{n}", edgecolors=colour,
+                   facecolors=[colour if f else "none" for f in filled])
+    ax.set_xticks(range(len(ids)), [f"#{i + 1} {t}" if t in set(table["trial_id"].astype(str))
+                                    else t for i, t in enumerate(ids)],
+                  rotation=15, fontsize=8)
+    ax.set_ylabel(f"R@{n} (%), 95 % interval over queries")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    note = f" (no intervals: {', '.join(missing)} kept no per-query ranks)" if missing else ""
+    _title(fig, exp, f"Top trials' R@{n} with 95 % intervals; hollow: separated from the "
+           f"winner{note}")
+    return fig
+
+
 def plot_val_vs_test(exp: Experiment, n: int = 1) -> Figure:
     """Scatter of val R@n (x) against each test set's R@n (y), one colour per test set,
     with the Spearman correlation in the legend."""
@@ -419,6 +473,7 @@ def figures(exp: Experiment, metric: str | None = None) -> dict[str, Figure]:
         "lr_wd": plot_lr_wd(exp, metric),
         "importance": plot_importance(exp, metric),
         "rung_spearman": plot_rung_spearman(exp, metric),
+        "intervals": plot_intervals(exp, metric=metric),
     }
     if exp.multi_objective:
         out["pareto"] = plot_pareto(exp)

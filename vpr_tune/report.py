@@ -18,6 +18,7 @@ from vpr_tune import analysis as va
 from vpr_tune import plots
 from vpr_tune.atomic import atomic_path, write_text
 from vpr_tune.metrics import summary_column
+from vpr_tune.noise import INTERVAL_NOTE, add_val_intervals, display, noise_lines
 from vpr_tune.retest import SYNTHETIC_MD
 
 # file stem -> (section title, what to look for)
@@ -39,6 +40,10 @@ FIGURES = {
                "ringed trials are on the front, the step line is the front of these two axes."),
     "hypervolume": ("Hypervolume against trials", "how much of the objective space the front "
                     "covers after each trial (flat: new trials stopped improving the front)."),
+    "intervals": ("How sure is each R@1?", "the top trials' R@1 with its 95 % bootstrap "
+                  "interval over queries, on val and (after `best --retest`) each test set; "
+                  "hollow markers: trials a paired bootstrap separates from that split's "
+                  "winner, filled: the winner and the trials within noise of it."),
     "retest": ("Val vs test", "does the val ranking transfer to SF-XS test and Tokyo-XS?"),
     "val_vs_test": ("Val vs test, per config", "each retested config; Spearman in the legend."),
 }
@@ -116,7 +121,10 @@ def write_report(
     lines += [f"- `{c}`: {_fmt(best[c])}" for c in exp.hyperparameters if pd.notna(best[c])]
     if isinstance(best.get("checkpoint"), str):
         lines += ["", f"Checkpoint: `{best['checkpoint']}`"]
-    lines += ["", f"## Top {len(table)} trials", "", va.markdown_table(table), ""]
+    table = add_val_intervals(table, exp, metric)
+    lines += ["", f"## Top {len(table)} trials", "", f"R@N in percent; {INTERVAL_NOTE}.", "",
+              va.markdown_table(display(table)), "", *(f"- {x}" for x in noise_lines(table)),
+              ""]
     if exp.multi_objective:
         front = va.front_table(exp)
         lines += [f"## Pareto front ({len(front)} trials)", "",
@@ -125,7 +133,9 @@ def write_report(
                   "one.", "", va.markdown_table(front), ""]
     if exp.retest is not None and not exp.retest.empty:
         lines += ["## Retest on the test sets (R@N %, 25 m rule)", "",
-                  va.markdown_table(exp.retest), "",
+                  f"{INTERVAL_NOTE}; `within_noise`: not separated from the winner of that "
+                  "split by a paired bootstrap over its queries.", "",
+                  va.markdown_table(display(exp.retest)), "",
                   "Spearman correlation of val R@1 with each test set's R@1 across these "
                   "configs (does the val ranking transfer?):", "",
                   va.markdown_table(va.rank_transfer(exp.retest)), ""]

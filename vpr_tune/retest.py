@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vpr_tune import SYNTHETIC_NOTE, metrics
@@ -38,8 +39,23 @@ from vpr_tune.config import DEFAULTS, normalize_config
 from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.device import pick_device
 from vpr_tune.errors import UserError
+from vpr_tune.noise import (
+    INTERVAL_NOTE,
+    add_set_intervals,
+    add_val_intervals,
+    compared_n,
+    display,
+    load_set_ranks,
+    noise_lines,
+    retest_ranks_path,
+    save_set_ranks,
+)
 
 CACHE_FILE = ".retest_cache.json"
+# An evaluator's per-set result may carry the per-query ranks under this key (an array: kept
+# in <experiment>/ranks/retest/<trial_id>.npz, not in the JSON cache, which keeps its sha1).
+RANKS_KEY = "ranks"
+RANKS_SHA1 = "ranks_sha1"
 # What evaluate reports about a split besides recalls (the same for every config).
 SPLIT_COUNTS = ("queries", "database", "queries_without_positive")
 SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
@@ -93,7 +109,8 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
 
         from vpr_tune.checkpoint import load_model_from_checkpoint
         from vpr_tune.data.splits import find_split, load_eval_split
-        from vpr_tune.evaluate import evaluate
+        from vpr_tune.evaluate import evaluate_split
+        from vpr_tune.uncertainty import first_hit_ranks
 
         torch.manual_seed(0)  # evaluation is deterministic; a seed keeps any stray RNG fixed
         device = pick_device()
@@ -106,11 +123,13 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
                 splits[path] = load_eval_split(path, skip_bad_files=data.get("skip_bad_files",
                                                                              False))
             with torch.no_grad():
-                out[set_name] = evaluate(
+                out[set_name], predictions = evaluate_split(
                     model, splits[path], data.get("image_size", DEFAULTS["data"]["image_size"]),
                     int(cfg.get("budget", {}).get("eval_batch_size", 64)), device,
                     precision=str(cfg.get("resources", {}).get("precision", "auto")),
                 )
+            # per query: the rank of its first positive (intervals, paired comparisons)
+            out[set_name][RANKS_KEY] = first_hit_ranks(predictions, splits[path].positives)
             log(f"  {set_name}: R@1 {out[set_name]['R@1']:.2f}  R@5 {out[set_name]['R@5']:.2f}")
         return out
 
@@ -190,6 +209,7 @@ def retest(
     root: Path | None = None
     evaluate_fn = evaluate_fn or make_evaluator(log)
     results: list[dict[str, dict[str, Any]]] = []
+    test_ranks: list[dict[str, Any]] = []
     fingerprint = ""
     for (_, row), ckpt in zip(best.iterrows(), checkpoints, strict=True):
         if root is None:
@@ -197,19 +217,27 @@ def retest(
             fingerprint = data_fingerprint(root)
         key = json.dumps([row["trial_id"], str(ckpt.resolve()), ckpt.stat().st_mtime_ns,
                           str(root), tests, fingerprint])
-        if key not in cache:
+        ranks_file = retest_ranks_path(exp.path, str(row["trial_id"]))
+        kept = kept_ranks(cache[key], ranks_file) if key in cache else None
+        if kept is None:
             shown = ckpt.relative_to(exp.path) if ckpt.is_relative_to(exp.path) else ckpt
             log(f"retest #{row['rank']} {row['trial_id']} ({shown})")
-            cache[key] = evaluate_fn(ckpt, root, tests)
+            cache[key], kept = split_ranks(evaluate_fn(ckpt, root, tests))
+            if kept:
+                save_set_ranks(ranks_file, kept)
         else:
             log(f"retest #{row['rank']} {row['trial_id']}: reused (use --force to recompute)")
         results.append(cache[key])
+        test_ranks.append(kept)
     write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
 
-    table = table.drop(columns="epochs")
+    table = add_val_intervals(table.drop(columns="epochs"), exp, metric, compare=not front)
     for set_name in tests:
         for r in metrics.RECALLS:
             table[f"{set_name}_{r}"] = [float(res[set_name][r]) for res in results]
+    n = compared_n(metric)
+    for set_name in tests:
+        table = add_set_intervals(table, set_name, [k.get(set_name) for k in test_ranks], n)
     table.attrs["test_sets"] = {s: {k: results[0][s].get(k) for k in SPLIT_COUNTS}
                                 for s in tests}
     synthetic = _root_is_synthetic(root)
@@ -223,6 +251,44 @@ def retest(
     write_retest(exp.path, table, synthetic, metric, note, front)
     exp.retest = table
     return table
+
+
+def split_ranks(result: dict[str, dict[str, Any]]
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """An evaluator's result as (what the JSON cache keeps, ``{set: ranks}``): the ranks
+    leave the metrics, their sha1 (None: the evaluator gave none) stays."""
+    entry, ranks = {}, {}
+    for set_name, values in result.items():
+        values = dict(values)
+        got = values.pop(RANKS_KEY, None)
+        if got is not None:
+            ranks[set_name] = np.asarray(got, dtype=np.uint8)
+        values[RANKS_SHA1] = _sha1(ranks[set_name]) if got is not None else None
+        entry[set_name] = values
+    return entry, ranks
+
+
+def kept_ranks(entry: dict[str, dict[str, Any]], path: Path) -> dict[str, np.ndarray] | None:
+    """The test ranks of a cached retest, from ``path``; None when they must be measured
+    again (a cache entry from before ranks were kept, or a missing or different file)."""
+    wanted = {s: v.get(RANKS_SHA1, "") for s, v in entry.items()}
+    if any(sha == "" for sha in wanted.values()):
+        return None  # cached before retest kept ranks: evaluate again to get intervals
+    on_disk = load_set_ranks(path) if any(wanted.values()) else {}
+    kept = {}
+    for set_name, sha in wanted.items():
+        if sha is None:
+            continue  # the evaluator gave no ranks for this set
+        if set_name not in on_disk or _sha1(on_disk[set_name]) != sha:
+            return None
+        kept[set_name] = on_disk[set_name]
+    return kept
+
+
+def _sha1(ranks: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.asarray(ranks, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def _root_is_synthetic(root: Path | None) -> bool:
@@ -246,11 +312,11 @@ def write_retest(folder: Path, table: pd.DataFrame, synthetic: bool,
         lines += [SYNTHETIC_MD, ""]
     lines += [
         f"Best checkpoint of each {'trial on the Pareto front' if front else 'top trial'} "
-        f"(ranked by best {metric}), Recall@N in percent (25 m rule).",
+        f"(ranked by best {metric}), Recall@N in percent (25 m rule); {INTERVAL_NOTE}.",
         "",
-        markdown_table(table),
+        markdown_table(display(table)),
         "",
-        *(f"- {line}" for line in transfer_lines(table)),
+        *(f"- {line}" for line in [*noise_lines(table), *transfer_lines(table)]),
         "",
     ]
     if data_note:

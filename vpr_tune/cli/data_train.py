@@ -210,7 +210,7 @@ def evaluate(
     from vpr_tune.data.splits import is_synthetic, load_eval_split
     from vpr_tune.device import pick_device
     from vpr_tune.evaluate import evaluate_split, save_predictions
-    from vpr_tune.metrics import RECALLS
+    from vpr_tune.metrics import RECALL_NS, RECALLS
 
     device = pick_device()
     model, cfg = load_model_from_checkpoint(checkpoint, device)
@@ -223,6 +223,11 @@ def evaluate(
     metrics, preds = evaluate_split(
         model, eval_split, image_size, int(batch_size or cfg["budget"]["eval_batch_size"]),
         device, cache=bool(cfg["data"].get("cache", True)))
+    from vpr_tune.uncertainty import first_hit_ranks, recall_interval
+
+    ranks = first_hit_ranks(preds, eval_split.positives)  # per query: intervals from these
+    for n, r in zip(RECALL_NS, RECALLS, strict=True):
+        metrics[f"{r}_lo"], metrics[f"{r}_hi"] = (round(v, 4) for v in recall_interval(ranks, n))
     metrics["synthetic"] = is_synthetic(eval_split.root)
     if save_preds > 0:
         slug = f"{eval_split.root.parent.name}-{eval_split.root.name}".lower()
@@ -232,13 +237,15 @@ def evaluate(
     if json_out:
         print(json.dumps(metrics))
         return
-    table = Table(title=f"{eval_split.root}" + (" (synthetic)" if metrics["synthetic"] else ""))
+    table = Table(title=f"{eval_split.root}" + (" (synthetic)" if metrics["synthetic"] else ""),
+                  caption="R@N % (lo–hi): 95 % bootstrap interval over the queries")
     for r in RECALLS:
         table.add_column(r, justify="right")
     table.add_column("queries", justify="right")
     table.add_column("database", justify="right")
     table.add_column("no positive", justify="right")
-    table.add_row(*[f"{metrics[r]:.1f}" for r in RECALLS],
+    table.add_row(*[f"{metrics[r]:.1f} ({metrics[f'{r}_lo']:.1f}–{metrics[f'{r}_hi']:.1f})"
+                    for r in RECALLS],
                   str(metrics["queries"]), str(metrics["database"]),
                   str(metrics["queries_without_positive"]))
     console.print(table)

@@ -61,7 +61,10 @@ def best(
     if repeat:
         _best_repeat(exp, repeat, top_n, metric, data, json_out, log_console)
         return
+    from vpr_tune.noise import add_val_intervals
+
     table = analysis.front_table(exp) if front else analysis.top_table(exp, top_n, metric)
+    table = add_val_intervals(table, exp, metric, compare=not front)
     retested = None
     if retest:
         from vpr_tune.retest import retest as run_retest
@@ -85,14 +88,17 @@ def _best_json(exp, metric: str, front: bool, table, retested, schedule) -> None
     import json
 
     from vpr_tune import analysis
+    from vpr_tune.noise import noise_json
 
     out = {"experiment": exp.name, "path": str(exp.path), "synthetic": exp.synthetic,
-           "metric": metric, "varying": exp.varying, "trials": records(table)}
+           "metric": metric, "varying": exp.varying, "trials": records(table),
+           "noise": noise_json(table)}
     if front:
         out["objectives"] = [{"metric": m, "mode": mode} for m, mode in exp.objectives]
         out["pareto_front"] = True
     if retested is not None:
         out["retest"] = records(retested)
+        out["retest_noise"] = noise_json(retested)
         out["test_sets"] = retested.attrs.get("test_sets", {})
         out["transfer"] = records(analysis.rank_transfer(retested))
     if schedule is not None:
@@ -103,6 +109,7 @@ def _best_json(exp, metric: str, front: bool, table, retested, schedule) -> None
 def _print_best(exp, metric: str, front: bool, table, retested, schedule) -> None:
     """``best``'s tables: the top trials or the front (or their retest), the PBT schedule."""
     from vpr_tune import analysis
+    from vpr_tune.noise import INTERVAL_NOTE, display, noise_lines
 
     if front:
         unfinished = int(exp.trials["status"].isin(UNRANKED).sum())
@@ -115,14 +122,17 @@ def _print_best(exp, metric: str, front: bool, table, retested, schedule) -> Non
         caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
         title = f"Best trials of {exp.label} by {metric}"
     if retested is None:
-        print_wide(rich_table(table, title, caption))
+        print_wide(rich_table(display(table), title, f"{caption}; {INTERVAL_NOTE}"))
+        lines = noise_lines(table)
     else:  # the retest table holds every column of the best table but epochs
         from vpr_tune.retest import transfer_lines
 
-        print_wide(rich_table(retested, f"Retest of {exp.label} (R@N %, 25 m rule)",
-                              f"{caption}; written to {exp.path / 'retest.csv'} and .md"))
-        for line in transfer_lines(retested):
-            console.print(line, highlight=False, soft_wrap=True)
+        print_wide(rich_table(display(retested), f"Retest of {exp.label} (R@N %, 25 m rule)",
+                              f"{caption}; {INTERVAL_NOTE}; written to "
+                              f"{exp.path / 'retest.csv'} and .md"))
+        lines = [*noise_lines(retested), *transfer_lines(retested)]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
     if schedule is not None:
         print_wide(rich_table(schedule, f"Schedule of {table['trial_id'].iloc[0]} (PBT "
                               "lineage: ran_in = the trial that trained that epoch)",
@@ -175,18 +185,30 @@ def _best_repeat(exp, seeds, top, metric, data, json_out, log_console) -> None:
     """``best --repeat N``: the top configs retrained with N new seeds, mean ± std."""
     import json
 
-    from vpr_tune.repeats import display_table, repeat, verdict
+    from vpr_tune.repeats import (
+        METHOD,
+        display_table,
+        noise_line,
+        repeat,
+        verdict,
+        winner_held,
+    )
 
     runs, summary, changed = repeat(exp, seeds, top, metric, data, log=log_console.print)
     if json_out:
         print(json.dumps({"experiment": exp.name, "runs": records(runs),
-                          "summary": records(summary), "winner_changed": changed}, indent=1))
+                          "summary": records(summary), "winner_changed": changed,
+                          "winner_held": winner_held(summary, changed),
+                          "comparison": summary.attrs.get("comparison"),
+                          "verdict": verdict(summary, changed), "method": METHOD},
+                         indent=1))
         return
     print_wide(rich_table(display_table(summary),
                           f"Repeats of {exp.label}: {seeds} new seed(s) per config",
-                          f"mean ± std over seeds; written to {exp.path / 'repeats.csv'} "
-                          "and repeats.md"))
-    console.print(verdict(summary, changed), highlight=False, soft_wrap=True)
+                          f"mean ± std over seeds (± sd over val queries); written to "
+                          f"{exp.path / 'repeats.csv'} and repeats.md"))
+    for line in (noise_line(summary), f"method: {METHOD}", verdict(summary, changed)):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _load_experiment(name: str | None, storage: str | None):
@@ -231,21 +253,28 @@ def compare(
 
     from vpr_tune.compare import (
         compare_table,
+        compare_winners,
+        comparison_lines,
         differing_hyperparameters,
         plot_best_so_far_overlay,
     )
+    from vpr_tune.noise import INTERVAL_NOTE, METHOD, display
 
     if len(names) < 2:
         raise UserError("compare needs at least two experiments")
     exps = [_load_experiment(n, storage) for n in names]
     table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
+    pairs = compare_winners(exps, metric)
     if json_out:
-        print(json.dumps({"experiments": records(table), "differing": records(diff)},
-                         indent=1))
+        print(json.dumps({"experiments": records(table), "differing": records(diff),
+                          "separated": pairs[0]["separated"], "comparisons": pairs,
+                          "method": METHOD}, indent=1))
     else:
-        print_wide(rich_table(table, "Experiments (best trial of each; R@N %)",
+        print_wide(rich_table(display(table), "Experiments (best trial of each; R@N %)",
                               "trial_time_h: trial-seconds summed; wall_time_h: start to "
-                              "last table update"))
+                              f"last table update; {INTERVAL_NOTE}"))
+        for line in comparison_lines(pairs):
+            console.print(line, highlight=False, soft_wrap=True)
         print_wide(rich_table(diff, "Where their best configs differ", ""))
     if plot is not None:
         path = plot_best_so_far_overlay(exps, plot, metric)
