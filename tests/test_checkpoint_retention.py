@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,9 +61,10 @@ def _invariant_checker(violations: list[str], seen: list[int]):
             named = saved_checkpoints(fs, storage.experiment_fs_path)
             if named is None:  # Ray is rewriting the state file right now
                 return
-            seen.append(sum(v is not None for v in named.values()))
+            seen.append(sum(v.checkpoint is not None for v in named.values()))
             for trial in trials:
-                folder = named.get(trial.trial_id)
+                held = named.get(trial.trial_id)
+                folder = held.checkpoint if held and held.status != "TERMINATED" else None
                 if folder is None:
                     continue
                 info = fs.get_file_info(f"{trial.storage.trial_fs_path}/{folder}")
@@ -107,3 +109,41 @@ def test_no_saved_state_ever_names_a_deleted_folder(tmp_path, monkeypatch):
         # bounded: the end state names the last folder, so only the newest few remain
         assert 1 <= len(folders) <= KEEP_LATEST, folders
     assert os.path.isdir(tmp_path / "exp")
+
+
+def test_kept_finished_keeps_the_best_and_the_front():
+    from vpr_tune.tune.checkpoints import kept_finished
+
+    best = {"a": {"r": 50.0, "d": 512}, "b": {"r": 40.0, "d": 64}, "c": {"r": 30.0, "d": 512},
+            "d": {"r": 45.0, "d": 512}}
+    assert kept_finished(best, [("r", "max")], 1) == {"a"}
+    assert kept_finished(best, [("r", "max"), ("d", "min")], 1) == {"a", "b"}  # + the front
+    assert kept_finished(best, [("r", "max")], None) == set(best)
+
+
+@pytest.mark.slow
+def test_finished_trials_outside_the_kept_best_lose_their_checkpoints(tmp_path, monkeypatch):
+    """Bounded storage: of 6 finished trials only the 2 best (search.keep_checkpoints)
+    keep a folder, and it holds best.pt."""
+    import pandas as pd
+
+    from vpr_tune.config import load_space
+    from vpr_tune.tune.ray_session import init_ray, stop_ray
+    from vpr_tune.tune.tuner import run_tuner
+
+    space = load_space(write_space(tmp_path / "s.yaml", data={"root": str(tmp_path)},
+                                   budget={"max_epochs": 4},
+                                   search={"num_samples": 6, "max_concurrent": 2,
+                                           "keep_checkpoints": 2}))
+    with use_trainer(monkeypatch, QuickTrainer):
+        started = init_ray(None, num_cpus=2)
+        try:
+            results = run_tuner(space, tmp_path / "exp", tmp_path, 6, 2, False, [])
+        finally:
+            if started:
+                stop_ray()
+    lr = pd.Series({r.path: r.config["optimizer.lr"] for r in results})
+    kept = {p for p in lr.index if list(Path(p).glob("checkpoint_*"))}
+    assert kept == set(lr.nlargest(2).index)  # R@1 grows with lr in QuickTrainer
+    for p in kept:
+        assert (sorted(Path(p).glob("checkpoint_*"))[-1] / "best.pt").exists()

@@ -107,7 +107,7 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
             log(f"repeats: continuing {folder}")
             tuner = tune.Tuner.restore(str(folder), fn, resume_unfinished=True,
                                        resume_errored=True)
-            set_callbacks(tuner, [retention_callback()])
+            set_callbacks(tuner, [retention_callback(keep_finished=None)])
         else:
             from ray.tune.schedulers import FIFOScheduler
             from ray.tune.search import ConcurrencyLimiter
@@ -118,7 +118,7 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
             tuner = tune.Tuner(fn, param_space={}, tune_config=tune.TuneConfig(
                 search_alg=alg, scheduler=FIFOScheduler(), num_samples=len(points)),
                 run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
-                                          verbose=0, callbacks=[retention_callback()],
+                                          verbose=0, callbacks=[retention_callback(keep_finished=None)],
                                           checkpoint_config=tune.CheckpointConfig(
                                               num_to_keep=None)))
         return tuner.fit()

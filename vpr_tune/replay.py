@@ -85,22 +85,18 @@ def pilot_of(exp: Any, complete: bool = True) -> Pilot:
 
 def make_scheduler(kind: str, pilot: Pilot, grace_period: int, reduction_factor: float,
                    metric: str | None = None) -> Any:
-    """The scheduler a search with these settings uses (see tune's ``trial_scheduler``)."""
-    if kind == "moasha":
-        from vpr_tune.tune.moasha import MultiObjectiveASHA
+    """The scheduler a search with these settings uses (``searchers.rung_scheduler``);
+    ``metric``: ``asha.metric``, what rungs are judged on."""
+    from vpr_tune.tune.searchers import rung_objectives, rung_scheduler
 
-        if not pilot.objectives:
-            raise UserError("--scheduler moasha needs a multi-objective pilot (search.objectives)")
-        return MultiObjectiveASHA(pilot.objectives, time_attr="epoch", max_t=pilot.max_epochs,
-                                  grace_period=grace_period, reduction_factor=reduction_factor)
-    if kind != "asha":
+    if kind not in ("asha", "moasha"):
         raise UserError(f"--scheduler {kind}: allowed asha, moasha")
-    from ray.tune.schedulers import ASHAScheduler
-
-    metric = metric or pilot.metric
-    return ASHAScheduler(time_attr="epoch", metric=metric, mode=metrics.direction(metric),
-                         max_t=pilot.max_epochs, grace_period=grace_period,
-                         reduction_factor=reduction_factor)
+    if kind == "moasha" and not pilot.objectives:
+        raise UserError("--scheduler moasha needs a multi-objective pilot (search.objectives)")
+    search = ({"objectives": [{"metric": m, "mode": md} for m, md in pilot.objectives]}
+              if kind == "moasha" else {"metric": pilot.metric, "mode": pilot.mode})
+    return rung_scheduler(rung_objectives(search, metric), pilot.max_epochs, grace_period,
+                          reduction_factor)
 
 
 def _result(pilot: Pilot, trial_id: str, epoch: int) -> dict[str, Any]:

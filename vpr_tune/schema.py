@@ -88,8 +88,13 @@ DEFAULTS: dict[str, Any] = {
         "sampler": "tpe",  # one of SAMPLERS (search.algorithm optuna)
         "points_to_evaluate": [],  # partial configs {dotted key: value} tried first
         "time_budget": None,  # e.g. 90m, 6h, 3600 (seconds): then running trials end
+        # finished trials that keep a checkpoint (best.pt for retest): the best by the
+        # metric, plus the Pareto front; the others' are deleted as the search goes
+        "keep_checkpoints": 5,
     },
-    "asha": {"grace_period": 1, "reduction_factor": 3},
+    # metric: what rungs are judged on (None: search.metric; the winner is always chosen by
+    # search.metric); val/MRR moves less from one query to the next than R@1
+    "asha": {"grace_period": 1, "reduction_factor": 3, "metric": None},
     # search.scheduler pbt / pb2: population-based training (vpr_tune/tune/pbt.py)
     "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.25,
             "resample_probability": 0.25, "mutate": ["optimizer.lr"]},
@@ -117,6 +122,7 @@ NAMES = {
     "search.algorithm": SEARCH_ALGORITHMS, "search.scheduler": TRIAL_SCHEDULERS,
     "search.sampler": SAMPLERS,
     "search.metric": metrics.SEARCHABLE, "search.mode": metrics.MODES,
+    "asha.metric": metrics.SEARCHABLE,
     "data.synth_size": ("tiny", "demo", "bench", "full"), "model.cut": components.CUTS,
     "resources.precision": PRECISIONS,
 }

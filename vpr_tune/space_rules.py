@@ -81,6 +81,7 @@ class Draft:
 
 # ------------------------------------------------------------------------- one value
 _POSITIVE = ("budget.", "search.num_samples", "search.max_concurrent", "asha.reduction_factor",
+             "search.keep_checkpoints",
              "pbt.perturbation_interval")
 
 

@@ -6,11 +6,17 @@ has reached storage (the upload is asynchronous and throttled). A driver killed 
 leaves a saved state that points at a deleted folder, and ``--resume`` then loses the
 trial ("Could not recover from checkpoint as it does not exist on storage anymore").
 
-So Ray keeps every folder, and :class:`CheckpointRetention` deletes instead, by one rule
-(:func:`deletable`): a trial keeps its ``keep_latest`` newest folders (the trainable falls
-back to the older one when the newest is corrupt) and every folder from the one Ray's
-newest *saved* experiment state names onward. Newer states only name newer folders, so a
-folder deleted by this rule is never needed by any resume.
+So Ray keeps every folder, and :func:`retention_callback` deletes instead, by two rules:
+
+- :func:`deletable`: a trial keeps its ``keep_latest`` newest folders (the trainable falls
+  back to the older one when the newest is corrupt) and every folder from the one Ray's
+  newest *saved* experiment state names onward. Newer states only name newer folders, so
+  a folder deleted by this rule is never needed by any resume.
+- bounded storage: once a trial has finished, and the saved state says so (a TERMINATED
+  trial is not resumed), only the ``keep_finished`` best finished trials by the search
+  metric (and, with several objectives, the Pareto front) keep a folder — the newest,
+  which holds ``best.pt`` for ``best --retest``. Disk then grows with the trials running
+  and kept, not with the trials run.
 
 PBT / PB2 keep every folder: a trial that cloned another restores from the other's folder.
 """
@@ -18,11 +24,14 @@ PBT / PB2 keep every folder: a trial that cloned another restores from the other
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from vpr_tune.tune.ray_internals import CHECKPOINT_PREFIX, saved_checkpoints
+from vpr_tune import metrics
+from vpr_tune.tune.ray_internals import CHECKPOINT_PREFIX, SavedTrial, saved_checkpoints
 
 KEEP_LATEST = 2
+KEEP_FINISHED = 5  # search.keep_checkpoints' default
 SWEEP_EVERY_S = 10.0
 
 
@@ -41,17 +50,44 @@ def deletable(folders: list[str], named: str | None, keep_latest: int = KEEP_LAT
     return [f for f in candidates if named is None or f < named]
 
 
+def kept_finished(best: dict[str, dict[str, float]], objectives: Sequence[tuple[str, str]],
+                  keep: int | None) -> set[str]:
+    """The finished trials whose newest folder stays: the ``keep`` best by the first
+    objective, plus the Pareto front when there are several (``keep`` None: all).
+
+    >>> kept_finished({"a": {"m": 1.0}, "b": {"m": 3.0}, "c": {"m": 2.0}}, [("m", "max")], 2)
+    {'b', 'c'}
+    """
+    if keep is None:
+        return set(best)
+    metric, mode = objectives[0]
+    scored = [t for t in best if best[t].get(metric) is not None]
+    ranked = sorted(scored, key=lambda t: best[t][metric], reverse=mode == "max")
+    kept = set(ranked[:keep])
+    if len(objectives) > 1 and best:
+        import pandas as pd
+
+        from vpr_tune.tune.pareto import pareto_flags
+
+        frame = pd.DataFrame([{**v, "status": "TERMINATED"} for v in best.values()],
+                             index=list(best))
+        flags = pareto_flags(frame, objectives)
+        kept |= {t for t, on_front in zip(best, flags, strict=True) if on_front}
+    return kept
+
+
 class _Retention:
-    """Deletes a trial's folders that :func:`deletable` allows, on its storage."""
+    """Deletes a trial's folders that the rules allow, on its storage."""
 
     def __init__(self, keep_latest: int = KEEP_LATEST) -> None:
         self.keep_latest = keep_latest
         self._state_key: tuple[Any, ...] | None = None
-        self._named: dict[str, str | None] | None = {}
+        self._named: dict[str, SavedTrial] | None = {}
         self._left: dict[str, int] = {}  # trial id -> folders it kept at its last prune
 
-    def prune(self, trial: Any) -> list[str]:
-        """Delete what no resume can need of ``trial``'s folders; returns the names."""
+    def prune(self, trial: Any, finished_and_dropped: bool = False) -> list[str]:
+        """Delete what no resume (and, when ``finished_and_dropped``, no retest) can need
+        of ``trial``'s folders; returns the names."""
         import pyarrow.fs
 
         storage = trial.storage
@@ -59,25 +95,30 @@ class _Retention:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
         folders = [i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
                    and i.base_name.startswith(CHECKPOINT_PREFIX)]
-        if len(folders) <= self.keep_latest:
+        keep = 0 if finished_and_dropped else self.keep_latest
+        if len(folders) <= keep:
             self._left[trial.trial_id] = len(folders)
             return []
         saved = self._saved(fs, storage.experiment_fs_path)
         if saved is None:  # unreadable now: delete nothing, the next checkpoint tries again
             return []
-        # A trial the saved state does not hold restarts from scratch on resume.
-        named = saved.get(trial.trial_id)
-        doomed = deletable(folders, named, self.keep_latest)
+        # A trial the saved state does not hold restarts from scratch on resume; one it
+        # holds as TERMINATED is not resumed at all.
+        held = saved.get(trial.trial_id)
+        named = held.checkpoint if held is not None and held.status != "TERMINATED" else None
+        if finished_and_dropped and (held is None or held.status != "TERMINATED"):
+            keep = self.keep_latest  # the saved state does not know it ended yet
+        doomed = deletable(folders, named, keep)
         for name in doomed:
             fs.delete_dir(f"{root}/{name}")
         self._left[trial.trial_id] = len(folders) - len(doomed)
         return doomed
 
-    def settled(self, trial: Any) -> bool:
-        """True when ``trial`` keeps no more than ``keep_latest`` folders."""
-        return self._left.get(trial.trial_id, 0) <= self.keep_latest
+    def left(self, trial: Any) -> int:
+        """How many folders ``trial`` kept at its last prune."""
+        return self._left.get(trial.trial_id, 0)
 
-    def _saved(self, fs: Any, experiment_fs_path: str) -> dict[str, str | None] | None:
+    def _saved(self, fs: Any, experiment_fs_path: str) -> dict[str, SavedTrial] | None:
         """``saved_checkpoints``, parsed again only when a state file changed."""
         import pyarrow.fs
 
@@ -93,16 +134,30 @@ class _Retention:
         return self._named
 
 
-def retention_callback(keep_latest: int = KEEP_LATEST) -> Any:
-    """A Ray Tune callback that prunes a trial's checkpoint folders after each checkpoint.
-    Use with ``CheckpointConfig(num_to_keep=None)``: the deleting is done here."""
+def retention_callback(objectives: Sequence[tuple[str, str]] = ((metrics.DEFAULT_METRIC,
+                                                                 "max"),),
+                       keep_finished: int | None = KEEP_FINISHED,
+                       keep_latest: int = KEEP_LATEST) -> Any:
+    """A Ray Tune callback that prunes checkpoint folders as the search goes (see the module
+    doc). Use with ``CheckpointConfig(num_to_keep=None)``: the deleting is done here."""
     from ray.tune import Callback
 
     class CheckpointRetention(Callback):
         def __init__(self) -> None:
             self.retention = _Retention(keep_latest)
-            self.ended: dict[str, Any] = {}  # trials whose last folders await a newer state
+            self.best: dict[str, dict[str, float]] = {}  # trial -> best value per objective
+            self.finished: dict[str, Any] = {}
+            self.pending: dict[str, Any] = {}  # finished trials whose folders may go
             self.last_sweep = 0.0
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            seen = self.best.setdefault(trial.trial_id, {})
+            for m, mode in objectives:
+                value = result.get(m)
+                if isinstance(value, (int, float)) and (
+                        m not in seen or metrics.is_better(value, seen[m], mode)):
+                    seen[m] = float(value)
 
         def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
                           **info: Any) -> None:
@@ -110,25 +165,30 @@ def retention_callback(keep_latest: int = KEEP_LATEST) -> Any:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any,
                               **info: Any) -> None:
-            self.ended[trial.trial_id] = trial
+            self.finished[trial.trial_id] = trial
+            self.pending.update(self.finished)  # the kept set may change for any of them
 
-        on_trial_error = on_trial_complete
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.pending[trial.trial_id] = trial  # resumed with --resume: keep as running
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             # Ray saves its state every 10 s or more: sweeping more often finds nothing new.
-            if self.ended and time.monotonic() - self.last_sweep > SWEEP_EVERY_S:
+            if self.pending and time.monotonic() - self.last_sweep > SWEEP_EVERY_S:
                 self._sweep()
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
-            # Ray saved its final state just before: only the newest folders are needed now.
-            self.ended.update({t.trial_id: t for t in trials})
+            # Ray saved its final state just before: only what is kept is needed now.
+            self.pending.update({t.trial_id: t for t in trials})
             self._sweep()
 
         def _sweep(self) -> None:
             self.last_sweep = time.monotonic()
-            for trial_id, trial in list(self.ended.items()):
-                self.retention.prune(trial)
-                if self.retention.settled(trial):
-                    del self.ended[trial_id]
+            kept = kept_finished({t: self.best.get(t, {}) for t in self.finished},
+                                 objectives, keep_finished)
+            for trial_id, trial in list(self.pending.items()):
+                dropped = trial_id in self.finished and trial_id not in kept
+                self.retention.prune(trial, finished_and_dropped=dropped)
+                if self.retention.left(trial) <= (0 if dropped else keep_latest):
+                    del self.pending[trial_id]
 
     return CheckpointRetention()

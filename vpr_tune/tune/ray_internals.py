@@ -7,16 +7,23 @@ changes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray's checkpoint folder names: checkpoint_000005
 
 
-def saved_checkpoints(fs: Any, experiment_fs_path: str) -> dict[str, str | None] | None:
-    """trial id -> the checkpoint folder name (``checkpoint_000005``) that Ray's newest
-    saved experiment state on ``fs`` would resume the trial from (None: the trial would
-    restart from scratch). Empty when no state has been saved yet; None when the state
-    cannot be read now (Ray is rewriting it: a local copy is not atomic).
+class SavedTrial(NamedTuple):
+    """What Ray's saved experiment state says of one trial."""
+
+    checkpoint: str | None  # the folder a resume restores from (None: restarts from scratch)
+    status: str  # TERMINATED trials are not resumed at all
+
+
+def saved_checkpoints(fs: Any, experiment_fs_path: str) -> dict[str, SavedTrial] | None:
+    """trial id -> :class:`SavedTrial`: the checkpoint folder name (``checkpoint_000005``)
+    that Ray's newest saved experiment state on ``fs`` would resume the trial from, and its
+    status there. Empty when no state has been saved yet; None when the state cannot be
+    read now (Ray is rewriting it: a local copy is not atomic).
 
     This is exactly what ``Tuner.restore`` reads: the newest ``experiment_state-*.json``
     of the experiment folder, its trials and their checkpoint managers."""
@@ -32,13 +39,14 @@ def saved_checkpoints(fs: Any, experiment_fs_path: str) -> dict[str, str | None]
             state = _loads_with_cloudpickle(src.readall())
     except (OSError, ValueError):  # torn or vanished mid-rewrite (JSONDecodeError: ValueError)
         return None
-    named: dict[str, str | None] = {}
+    named: dict[str, SavedTrial] = {}
     for trial_json, run_metadata_json in state["trial_data"]:
-        trial_id = _loads_with_cloudpickle(trial_json)["trial_id"]
+        trial = _loads_with_cloudpickle(trial_json)
         manager = _TrainingRunMetadata.from_json_state(run_metadata_json).checkpoint_manager
         latest = manager.latest_checkpoint_result if manager is not None else None
-        named[trial_id] = (latest.checkpoint.path.rstrip("/").rpartition("/")[2]
-                           if latest is not None else None)
+        named[trial["trial_id"]] = SavedTrial(
+            latest.checkpoint.path.rstrip("/").rpartition("/")[2] if latest is not None
+            else None, str(trial["status"]))
     return named
 
 

@@ -155,7 +155,7 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
     """ASHA on the search metric (``time_attr=epoch``), multi-objective ASHA when the search
     has several objectives, FIFO, or PBT/PB2 (``pbt.py``; exploits go to
     ``tables_dir/perturbations.csv``)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
     if search["scheduler"] in POPULATION_SCHEDULERS:
@@ -165,12 +165,36 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
-    if search.get("objectives"):
+    return rung_scheduler(rung_objectives(search, asha.get("metric")), max_t,
+                          int(asha["grace_period"]), float(asha["reduction_factor"]))
+
+
+def rung_objectives(search: dict[str, Any], rung_metric: str | None) -> list[tuple[str, str]]:
+    """What rungs are judged on: the search's objectives, with ``asha.metric`` (when set)
+    in place of the first searchable one (a recall or the loss; costs stay).
+
+    >>> rung_objectives({"metric": "val/R@1", "mode": "max"}, "val/MRR")
+    [('val/MRR', 'max')]
+    """
+    objectives = metrics.objectives_of(search)
+    if not rung_metric:
+        return objectives
+    first = next(i for i, (m, _) in enumerate(objectives) if m in metrics.SEARCHABLE)
+    objectives[first] = (rung_metric, metrics.direction(rung_metric))
+    return objectives
+
+
+def rung_scheduler(objectives: list[tuple[str, str]], max_t: int, grace_period: int,
+                   reduction_factor: float) -> Any:
+    """ASHA on one objective, multi-objective ASHA on several (``time_attr=epoch``): what a
+    search stops trials with, and what ``vpr-tune replay`` simulates."""
+    if len(objectives) > 1:
         from vpr_tune.tune.moasha import MultiObjectiveASHA
 
-        return MultiObjectiveASHA(metrics.objectives_of(search), time_attr="epoch", max_t=max_t,
-                                  grace_period=int(asha["grace_period"]),
-                                  reduction_factor=float(asha["reduction_factor"]))
-    return ASHAScheduler(time_attr="epoch", metric=search["metric"], mode=search["mode"],
-                         max_t=max_t, grace_period=int(asha["grace_period"]),
-                         reduction_factor=float(asha["reduction_factor"]))
+        return MultiObjectiveASHA(objectives, time_attr="epoch", max_t=max_t,
+                                  grace_period=grace_period, reduction_factor=reduction_factor)
+    from ray.tune.schedulers import ASHAScheduler
+
+    (metric, mode), = objectives
+    return ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
+                         grace_period=grace_period, reduction_factor=reduction_factor)

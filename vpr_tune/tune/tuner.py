@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vpr_tune import metrics
 from vpr_tune.config import POPULATION_SCHEDULERS, Space
 from vpr_tune.errors import UserError
 from vpr_tune.tune.searchers import build_search_alg, trial_scheduler
@@ -33,7 +34,8 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
     # Ray keeps every checkpoint folder; the retention callback deletes the ones no resume
     # can need (checkpoints.py says why not Ray's num_to_keep). PBT: all are kept, a trial
     # that cloned another restores from the other's folder.
-    retention = [] if population else [retention_callback()]
+    retention = [] if population else [retention_callback(
+        metrics.objectives_of(search), int(search["keep_checkpoints"]))]
     # first: the ranks a result carries are on disk before any table is written from it
     callbacks = [ranks_callback(Path(tables_dir or exp_dir)), *callbacks]
     if resume:
