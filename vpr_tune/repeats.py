@@ -117,10 +117,10 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
                 max_concurrent=int(search["max_concurrent"]))
             tuner = tune.Tuner(fn, param_space={}, tune_config=tune.TuneConfig(
                 search_alg=alg, scheduler=FIFOScheduler(), num_samples=len(points)),
-                run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent),
-                                          verbose=0, callbacks=[retention_callback(keep_finished=None)],
-                                          checkpoint_config=tune.CheckpointConfig(
-                                              num_to_keep=None)))
+                run_config=tune.RunConfig(
+                    name=folder.name, storage_path=str(folder.parent), verbose=0,
+                    callbacks=[retention_callback(keep_finished=None)],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))
         return tuner.fit()
     finally:
         if started:
