@@ -156,6 +156,19 @@ def test_data_summary_and_missing_test_split_is_a_warning(tmp_path, street_world
     assert "places" in _only(checks, OK, "data gsv_xs/train").detail
 
 
+def test_val_resolution_warns_when_coarse(tmp_path, street_world_tiny) -> None:
+    ctx = _ctx(tmp_path, data=str(street_world_tiny))
+    doctor.check_data(ctx)
+    assert ctx.notes["val_queries"] == 20  # tiny: one query moves R@N by 5 points
+    check = _only(doctor.check_val_resolution(ctx), WARN, "val resolution")
+    assert "20 val queries" in check.detail and "5.00 points" in check.detail
+    assert "±17.5" in check.detail  # 1.96 * sqrt(0.2 * 0.8 / 20)
+    assert "more val queries" in check.fix and "val/MRR" in check.fix
+    ctx.notes["val_queries"] = 8000  # SF-XS val: ±0.9 points
+    assert [c.status for c in doctor.check_val_resolution(ctx)] == [OK]
+    assert doctor.check_val_resolution(Context()) == []  # no data checked: nothing to say
+
+
 def test_unreadable_image_is_a_fail(tmp_path, street_world_tiny) -> None:
     root = tmp_path / "data"
     shutil.copytree(street_world_tiny, root)

@@ -333,7 +333,10 @@ def check_data(ctx: Context) -> list[Check]:
     except UserError as exc:
         return [*out, Check(FAIL, "data", str(exc), "Replace or delete the file, or set "
                             "data.skip_bad_files: true to skip it with a warning.")]
+    val_path = str(find_split(ctx.data_root, data["val"]))
     for rel, v in info.items():
+        if v.get("path") == val_path and "queries" in v:
+            ctx.notes["val_queries"] = int(v["queries"])  # for check_val_resolution
         if "images" in v:
             detail = f"{v['images']} images, {v['places']} places"
         else:
@@ -345,6 +348,22 @@ def check_data(ctx: Context) -> list[Check]:
         out.append(Check(WARN, "data files", "quick scan (headers and end markers)",
                          "Add --decode to decode every image once (slow, thorough)."))
     return out
+
+
+def check_val_resolution(ctx: Context) -> list[Check]:
+    """How finely the val split tells trials apart: points of R@N per query and the 95 %
+    half-width at R@1 = 20 % (``vpr_tune.noise.resolution``); ! when coarser than ±3."""
+    from vpr_tune.metrics import ranking
+    from vpr_tune.noise import resolution
+
+    queries = ctx.notes.get("val_queries")
+    if queries is None:
+        return []  # the data check failed: it says why
+    r = resolution(queries, ranking(ctx.space.base["search"] if ctx.space else None)[0])
+    if r.coarse:
+        return [Check(WARN, "val resolution", r.detail, r.advice[:1].upper() + r.advice[1:]
+                      + ".")]
+    return [Check(OK, "val resolution", r.detail)]
 
 
 def checkpoint_bytes(ctx: Context) -> int:
@@ -379,7 +398,7 @@ def check_disk(ctx: Context) -> list[Check]:
 
 CHECKS: list[Callable[[Context], list[Check]]] = [
     check_python, check_packages, check_space, check_cuda, check_ray, check_precision,
-    check_step, check_weights, check_data, check_disk,
+    check_step, check_weights, check_data, check_val_resolution, check_disk,
 ]
 
 

@@ -453,7 +453,8 @@ def resolution_lines(queries: int, metric: str = metrics.DEFAULT_METRIC) -> list
     return lines
 
 
-def log_resolution(queries: int, metric: str, log: Any) -> None:
-    """:func:`resolution_lines`, each through ``log``."""
-    for line in resolution_lines(queries, metric):
+def log_resolution(queries: int, search: dict[str, Any] | None, log: Any) -> None:
+    """:func:`resolution_lines` of a space's val split (``search``: its search section, for
+    the ranking metric), each through ``log`` (``run --dry-run``)."""
+    for line in resolution_lines(queries, metrics.ranking(search)[0]):
         log(line)
