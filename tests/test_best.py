@@ -121,9 +121,30 @@ def test_retest_writes_csv_md_and_is_deterministic(retest_experiment, capsys) ->
         r = first[[f"{name}_R@1", f"{name}_R@5", f"{name}_R@10"]].to_numpy()
         assert ((r >= 0) & (r <= 100)).all() and (r[:, :-1] <= r[:, 1:]).all()
     assert first["sf_test_R@10"].nunique() > 1 or first["tokyo_R@10"].nunique() > 1
-    assert json.loads(out)["retest"][0]["trial_id"] == "t0"
+    data = json.loads(out)
+    assert data["retest"][0]["trial_id"] == "t0"
     md = (retest_experiment / "retest.md").read_text()
     assert "synthetic" in md.lower() and "| sf_test_R@1 |" in md
+    # every test recall with its interval over that set's queries, from the kept ranks
+    from vpr_tune.noise import load_set_ranks, retest_ranks_path
+    from vpr_tune.uncertainty import recall
+
+    for row in data["retest"]:
+        kept = load_set_ranks(retest_ranks_path(retest_experiment, row["trial_id"]))
+        assert sorted(kept) == ["sf_test", "tokyo"]
+        for name in kept:
+            for n, r in zip((1, 5, 10, 25), RECALLS, strict=True):
+                col = f"{name}_{r}"
+                assert recall(kept[name], n) == pytest.approx(row[col], abs=1e-4)
+                assert row[f"{col}_lo"] <= row[col] <= row[f"{col}_hi"]
+            assert isinstance(row[f"{name}_within_noise"], bool)
+            assert len(kept[name]) == data["test_sets"][name]["queries"]
+    splits = {n["split"]: n for n in data["retest_noise"]}
+    assert set(splits) == {"val", "sf_test", "tokyo"} and splits["sf_test"]["queries"] > 0
+    winner = splits["sf_test"]["winner"]
+    assert next(r for r in data["retest"] if r["trial_id"] == winner)["sf_test_within_noise"]
+    assert "within noise of the sf_test winner" in md or "no trial is within noise of the " \
+        "sf_test winner" in md
 
     # a second run reuses every row (the evaluator would say which checkpoint it loads)
     rc, _, err = _best(capsys, *args)
@@ -133,6 +154,12 @@ def test_retest_writes_csv_md_and_is_deterministic(retest_experiment, capsys) ->
     # --force recomputes, and the numbers are identical (deterministic evaluation)
     rc, _, err = _best(capsys, *args, "--force")
     assert rc == 0 and "reused" not in err
+    pd.testing.assert_frame_equal(read_table(retest_experiment / "retest.csv"), first)
+
+    # a lost ranks file is measured again rather than reused without intervals
+    os.remove(retest_experiment / "ranks" / "retest" / "t4.npz")
+    rc, _, err = _best(capsys, *args)
+    assert rc == 0 and err.count("reused") == 2
     pd.testing.assert_frame_equal(read_table(retest_experiment / "retest.csv"), first)
 
 
