@@ -51,7 +51,7 @@ def test_compare_two_hand_experiments(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_export_then_train_repeats_the_trial_curve(tmp_path, street_world_tiny, capsys):
-    from vpr_tune.train import load_train_config, train_run
+    from vpr_tune.train import load_train_config
 
     space = write_space(tmp_path / "s.yaml", data={"augment": True},
                         optimizer={"lr": {"grid": [0.003]}},
@@ -65,7 +65,11 @@ def test_export_then_train_repeats_the_trial_curve(tmp_path, street_world_tiny, 
     assert "vpr-tune train" in capsys.readouterr().out
     cfg = load_train_config(out_yaml)
     assert cfg["optimizer"]["lr"] == 0.003 and cfg["resources"]["precision"] == "fp32"
-    rows = train_run(cfg, street_world_tiny, tmp_path / "train", num_threads=1, log=lambda *a: 0)
+    # exactly the command the header prints (no --threads): resources.cpu sets the threads
+    assert main(["train", str(out_yaml), "--data", str(street_world_tiny),
+                 "--out", str(tmp_path / "train")]) == 0
+    assert "threads: 1 (resources.cpu" in capsys.readouterr().out
+    rows = pd.read_csv(tmp_path / "train" / "metrics.csv").to_dict("records")
     trained = [round(float(r["val/R@1"]), 4) for r in rows if int(r["epoch"]) > 0]
     curve = pd.read_csv(storage / "one" / "metrics.csv")
     assert trained == [round(v, 4) for v in curve["val/R@1"]]

@@ -94,7 +94,7 @@ def check_value(draft: Draft, dotted: str, value: Any, default: Any, known: bool
         except ValueError as exc:
             draft.fail(dotted, str(exc))
         return
-    if dotted in NAMES and value not in NAMES[dotted]:
+    if dotted in NAMES and value not in NAMES[dotted] and not (value is None and default is None):
         draft.fail(dotted, f"{value!r} is not one of {', '.join(NAMES[dotted])}"
                    f"{did_you_mean(value, NAMES[dotted])}")
     if default is None and known and value is not None and not isinstance(value, str):

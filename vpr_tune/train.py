@@ -257,6 +257,19 @@ def load_train_config(path: Path | str) -> dict[str, Any]:
     return copy.deepcopy(space.base)
 
 
+def yaml_threads(path: Path | str) -> int | None:
+    """The torch threads a train YAML asks for: its ``resources.cpu`` as a search trial gets
+    them (Ray hands a trial ``int(cpu)`` threads, at least one); None when it names none.
+    A trial exported with ``best --export`` then trains on as many threads as it ran on,
+    which is what makes its curve repeat (thread counts change float sums)."""
+    from vpr_tune.config import read_yaml
+
+    raw = read_yaml(Path(path).read_text(), str(path))
+    resources = raw.get("resources") if isinstance(raw, dict) else None
+    cpu = resources.get("cpu") if isinstance(resources, dict) else None
+    return max(1, int(cpu)) if isinstance(cpu, (int, float)) and cpu > 0 else None
+
+
 def train_run(
     cfg: dict[str, Any], data_root: Path, out_dir: Path, resume: bool = False,
     device: str | None = None, num_threads: int | None = None,

@@ -127,7 +127,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start over in an existing run folder.")] = False,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).")
+        int | None, typer.Option(min=1, help="CPU threads for torch (default: the YAML's "
+                                             "resources.cpu, else all cores).")
     ] = None,
 ) -> None:
     """Train one model with fixed hyperparameters; writes metrics.csv, TensorBoard, checkpoints."""
@@ -135,9 +136,12 @@ def train(
 
     from vpr_tune.data.splits import is_synthetic, resolve_data_root
     from vpr_tune.metrics import RECALL_NS, best_index, ranking
-    from vpr_tune.train import load_train_config, train_run
+    from vpr_tune.train import load_train_config, train_run, yaml_threads
 
     cfg = load_train_config(config)
+    if threads is None and (threads := yaml_threads(config)) is not None:
+        console.print(f"threads: {threads} (resources.cpu of {config.name}; --threads to "
+                      "change)", highlight=False)
     if data is not None:
         cfg["data"]["root"] = data
     cfg["name"] = cfg.get("name") or config.stem
