@@ -85,6 +85,15 @@ NOTEBOOKS = {
         "exp.retest",
         "## Val vs test per configuration",
         "vp.plot_retest(exp);",
+        "## How sure is each R@1?\n\nThe top trials' R@1 with its 95 % bootstrap interval "
+        "over queries, on val and each test set (`vpr-tune best --retest` prints the same "
+        "intervals). A hollow marker is a trial that a paired bootstrap over the same queries "
+        "separates from that split's winner; filled: the winner and the trials within noise "
+        "of it (`within_noise` columns). Without per-query ranks (older experiments) the "
+        "points have no bars.",
+        "vp.plot_intervals(exp);",
+        "if exp.retest is not None:\n"
+        "    display(exp.retest.filter(regex=r'^(rank|trial_id)$|R@1(_lo|_hi)?$|within_noise'))",
         "## Does the val ranking transfer?\n\nSpearman correlation of val R@1 with each "
         "test set's R@1 across the retested configurations (NaN with fewer than 3).",
         "va.rank_transfer(exp.retest) if exp.retest is not None else None",

@@ -94,13 +94,14 @@ def test_notebook_runs_and_draws(name: str, retested_experiment, monkeypatch) ->
     pngs = [base64.b64decode(o.data["image/png"]) for o in outputs if "image/png" in o.get(
         "data", {})]
     expected = {"search_overview.ipynb": 3, "hyperparameter_effects.ipynb": 4,
-                "retest.ipynb": 2}[name]
+                "retest.ipynb": 3}[name]
     assert len(pngs) == expected
     for png in pngs:  # a real picture with content (an empty axes PNG is a few kB)
         assert png.startswith(b"\x89PNG") and len(png) > 12_000
     if name == "retest.ipynb":
         html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
         assert "sf_test_R@1" in html and "tokyo_R@10" in html
+        assert "sf_test_R@1_lo" in html and "tokyo_within_noise" in html  # the intervals
 
 
 @pytest.mark.slow
