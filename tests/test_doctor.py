@@ -189,11 +189,14 @@ def test_no_disk_space_is_a_fail(tmp_path, monkeypatch) -> None:
     assert exit_code(doctor.check_disk(ctx)) == 0
 
 
-def test_checkpoint_volume_grows_with_trials(tmp_path) -> None:
-    few = doctor.checkpoint_bytes(_ctx(tmp_path))
+def test_checkpoint_volume_is_bounded_by_running_and_kept_trials(tmp_path) -> None:
+    """(running x 2 newest + kept finished) folders, not one per trial (checkpoints.py)."""
+    few = doctor.checkpoint_bytes(_ctx(tmp_path))  # 2 trials: both running, both kept
     many = doctor.checkpoint_bytes(_ctx(tmp_path, SPACE.replace("num_samples: 2",
                                                                 "num_samples: 20")))
-    assert many == 10 * few > 0
+    folder = few // (1 * 2 + 2)  # max_concurrent 1: one running trial, 2 finished kept
+    assert folder > 0 and few == 4 * folder
+    assert many == (1 * 2 + 5) * folder  # keep_checkpoints 5 of the 20
 
 
 def test_a_check_that_raises_is_its_own_fail_line() -> None:

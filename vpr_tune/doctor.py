@@ -47,6 +47,7 @@ class Context:
     space_path: Path | None = None
     data: str | None = None
     decode: bool = False
+    mlflow: str | None = None  # --mlflow; else the space's tracking.mlflow
     space: Any = None
     data_root: Path | None = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -367,16 +368,42 @@ def check_val_resolution(ctx: Context) -> list[Check]:
 
 
 def checkpoint_bytes(ctx: Context) -> int:
-    """Disk a search keeps: per trial two checkpoint folders (model + optimizer state, best
-    model), counted for Adam (two moments: the largest optimizer state)."""
+    """Disk a search keeps at most (vpr_tune/tune/checkpoints.py): the running trials' two
+    newest folders and one folder of each kept finished trial (search.keep_checkpoints);
+    PBT/PB2 keep every folder. A folder: checkpoint.pt (model + Adam's two moments, the
+    largest optimizer state) and best.pt (the model)."""
+    from vpr_tune.config import POPULATION_SCHEDULERS
     from vpr_tune.model import build_model
+    from vpr_tune.tune.checkpoints import KEEP_LATEST
 
     cfg = _largest(ctx)
     model = build_model({**cfg["model"], "pretrained": "none"}, cfg["data"]["image_size"])
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    trials = int(cfg["search"]["num_samples"]) if ctx.space is None else ctx.notes.get(
-        "trials", int(cfg["search"]["num_samples"]))
-    return trials * 2 * (params * 3 + params)
+    search = cfg["search"]
+    trials = int(search["num_samples"]) if ctx.space is None else ctx.notes.get(
+        "trials", int(search["num_samples"]))
+    if search["scheduler"] in POPULATION_SCHEDULERS:
+        folders = trials * -(-int(cfg["budget"]["max_epochs"])
+                             // int(cfg["pbt"]["perturbation_interval"]))
+    else:
+        folders = (min(trials, int(search["max_concurrent"])) * KEEP_LATEST
+                   + min(trials, int(search["keep_checkpoints"])))
+    return folders * (params * 3 + params)
+
+
+def check_tracking(ctx: Context) -> list[Check]:
+    """The MLflow URI (``--mlflow`` or the space's ``tracking.mlflow``), as ``run`` checks it."""
+    from vpr_tune.tune.tracking import tracking_uri_problem
+
+    uri = ctx.mlflow or (ctx.space.base["tracking"]["mlflow"] if ctx.space else None)
+    if not uri:
+        return [Check(OK, "tracking", "TensorBoard and the Optuna study (no MLflow URI given)")]
+    problem = tracking_uri_problem(uri)
+    if problem:
+        return [Check(FAIL, "tracking", f"MLflow {uri}: {problem}",
+                      "Pass a URI MLflow can open: sqlite:///ABS/PATH.db, http://HOST:PORT or "
+                      "a folder.")]
+    return [Check(OK, "tracking", f"MLflow {uri}")]
 
 
 def check_disk(ctx: Context) -> list[Check]:
@@ -398,7 +425,7 @@ def check_disk(ctx: Context) -> list[Check]:
 
 CHECKS: list[Callable[[Context], list[Check]]] = [
     check_python, check_packages, check_space, check_cuda, check_ray, check_precision,
-    check_step, check_weights, check_data, check_val_resolution, check_disk,
+    check_step, check_weights, check_data, check_val_resolution, check_tracking, check_disk,
 ]
 
 

@@ -94,9 +94,12 @@ def doctor(
     data: Annotated[str | None, typer.Option(help="Data root (default: the space's, "
                                              "else street-world).")] = None,
     decode: Annotated[bool, typer.Option(help="Decode every image (slow, thorough).")] = False,
+    mlflow: Annotated[str | None, typer.Option(help="MLflow tracking URI to check (default: "
+                                               "the space's tracking.mlflow).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Check this machine before a search: packages, GPUs, precision, weights, data, disk."""
+    """Check this machine before a search: packages, GPUs, precision, weights, data,
+    tracking, disk."""
     import json
 
     from vpr_tune.doctor import Context, as_json, exit_code, run_checks
@@ -112,7 +115,8 @@ def doctor(
         if check.fix:
             console.print(f"    {check.fix}", highlight=False, soft_wrap=True)
 
-    checks = run_checks(Context(space_path=space, data=data, decode=decode), on_check=show)
+    checks = run_checks(Context(space_path=space, data=data, decode=decode, mlflow=mlflow),
+                        on_check=show)
     if json_out:
         print(json.dumps(as_json(checks), indent=1))
     raise typer.Exit(exit_code(checks))

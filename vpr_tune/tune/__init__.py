@@ -201,6 +201,7 @@ def _resolve(run: _Run, data: str | None, num_samples: int | None,
     from vpr_tune.tune.prepare import prepare_data
     from vpr_tune.tune.sampling import count_trials
     from vpr_tune.tune.searchers import check_plan, plan_line
+    from vpr_tune.tune.tracking import tracking_uri_problem
 
     if resume and (run.exp_dir / "space.yaml").is_file():
         run.space, data = _recorded_inputs(run.exp_dir, run.space, data)
@@ -209,6 +210,9 @@ def _resolve(run: _Run, data: str | None, num_samples: int | None,
     run.mlflow = mlflow or space.base["tracking"]["mlflow"]
     if run.mlflow and not is_tracking_uri(run.mlflow):
         raise UserError(f"--mlflow: {TRACKING_URI_HELP}, got {run.mlflow!r}")
+    if run.mlflow and (problem := tracking_uri_problem(run.mlflow)):
+        # before anything is written: a refused run leaves no experiment folder behind
+        raise UserError(f"--mlflow {run.mlflow}: {problem}")
     if time_budget is not None:
         try:
             parse_duration(time_budget)

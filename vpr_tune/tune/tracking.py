@@ -47,6 +47,42 @@ def tracking_callbacks(space: Space, name: str, mlflow_uri: str | None = None) -
     return callbacks
 
 
+def tracking_uri_problem(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Why MLflow could not log to ``uri`` (None: it can), checked the way MLflow opens a
+    store: its scheme must be one MLflow's tracking-store registry knows; a server must
+    answer; a file or SQLite store's folder must exist. Nothing is created."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    except ImportError:
+        return "MLflow is not installed; pip install 'vpr-tune[mlflow]'"
+    if "://" not in uri and ":" not in uri.split("/")[0]:
+        uri = Path(uri).expanduser().resolve().as_uri()  # a folder store
+    scheme = urllib.parse.urlparse(uri).scheme
+    known = sorted(s for s in _tracking_store_registry._registry if s)
+    if scheme not in known:
+        return f"MLflow has no tracking store for {scheme}:// (it knows {', '.join(known)})"
+    if scheme in ("http", "https"):
+        probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            urllib.request.urlopen(probe, timeout=timeout_s).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code == 404:
+                return f"the server answered {exc.code} ({exc.reason}): not an MLflow server?"
+        except (OSError, ValueError) as exc:
+            return f"no MLflow server answers ({getattr(exc, 'reason', exc)})"
+    elif scheme in ("file", "sqlite"):
+        path = Path(urllib.parse.urlparse(uri).path if scheme == "file"
+                    else uri.split(":///", 1)[-1] if ":///" in uri else "")
+        folder = path if scheme == "file" and path.is_dir() else path.parent
+        if str(path) and not folder.is_dir():
+            return f"the folder {folder} does not exist"
+    return None
+
+
 def mlflow_callback(space: Space, name: str, uri: str) -> Any:
     """Ray's ``MLflowLoggerCallback`` with our metric names, statuses and resume."""
     try:
