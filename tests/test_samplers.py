@@ -123,6 +123,19 @@ def test_warm_start_feeds_finished_trials_to_the_sampler(hand_experiment):
     assert assert_valid_keys <= set(space.params)
 
 
+def test_warm_start_gives_the_best_epoch_as_the_study_does(tmp_path):
+    """A trial that peaked before its last epoch warms the sampler with its peak, the value
+    a search's own Optuna study records for it (optuna_study.py)."""
+    from tests.helpers import write_hand_experiment
+
+    folder = write_hand_experiment(tmp_path / "peaked", [
+        ("p0", "TERMINATED", "sgd", 0.01, 1e-3, "none", [20.0, 60.0, 30.0, 25.0]),
+        ("p1", "TERMINATED", "adam", 1e-3, 1e-4, "none", [10.0, 15.0, 40.0, 35.0])])
+    space = space_from_dict(__import__("yaml").safe_load(
+        (folder / "space.yaml").read_text()), "again.yaml")
+    assert [value for _, value in load_warm_start(space, folder)] == [60.0, 40.0]
+
+
 def test_warm_start_gives_each_alternative_under_its_search_name(tmp_path):
     """``loss.margin`` searched in degrees for arcface and in cosine units for cosface: an
     earlier arcface trial's margin goes to the sampler as ``loss.margin#arcface``."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from vpr_tune.config import POPULATION_SCHEDULERS, Param, Space, materialize, uses_points
 from vpr_tune.errors import UserError
+from vpr_tune.metrics import best_value, mode_of
 
 
 def sample_param(p: Param, rng: np.random.Generator) -> Any:
@@ -143,8 +144,9 @@ def possible_values(space: Space, dotted: str) -> list[Any]:
 
 
 def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], float]]:
-    """(params, last value of the metric) of each finished trial of the experiment at
-    ``earlier``; refused when its searched keys differ from this space's."""
+    """(params, best value of the metric over its epochs) of each finished trial of the
+    experiment at ``earlier`` — the value the Optuna study of a search records too
+    (``optuna_study.py``); refused when its searched keys differ from this space's."""
     import pandas as pd
     import yaml
 
@@ -171,7 +173,8 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
     metric = space.base["search"]["metric"]
     trials = read_table(earlier / "trials.csv")
     curves = read_table(earlier / "metrics.csv")
-    last = curves.sort_values("epoch").groupby("trial_id")[metric].last()
+    mode = mode_of(space.base["search"])
+    best = curves.groupby("trial_id")[metric].agg(lambda v: best_value(v, mode))
     out = []
     for row in trials[trials["status"].isin(["TERMINATED", "STOPPED_EARLY"])].itertuples():
         rec = row._asdict()
@@ -188,7 +191,7 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
                 params = None  # outside this space's ranges: not a point the sampler knows
                 break
             params[k] = v
-        value = last.get(rec["trial_id"])
+        value = best.get(rec["trial_id"])
         if params and value is not None and not pd.isna(value):
             out.append((params, float(value)))
     return out
