@@ -129,16 +129,17 @@ def _run_ray(folder: Path, configs: dict[str, dict[str, Any]], points: list[dict
 
 def _run_rows(result: Any, metric: str, mode: str
               ) -> tuple[dict[str, Any], str, np.ndarray | None]:
-    """(best val recalls of one Ray result with their 95 % intervals over the val queries,
-    its best checkpoint path, its val ranks at its best val R@1)."""
+    """(val recalls of one Ray result at the epoch the search metric chose — the epoch
+    ``best`` reports and ``best.pt`` keeps — with their 95 % intervals over the val
+    queries, its best checkpoint path, its val ranks at that epoch)."""
     from vpr_tune.tune.results import _best_checkpoint, read_result_rows
 
     rows = [r for r in read_result_rows(Path(result.path)) if "epoch" in r
             and not r.get("diverged")]
     best: dict[str, Any] = {}
     at_r1 = None
+    i = metrics.best_index([r.get(metric) for r in rows], mode)  # one epoch for every K
     for m, n in zip(metrics.VAL_RECALLS, metrics.RECALL_NS, strict=True):
-        i = metrics.best_index([r.get(m) for r in rows], "max")
         col = table_column(m)
         best[col] = None if i is None else float(rows[i][m])
         text = rows[i].get(metrics.RANKS) if i is not None else None
