@@ -10,7 +10,16 @@ import pytest
 from tests.helpers import FakeTrainer, use_trainer, write_space
 from vpr_tune.analysis import load_experiment
 from vpr_tune.cli import main
-from vpr_tune.repeats import display_table, repeat, repeat_seeds, summarize, verdict
+from vpr_tune.repeats import (
+    compare_first_two,
+    display_table,
+    noise_line,
+    repeat,
+    repeat_seeds,
+    summarize,
+    verdict,
+    winner_held,
+)
 
 
 class SeededFake(FakeTrainer):
@@ -39,6 +48,55 @@ def test_seeds_and_summary_on_a_hand_table():
     assert math.isclose(summary.loc[0, "val_R@1_std"], 7.0710678, rel_tol=1e-6)
     assert display_table(summary).loc[0, "val_R@1"] == "25.00 ± 7.07"
     assert "winner changed: b (search rank 2)" in verdict(summary, True)
+
+
+def _ranks(hits: int, queries: int = 200):
+    """Ranks with the first ``hits`` queries found at rank 1, the rest missed."""
+    import numpy as np
+
+    ranks = np.zeros(queries, dtype=np.uint8)
+    ranks[:hits] = 1
+    return ranks
+
+
+def _runs(values: dict[str, list[float]], half_width: float) -> pd.DataFrame:
+    rows = [{"trial_id": t, "seed": i + 1, "val_R@1": v, "val_R@1_lo": v - half_width,
+             "val_R@1_hi": v + half_width} for t, vs in values.items() for i, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_seeds_next_to_queries_and_a_verdict_on_both():
+    # a: 30 % on 200 queries in every seed, b: 20-21 %: far apart on seeds and on queries
+    runs = _runs({"a": [30.0, 30.0, 30.0], "b": [20.0, 21.0, 20.0]}, half_width=6.0)
+    ranks = {("a", s): _ranks(60) for s in (1, 2, 3)}
+    ranks.update({("b", 1): _ranks(40), ("b", 2): _ranks(42), ("b", 3): _ranks(40)})
+    summary = summarize(runs, ["a", "b"])
+    assert summary.loc[0, "val_R@1_query_sd"] == pytest.approx(6.0 / 1.96)
+    assert list(summary["noise"]) == ["queries", "queries"]  # sd over seeds 0 and 0.58
+    assert display_table(summary).loc[0, "val_R@1"] == "30.00 ± 0.00 seeds, ± 3.06 queries"
+    summary.attrs["comparison"] = cmp = compare_first_two(runs, summary, ranks)
+    assert (cmp["first"], cmp["second"], cmp["val_queries"]) == ("a", "b", 200)
+    assert cmp["seeds"][0] > 0 and cmp["queries"][0] > 0 and cmp["separated"]
+    assert winner_held(summary, False)
+    assert verdict(summary, False).startswith("the winner held: a is still first")
+    assert "val queries dominate" in noise_line(summary)
+
+    # a lead of 1 point over 200 queries: separated on seeds, not on queries -> not held
+    close = _runs({"a": [30.0, 30.0, 30.0], "b": [29.0, 29.0, 29.0]}, half_width=6.0)
+    near = {("a", s): _ranks(60) for s in (1, 2, 3)}
+    near.update({("b", s): _ranks(58) for s in (1, 2, 3)})
+    summary = summarize(close, ["a", "b"])
+    summary.attrs["comparison"] = cmp = compare_first_two(close, summary, near)
+    assert cmp["seeds"] == [1.0, 1.0] and cmp["queries"][0] <= 0 and not cmp["separated"]
+    assert not winner_held(summary, False)
+    assert verdict(summary, False).startswith("the winner is not confirmed: a is still first")
+    assert "within noise of b" in verdict(summary, False)
+    assert "but within noise of b" in verdict(summary, True)  # b was the search's winner
+
+    # without ranks only the seeds decide; with one run each neither can: not separated
+    one = _runs({"a": [30.0], "b": [20.0]}, half_width=6.0)
+    cmp = compare_first_two(one, summarize(one, ["a", "b"]), None)
+    assert cmp["seeds"] is None and cmp["queries"] is None and not cmp["separated"]
 
 
 @pytest.mark.slow  # Ray: a search then six repeated runs, ~1-3 min on 2 shared cores
@@ -75,7 +133,9 @@ def fake_search_and_repeats(tmp_path, street_world_tiny, monkeypatch):
     assert {"sf_test_R@1", "tokyo_R@25"} <= set(runs.columns)
     assert not changed and summary.iloc[0]["trial_id"] == first
     md = (exp.path / "repeats.md").read_text()
-    assert "8.50 ± 2.12" in md and "winner held" in md
+    # 18, 18 against 7, 10: first, but two seeds leave Welch's interval wide (t = 12.7)
+    assert "8.50 ± 2.12" in md and "winner is not confirmed" in md and "Welch" in md
+    assert summary.attrs["comparison"]["queries"] is None  # the fake reports no ranks
     assert (exp.path / "repeats.csv").exists()
     # the same command again continues the Ray experiment: nothing is retrained
     before = len(list(logs.iterdir()))
