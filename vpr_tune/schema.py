@@ -91,6 +91,9 @@ DEFAULTS: dict[str, Any] = {
         # finished trials that keep a checkpoint (best.pt for retest): the best by the
         # metric, plus the Pareto front; the others' are deleted as the search goes
         "keep_checkpoints": 5,
+        # decisions in sampling order: the same YAML, seed, data, machine and precision give
+        # the same trials.csv (vpr_tune/tune/reproducible.py; docs/searches.md)
+        "reproducible": False,
     },
     # metric: what rungs are judged on (None: search.metric; the winner is always chosen by
     # search.metric); val/MRR moves less from one query to the next than R@1

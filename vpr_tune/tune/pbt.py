@@ -15,6 +15,11 @@ that trial's config, perturbed (explore):
 - PB2: Ray's GP-bandit proposes the values inside the declared bounds (continuous keys only;
   PB2 searches a loguniform range on a linear scale).
 
+``search.reproducible``: Ray's synchronous mode (every trial of the population reaches the
+perturbation epoch before any exploits), the bottom and top fractions ranked with ties in
+sampling order, and whom to clone (plus PB2's GP) drawn from generators seeded by
+``search.seed`` instead of the driver's global ones (:class:`_SeededChoices`).
+
 Each exploit is one row per mutated key in ``perturbations.csv`` (trial_id, epoch,
 source_trial_id, param, old, new): ``epoch`` is the epoch of the checkpoint the trial
 continues from, so the trial's next row in metrics.csv is the first under the new value.
@@ -22,6 +27,9 @@ continues from, so the trial's next row in metrics.csv is the first under the ne
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ from ray.tune.schedulers.pb2 import PB2
 from vpr_tune.atomic import write_csv
 from vpr_tune.config import Param, Space
 from vpr_tune.space_rules import mutated_params
+from vpr_tune.tune.ray_internals import sampling_index
 from vpr_tune.tune.results import read_table
 
 COLUMNS = ["trial_id", "epoch", "source_trial_id", "param", "old", "new"]
@@ -62,14 +71,58 @@ def _epoch_of(scheduler: PopulationBasedTraining, trial: Any) -> int:
     return int(result.get("epoch", 0))
 
 
-class SpacePBT(PopulationBasedTraining):
+class _SeededChoices:
+    """Reproducible mode of Ray's PBT/PB2 (a mixin): Ray draws whom to clone with the global
+    ``random`` (and PB2's GP with the global ``numpy.random``), unseeded in the driver; here
+    they run on generators of our own seeded by ``search.seed``, swapped in around each
+    exploit step. Ties in the population's ranking fall in sampling order (Ray's falls in the
+    order the scheduler met the trials, which a restore reshuffles)."""
+
+    reproducible = False
+    _states: tuple[Any, Any] | None = None
+
+    def _seed_choices(self, seed: int) -> None:
+        self.reproducible = True
+        py, np_state = random.Random(seed), np.random.RandomState(seed)
+        self._states = (py.getstate(), np_state.get_state())
+
+    @contextmanager
+    def _seeded(self) -> Iterator[None]:
+        if self._states is None:
+            yield
+            return
+        saved = random.getstate(), np.random.get_state()
+        random.setstate(self._states[0])
+        np.random.set_state(self._states[1])
+        try:
+            yield
+        finally:
+            self._states = (random.getstate(), np.random.get_state())
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+    def _checkpoint_or_exploit(self, *args: Any, **kwargs: Any) -> Any:
+        with self._seeded():
+            return super()._checkpoint_or_exploit(*args, **kwargs)  # type: ignore[misc]
+
+    def _quantiles(self) -> Any:
+        if self.reproducible:  # Ray's sort is stable: order the trials first
+            state = self._trial_state  # type: ignore[attr-defined]
+            self._trial_state = dict(sorted(state.items(),
+                                            key=lambda kv: sampling_index(kv[0]) or 0))
+        return super()._quantiles()  # type: ignore[misc]
+
+
+class SpacePBT(_SeededChoices, PopulationBasedTraining):
     """Ray's PBT whose explore step follows the declared distributions (see module doc)."""
 
     def __init__(self, params: list[Param], log: PerturbationLog, seed: int,
-                 **kwargs: Any) -> None:
+                 reproducible: bool = False, **kwargs: Any) -> None:
         mutations = {p.path: list(p.args) if p.dist.categorical else _Draw(p) for p in params}
-        super().__init__(hyperparam_mutations=mutations, **kwargs)
+        super().__init__(hyperparam_mutations=mutations, synch=reproducible, **kwargs)
         self.params, self.log, self.rng = params, log, np.random.default_rng(seed)
+        if reproducible:
+            self._seed_choices(seed)
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         new, ops = dict(trial_to_clone.config), {}
@@ -81,14 +134,17 @@ class SpacePBT(PopulationBasedTraining):
         return new, ops
 
 
-class SpacePB2(PB2):
+class SpacePB2(_SeededChoices, PB2):
     """Ray's PB2 on the declared bounds; each exploit also goes to perturbations.csv."""
 
-    def __init__(self, params: list[Param], log: PerturbationLog, **kwargs: Any) -> None:
+    def __init__(self, params: list[Param], log: PerturbationLog, seed: int = 0,
+                 reproducible: bool = False, **kwargs: Any) -> None:
         self.bounds = {p.path: (p.args[0], p.args[1]) for p in params}
         super().__init__(hyperparam_bounds={k: list(b) for k, b in self.bounds.items()},
-                         **kwargs)
+                         synch=reproducible, **kwargs)
         self.log = log
+        if reproducible:
+            self._seed_choices(seed)
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         import warnings
@@ -121,7 +177,8 @@ def population_scheduler(space: Space, perturbations_csv: Path | str) -> Any:
                   perturbation_interval=int(conf["perturbation_interval"]),
                   quantile_fraction=float(conf["quantile_fraction"]))
     log = PerturbationLog(perturbations_csv)
+    seed, reproducible = int(search["seed"]), bool(search.get("reproducible"))
     if search["scheduler"] == "pb2":
-        return SpacePB2(params, log, **common)
-    return SpacePBT(params, log, int(search["seed"]),
+        return SpacePB2(params, log, seed, reproducible, **common)
+    return SpacePBT(params, log, seed, reproducible,
                     resample_probability=float(conf["resample_probability"]), **common)

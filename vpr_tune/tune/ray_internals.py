@@ -53,3 +53,36 @@ def saved_checkpoints(fs: Any, experiment_fs_path: str) -> dict[str, SavedTrial]
 def set_callbacks(tuner: Any, callbacks: list[Any]) -> None:
     """Hand a restored Tuner its callbacks: Ray does not save them with the experiment."""
     tuner._local_tuner._run_config.callbacks = callbacks
+
+
+def set_scheduler(tuner: Any, scheduler: Any) -> None:
+    """Hand a restored Tuner a trial scheduler: Ray restores the one pickled when the search
+    started, with none of its state (ray#30838)."""
+    tuner._local_tuner._tune_config.scheduler = scheduler
+
+
+def sampling_index(trial: Any) -> int | None:
+    """A key that sorts trials in the order they were sampled: the counter Ray's search
+    algorithms put in front of a trial's experiment tag (``3_optimizer.lr=0.01,...``), which
+    a restore keeps (Ray re-adds restored trials by last result time). None when the tag has
+    no counter."""
+    head = str(getattr(trial, "experiment_tag", "") or "").partition("_")[0]
+    return int(head) if head.isdigit() else None
+
+
+def execute_decision(controller: Any, trial: Any, decision: str) -> None:
+    """Act on a scheduler decision (CONTINUE, STOP) for a trial whose report the scheduler
+    answered with NOOP earlier: what Ray does with a decision returned at once, including
+    waiting for a checkpoint the report carried to be saved first."""
+    tune_controller = getattr(controller, "_tune_controller", controller)  # Ray's wrapper
+    if trial.is_saving:
+        tune_controller._cached_trial_decisions[trial.trial_id] = decision
+    else:
+        tune_controller._execute_action(trial, decision)
+
+
+def hold_trial(trial: Any) -> None:
+    """Mark a trial being added (``on_trial_add`` of a restore) PAUSED, so that Ray starts it
+    only when the scheduler's ``choose_trial_to_run`` picks it: Ray starts PENDING trials on
+    its own. Only while it is being added (Ray files it by the status it then has)."""
+    trial.set_status("PAUSED")

@@ -269,6 +269,8 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         cut = budget or t.trial_id in (running or ())
         return hit[1] if hit is not None and not cut and hit[0] == str(t.status) else None
 
+    # rows in sampling order (a resumed search's Ray re-adds trials by last result time)
+    trials = sorted(trials, key=_sampling_key)
     logged: dict[str, list[dict[str, Any]]] = {}
     if any(cached(t) is None for t in trials):
         for row in read_result_rows(Path(exp_dir), EPOCH_LOG):
@@ -300,6 +302,13 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
                       for m, mode in metrics.objectives_of(base["search"])]
         frame.insert(frame.columns.get_loc("epochs"), "pareto", pareto_flags(frame, objectives))
     return frame, pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED])
+
+
+def _sampling_key(trial: Any) -> tuple[bool, int]:
+    from vpr_tune.tune.ray_internals import sampling_index
+
+    index = sampling_index(trial)
+    return index is None, index or 0
 
 
 def best_intervals(exp_dir: Path, record: dict[str, Any]) -> dict[str, float]:

@@ -32,7 +32,8 @@ def plan_line(space: Space, trials: int) -> str:
                                        else "")
     return (f"{len(space.params)} searched parameter(s), {trials} trials, "
             f"{algorithm} + {sconf['scheduler']}, {sconf['max_concurrent']} at a time, "
-            f"{res['cpu']} CPU / {res['gpu']} GPU per trial")
+            f"{res['cpu']} CPU / {res['gpu']} GPU per trial"
+            + (", reproducible" if sconf.get("reproducible") else ""))
 
 
 def check_plan(space: Space) -> list[str]:
@@ -55,6 +56,11 @@ def check_plan(space: Space) -> list[str]:
     elif not uses_points(space):
         note = sampler_note(sampler_name(space), space)
         notes += [note] if note else []
+    timed = [m for m, _ in metrics.objectives_of(search) if m == metrics.QUERY_MS]
+    if search.get("reproducible") and timed:
+        notes.append(f"search.reproducible: {timed[0]} is an objective, and it is measured on "
+                     "this machine as the search runs: rung decisions and the Pareto front "
+                     "on it can differ from run to run (docs/searches.md)")
     return notes
 
 
@@ -77,9 +83,21 @@ def build_search_alg(space: Space, num_samples: int, max_concurrent: int,
         alg._points = sorted({k for p in points for k in p})  # keys for run_tuner's param_space
         return alg, len(points)
     if not uses_points(space):
-        return ConcurrencyLimiter(_optuna_search(space, num_samples, first, warm, study_db,
-                                                 study_name),
-                                  max_concurrent=max_concurrent), num_samples
+        reproducible = bool(search.get("reproducible"))
+        optuna_search = _optuna_search(space, num_samples, first, warm,
+                                       None if reproducible else study_db, study_name)
+        if reproducible:  # told results in sampling order; the study mirrored to study_db
+            from vpr_tune.tune.reproducible import (
+                SamplingOrderSearcher,
+                StudyMirror,
+                history_free,
+            )
+
+            optuna_search = SamplingOrderSearcher(
+                optuna_search, max_concurrent, num_samples,
+                history_free(optuna_search._sampler, len(warm or [])),
+                StudyMirror(study_db, study_name) if study_db else None)
+        return ConcurrencyLimiter(optuna_search, max_concurrent=max_concurrent), num_samples
     points = expand_points(space, num_samples, int(search["seed"]))
     searcher = _points_searcher(points, search["metric"], search["mode"])
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent), len(points)
@@ -151,10 +169,12 @@ def _points_searcher(points: list[dict[str, Any]], metric: str, mode: str) -> An
     return PointsSearcher()
 
 
-def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
+def trial_scheduler(space: Space, tables_dir: Path | None = None, resume: bool = False) -> Any:
     """ASHA on the search metric (``time_attr=epoch``), multi-objective ASHA when the search
     has several objectives, FIFO, or PBT/PB2 (``pbt.py``; exploits go to
-    ``tables_dir/perturbations.csv``)."""
+    ``tables_dir/perturbations.csv``). ``search.reproducible``: ASHA and MO-ASHA decide in
+    sampling order (``reproducible.py``; ``resume``: their rungs rebuilt from
+    ``tables_dir/epochs.jsonl``), PBT/PB2 run synchronously with seeded choices."""
     from ray.tune.schedulers import FIFOScheduler
 
     search, asha = space.base["search"], space.base["asha"]
@@ -165,8 +185,17 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None) -> Any:
     if search["scheduler"] == "fifo":
         return FIFOScheduler()
     max_t = max(int(v) for v in possible_values(space, "budget.max_epochs"))
-    return rung_scheduler(rung_objectives(search, asha.get("metric")), max_t,
-                          int(asha["grace_period"]), float(asha["reduction_factor"]))
+    grace, factor = int(asha["grace_period"]), float(asha["reduction_factor"])
+    scheduler = rung_scheduler(rung_objectives(search, asha.get("metric")), max_t, grace,
+                               factor)
+    if not search.get("reproducible"):
+        return scheduler
+    from vpr_tune.rungs import milestones
+    from vpr_tune.tune.reproducible import SamplingOrderRungs, load_history
+
+    return SamplingOrderRungs(scheduler, milestones(grace, factor, max_t), max_t,
+                              history=load_history(tables_dir) if resume and tables_dir
+                              else None)
 
 
 def rung_objectives(search: dict[str, Any], rung_metric: str | None) -> list[tuple[str, str]]:

@@ -43,9 +43,12 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
             raise UserError(f"{exp_dir}: no Ray experiment state to resume from")
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True,
                                    resume_errored=True)
-        from vpr_tune.tune.ray_internals import set_callbacks
+        from vpr_tune.tune.ray_internals import set_callbacks, set_scheduler
 
         set_callbacks(tuner, [*callbacks, *retention])
+        if search.get("reproducible") and not population:  # its rungs, from epochs.jsonl
+            set_scheduler(tuner, trial_scheduler(space, Path(tables_dir or exp_dir),
+                                                 resume=True))
         return tuner.fit()
     from vpr_tune.tune.storage import split
 
