@@ -38,6 +38,7 @@ class Progress(Callback):
         self.start = time.time()
         self.started: set[str] = set()
         self.ended: set[str] = set()
+        self.interrupted = False  # Ctrl-C cut trials short (the search exits 130)
         self.rows: dict[str, Any] = {}  # finished trials' table rows, built once
         self.written, self.write_cost = 0.0, 0.0
 
@@ -74,6 +75,7 @@ class Progress(Callback):
                and str(t.status) in ("TERMINATED", "PAUSED")} if final else set()
         budget = parse_duration(self.space.base["search"]["time_budget"])
         out_of_time = final and budget is not None and time.time() - self.start >= budget
+        self.interrupted = self.interrupted or (bool(cut) and not out_of_time)
         frame = self._tables(trials, cut, out_of_time, final)
         if frame is None:
             return
