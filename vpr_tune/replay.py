@@ -74,6 +74,7 @@ def pilot_of(exp: Any, complete: bool = True) -> Pilot:
               for tid, rows in exp.curves.groupby("trial_id", sort=False)}
     order = [t for t in exp.trials["trial_id"] if t in curves]
     short = [t for t in order if len(curves[t]) < max_epochs]
+    short += [t for t in exp.trials["trial_id"] if t not in curves]  # never reported
     if not order or (short and complete):
         raise UserError(f"{exp.path}: replay needs a pilot whose trials all ran {max_epochs} "
                         f"epochs (search.scheduler: fifo); {len(short)} of {len(order)} did not")
