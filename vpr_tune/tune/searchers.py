@@ -189,7 +189,14 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None, resume: bool =
     scheduler = rung_scheduler(rung_objectives(search, asha.get("metric")), max_t, grace,
                                factor)
     if not search.get("reproducible"):
-        return scheduler
+        if not (resume and tables_dir):
+            return scheduler
+        from vpr_tune.tune.reproducible import load_history
+        from vpr_tune.tune.resumed_rungs import ResumedRungs
+
+        arrived = sorted((row for rows in load_history(tables_dir).values() for row in rows),
+                         key=lambda r: r.get("timestamp", 0))
+        return ResumedRungs(scheduler, arrived)  # its rungs and stops as before the kill
     from vpr_tune.rungs import milestones
     from vpr_tune.tune.reproducible import SamplingOrderRungs, load_history
 

@@ -46,7 +46,7 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         from vpr_tune.tune.ray_internals import set_callbacks, set_scheduler
 
         set_callbacks(tuner, [*callbacks, *retention])
-        if search.get("reproducible") and not population:  # its rungs, from epochs.jsonl
+        if not population:  # its rungs and decisions, from epochs.jsonl (ray#30838)
             set_scheduler(tuner, trial_scheduler(space, Path(tables_dir or exp_dir),
                                                  resume=True))
         return tuner.fit()
