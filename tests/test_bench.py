@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vpr_tune.bench import BENCHMARKS, bar_text, load, resolve_names
@@ -108,12 +109,20 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
     if name != "memory":  # a USS difference on tiny quick sizes may be negative noise
         assert ratio > 0
     assert written["passed"] is bar.passed(ratio)
-    if name == "asha":  # two real searches; the arithmetic is tested with a fake run below
-        assert written["asha_trial_epochs"] > 0 and written["fifo_trial_epochs"] > 0
-        assert isinstance(written["best_within_1_point"], bool)
+    if name in ("asha", "pareto"):  # real searches; the arithmetic: fake runs below
+        real = written["real_asha" if name == "asha" else "real_moasha"]
+        assert real["trial_epochs"] > 0 and all(v > 0 for v in written[
+            "fifo_trial_epochs"].values())
+        # a real run's own arrival order, replayed, makes its decisions
+        assert written["replay_matches_real"] is True and written["same_configs"] is True
+        assert written["ratio_p10"] <= written["ratio"] <= written["ratio_p90"]
+        assert 0 <= written["p_best_kept"] <= 1
     if name == "pareto":
-        assert written["moasha_trial_epochs"] > 0 and written["same_configs"] is True
-        assert written["hypervolume_fifo"] > 0 and written["front_fifo"]
+        assert 0 <= written["p_hypervolume_ok"] <= 1
+    if name == "study":
+        assert written["verdict"] in ("search's winner better", "search's winner worse",
+                                      "no difference resolved")
+        assert all(len(r["runs"]) >= 3 for r in written["retrained"].values())
     for key in RAW[name]:
         values = written[key]
         assert len(values) >= 1
@@ -121,53 +130,128 @@ def test_quick_benchmark_writes_its_record(name: str, tmp_path: Path, capsys) ->
 
 
 def _fake_run(space_path: Path, name: str, storage: str, log=print, **_kw) -> Path:
-    """Stands in for `run_experiment`: writes trials.csv/metrics.csv as `vpr-tune run` does.
-    Trial i has R@1 = 10 * i after every epoch; ASHA keeps the last trial to the end."""
+    """Stands in for `run_experiment`: writes space.yaml, trials.csv, metrics.csv and
+    epochs.jsonl as `vpr-tune run` does. Trial i's quality is a seeded permutation, its val
+    R@1 10 x quality + epoch / 100; the config (lr) follows the seed and i. An ASHA run
+    trains its trials one after another, stopped by the scheduler a search builds."""
+    import json as _json
+
+    import numpy as np
     import pandas as pd
     import yaml
 
+    from vpr_tune.tune.searchers import rung_objectives, rung_scheduler
+
     space = yaml.safe_load(Path(space_path).read_text())
-    storage = Path(storage)
+    folder = Path(storage) / name
+    folder.mkdir(parents=True)
     n, max_epochs = space["search"]["num_samples"], space["budget"]["max_epochs"]
-    asha = space["search"]["scheduler"] == "asha"
-    trials, metrics = [], []
+    seed = space.get("seed", 0)
+    quality = np.random.default_rng(seed).permutation(n)
+    scheduler = None
+    if space["search"]["scheduler"] == "asha":
+        asha = space["asha"]
+        scheduler = rung_scheduler(rung_objectives(space["search"], asha.get("metric")),
+                                   max_epochs, asha["grace_period"], asha["reduction_factor"])
+    trials, metrics, arrivals = [], [], []
     for i in range(n):
-        epochs = (max_epochs if i == n - 1 else 1) if asha else max_epochs
-        for e in range(1, epochs + 1):
-            metrics.append({"trial_id": f"t{i}", "epoch": e, "val/R@1": 10.0 * i + e / 100})
-        trials.append({"trial_id": f"t{i}", "status": "TERMINATED", "optimizer.lr": 1e-4 * i,
-                       "best_val/R@1": 10.0 * i + epochs / 100, "epochs": epochs,
+        tid = f"{name[:4]}{i}"
+        trial = type("T", (), {"trial_id": tid})()
+        if scheduler is not None:
+            scheduler.on_trial_add(None, trial)
+        epochs = 0
+        for e in range(1, max_epochs + 1):
+            row = {"trial_id": tid, "epoch": e, "training_iteration": e,
+                   "val/R@1": 10.0 * quality[i] + e / 100, "val/MRR": 10.0 * quality[i]}
+            metrics.append(row)
+            arrivals.append(row)
+            epochs = e
+            if scheduler is not None and scheduler.on_trial_result(None, trial, row) == "STOP":
+                break
+        trials.append({"trial_id": tid, "status": "TERMINATED",
+                       "optimizer.lr": 1e-4 * (i + 1) * (seed + 1),
+                       "best_val/R@1": 10.0 * quality[i] + epochs / 100, "epochs": epochs,
                        "time_s": 2.0 * epochs})
-    (storage / name).mkdir(parents=True)
     time.sleep(0.2)  # a wall time that rounds to something
     for i in range(n):  # the progress lines `vpr-tune run` prints at each trial end
         log(f"[0:0{i}] trials {i + 1}/{n} done (finished {i + 1}), running 0")
-    pd.DataFrame(trials).to_csv(storage / name / "trials.csv", index=False)
-    pd.DataFrame(metrics).to_csv(storage / name / "metrics.csv", index=False)
-    return storage / name
+    (folder / "space.yaml").write_text(yaml.safe_dump(space))
+    pd.DataFrame(trials).to_csv(folder / "trials.csv", index=False)
+    pd.DataFrame(metrics).drop(columns="training_iteration").to_csv(folder / "metrics.csv",
+                                                                    index=False)
+    (folder / "epochs.jsonl").write_text("".join(
+        _json.dumps({k: v for k, v in r.items() if k != "training_iteration"}) + "\n"
+        for r in arrivals))
+    return folder
 
 
-def test_asha_and_search_figures_from_the_run_outputs(monkeypatch) -> None:
+@pytest.fixture
+def asha_bench(monkeypatch):
+    """bench asha on the fake run, quick, at a size where ASHA stops trials."""
+    import vpr_tune.bench.search as mod
     import vpr_tune.tune
-    from vpr_tune.bench.search import bench_asha, bench_search
 
     monkeypatch.setattr(vpr_tune.tune, "run_experiment", _fake_run)
-    asha = bench_asha(quick=True, log=lambda _m: None)
-    # 3 trials x 3 epochs under FIFO; ASHA: 1 + 1 + 3 epochs
-    assert (asha["asha_trial_epochs"], asha["fifo_trial_epochs"]) == (5, 9)
-    assert asha["ratio"] == round(5 / 9, 4) and asha["passed"] is False  # 0.56 > 0.35
-    assert asha["same_configs"] is True and asha["best_within_1_point"] is True
-    assert asha["same_curves"] is True  # each ASHA curve is the start of its FIFO twin's
-    assert asha["spearman_rung1_vs_final"] == pytest.approx(1.0)
+    monkeypatch.setattr(mod, "ASHA_QUICK", (9, 9, 1))
+    monkeypatch.setattr(mod, "ASHA", {"grace_period": 1, "reduction_factor": 3})
+    monkeypatch.setattr(mod, "ASHA_ORDERS_QUICK", 30)
+    return mod
+
+
+def test_asha_figures_from_replays_of_the_run_outputs(asha_bench) -> None:
+    asha = asha_bench.bench_asha(quick=True, log=lambda _m: None)
+    assert asha["fifo_trial_epochs"] == {"0": 81, "1": 81}
+    assert asha["orders"] == 60 and len(asha["replay_ratios"]) == 60
+    assert asha["per_seed"]["0"]["orders"] == asha["per_seed"]["1"]["orders"] == 30
+    # the figure is the median over all replayed orders, with its spread
+    assert asha["ratio"] == pytest.approx(float(np.median(asha["replay_ratios"])), abs=1e-4)
+    assert 0 < asha["ratio_p10"] <= asha["ratio"] <= asha["ratio_p90"] < 1
+    # each curve ranks its trial from epoch 1 on: the best is never stopped
+    assert asha["p_best_kept"] == 1.0
+    # the real run's own arrivals, replayed, stop each trial where it stopped
+    real = asha["real_asha"]
+    assert asha["replay_matches_real"] is True
+    assert real["epochs_real"] == real["epochs_replayed"] and min(real["epochs_real"]) == 1
+    assert asha["same_configs"] is True and asha["same_curves"] is True
+    assert asha["spearman_rung1_vs_final"]["0"] == pytest.approx(1.0)
+    assert asha["passed"] is (asha["ratio"] <= 0.35)
+
+
+def test_asha_fails_when_the_replay_does_not_reproduce_the_real_run(asha_bench,
+                                                                    monkeypatch) -> None:
+    import pandas as pd
+
+    import vpr_tune.tune
+
+    def tampered(space_path, name, storage, **kwargs):
+        folder = _fake_run(space_path, name, storage, **kwargs)
+        if name == "asha":  # the run kept a trial the scheduler would have stopped
+            trials = pd.read_csv(folder / "trials.csv")
+            trials.loc[trials["epochs"].idxmin(), "epochs"] = 9
+            trials.to_csv(folder / "trials.csv", index=False)
+        return folder
+
+    monkeypatch.setattr(vpr_tune.tune, "run_experiment", tampered)
+    passing = dataclasses.replace(asha_bench.ASHA_BAR, value=1.0)  # the ratio passes
+    monkeypatch.setattr(asha_bench, "ASHA_BAR", passing)
+    asha = asha_bench.bench_asha(quick=True, log=lambda _m: None)
+    assert asha["replay_matches_real"] is False and asha["passed"] is False
+
+
+def test_search_figures_from_the_run_outputs(monkeypatch) -> None:
+    import vpr_tune.tune
+    from vpr_tune.bench.search import bench_search
+
+    monkeypatch.setattr(vpr_tune.tune, "run_experiment", _fake_run)
     search = bench_search(quick=True, log=lambda _m: None)
     assert search["trial_busy_s"] == [4.0, 4.0] and search["cores"] == 2
     assert search["ratio"] == pytest.approx(8.0 / (2 * search["wall_s"]), rel=0.1)
 
 
-def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(monkeypatch) -> None:
+def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(asha_bench,
+                                                                    monkeypatch) -> None:
     import pandas as pd
 
-    import vpr_tune.bench.search as bench_search_mod
     import vpr_tune.tune
 
     def other_curves(space_path, name, storage, **kwargs):
@@ -179,9 +263,9 @@ def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(monkeypatch)
         return folder
 
     monkeypatch.setattr(vpr_tune.tune, "run_experiment", other_curves)
-    passing = dataclasses.replace(bench_search_mod.ASHA_BAR, value=1.0)  # the ratio passes
-    monkeypatch.setattr(bench_search_mod, "ASHA_BAR", passing)
-    asha = bench_search_mod.bench_asha(quick=True, log=lambda _m: None)
+    passing = dataclasses.replace(asha_bench.ASHA_BAR, value=1.0)  # the ratio passes
+    monkeypatch.setattr(asha_bench, "ASHA_BAR", passing)
+    asha = asha_bench.bench_asha(quick=True, log=lambda _m: None)
     assert asha["same_configs"] is True and asha["same_curves"] is False
     assert asha["passed"] is False
 
@@ -222,5 +306,27 @@ def test_study_curves_count_trial_epochs_in_the_order_they_finished(tmp_path: Pa
     png = plot({"manual_curve": curve, "search_curve": curve[:3], "manual_runs": 2,
                 "max_epochs": 3, "search_trials": 2, "manual_best_val_r1": 14.0,
                 "within_points": 0.5, "search_epochs_to_manual_best": None},
+               tmp_path / "study.png")
+    assert png.stat().st_size > 1000
+
+
+def test_study_verdict_is_an_interval_not_one_maximum(tmp_path: Path) -> None:
+    from vpr_tune.bench.study import difference, mean_interval, plot
+
+    study = mean_interval([20.0, 22.0, 21.0, 21.0])
+    assert study["mean"] == 21.0 and study["lo"] < 21.0 < study["hi"]
+    # half-width of the t-interval: t(0.975, 3) x sd / sqrt(4)
+    assert study["hi"] - 21.0 == pytest.approx(3.182 * 0.8165 / 2, abs=0.01)
+    close = difference([21.5, 20.5, 22.0, 20.0], [20.0, 22.0, 21.0, 21.0])
+    assert close["verdict"] == "no difference resolved" and close["not_worse"] is True
+    assert close["lo"] < 0 < close["hi"] and "interval [" in close["text"]
+    worse = difference([15.0, 15.5, 14.5, 15.0], [20.0, 22.0, 21.0, 21.0])
+    assert worse["verdict"] == "search's winner worse" and worse["not_worse"] is False
+    better = difference([25.0, 25.5, 24.5, 25.0], [20.0, 22.0, 21.0, 21.0])
+    assert better["verdict"] == "search's winner better"
+    assert difference([3.0, 3.0, 3.0], [3.0, 3.0, 3.0])["lo"] == 0.0  # no spread at all
+    png = plot({"manual_curve": [5.0, 9.0], "search_curve": [4.0], "manual_runs": 2,
+                "max_epochs": 1, "search_trials": 1, "verdict": close["verdict"],
+                "retrained": {"manual": study, "search": mean_interval([21.5, 20.5, 22.0])}},
                tmp_path / "study.png")
     assert png.stat().st_size > 1000

@@ -78,13 +78,17 @@ def resolve_names(name: str) -> list[str]:
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path | str = Path("results/bench"),
-                  log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run one benchmark, write ``out_dir/NAME.json`` and return its record."""
+                  log: Callable[[str], Any] = print, precision: str = "auto") -> dict[str, Any]:
+    """Run one benchmark, write ``out_dir/NAME.json`` and return its record; ``precision``:
+    the ``resources.precision`` of the searches it runs."""
+    from vpr_tune.bench.common import search_precision
+
     if name not in BENCHMARKS:
         resolve_names(name)  # raises the UserError
     bench = BENCHMARKS[name]
     start = time.perf_counter()
-    result = load(bench.run)(quick, log)
+    with search_precision(precision):
+        result = load(bench.run)(quick, log)
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if bench.plot is not None:
@@ -95,17 +99,18 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path | str = Path("re
 
 def run_benchmarks(names: list[str], quick: bool = False,
                    out_dir: Path | str = Path("results/bench"),
-                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+                   log: Callable[[str], Any] = print, precision: str = "auto"
+                   ) -> list[dict[str, Any]]:
     """Run several; with more than one, a benchmark that cannot run (e.g. its module is not
     there yet) is recorded with its ``error`` instead of stopping the others."""
     results = []
     for name in names:
         log(f"bench {name}{' (quick)' if quick else ''} ...")
         if len(names) == 1:
-            results.append(run_benchmark(name, quick, out_dir, log))
+            results.append(run_benchmark(name, quick, out_dir, log, precision))
             continue
         try:
-            results.append(run_benchmark(name, quick, out_dir, log))
+            results.append(run_benchmark(name, quick, out_dir, log, precision))
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not stop `all`
             log(f"bench {name}: not run: {type(exc).__name__}: {exc}")
             failed = {"name": name, "ratio": None, "bar": None, "passed": False,

@@ -20,6 +20,41 @@ from typing import Any
 
 import numpy as np
 
+# resources.precision of the searches the benchmarks run (``vpr-tune bench --precision``);
+# the pipeline benchmarks measure evaluate_split's own default ("auto") whatever this says.
+_PRECISION = ["auto"]
+
+
+@contextlib.contextmanager
+def search_precision(precision: str) -> Iterator[str]:
+    """Run the block's benchmark searches at ``resources.precision: precision``."""
+    from vpr_tune.config import PRECISIONS
+    from vpr_tune.errors import UserError
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
+    old, _PRECISION[0] = _PRECISION[0], precision
+    try:
+        yield precision
+    finally:
+        _PRECISION[0] = old
+
+
+def precision() -> str:
+    """The ``resources.precision`` benchmark searches use now (default ``auto``)."""
+    return _PRECISION[0]
+
+
+def precision_record() -> dict[str, str]:
+    """What the record says about precision: the setting and the dtype it gives here."""
+    import torch
+
+    from vpr_tune.precision import autocast_dtype
+
+    dtype = autocast_dtype(precision(), "cuda" if torch.cuda.is_available() else "cpu")
+    return {"setting": precision(), "autocast": str(dtype).replace("torch.", "")
+            if dtype is not None else "float32"}
+
 
 @dataclass(frozen=True)
 class Bar:
@@ -103,6 +138,7 @@ def record(name: str, ratio: float, bar: Bar, quick: bool, **raw: Any) -> dict[s
             # on a shared machine mean little without it
             "load_avg": [round(x, 2) for x in os.getloadavg()],
         },
+        "precision": precision_record(),
         **raw,
     }
 

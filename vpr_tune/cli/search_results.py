@@ -306,6 +306,9 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quick: Annotated[bool, typer.Option(help="Small sizes (for the test suite).")] = False,
     out: Annotated[Path, typer.Option(help="Folder for NAME.json.")] = Path("results/bench"),
+    precision: Annotated[str, typer.Option(
+        help="resources.precision of the benchmarks' searches: auto, fp32, bf16, fp16.")
+    ] = "auto",
 ) -> None:
     """Benchmarks that print ratios against their bars; writes results/bench/NAME.json."""
     import json
@@ -314,7 +317,7 @@ def bench(
 
     names = resolve_names(name)
     log = err_console.print if json_out else console.print  # keep --json stdout pure JSON
-    results = run_benchmarks(names, quick=quick, out_dir=out, log=log)
+    results = run_benchmarks(names, quick=quick, out_dir=out, log=log, precision=precision)
     if json_out:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
         return
