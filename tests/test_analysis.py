@@ -111,7 +111,7 @@ def test_importance_finds_the_parameter_that_matters() -> None:
 def test_figures_are_not_empty(exp) -> None:
     figs = vp.figures(exp)
     assert set(figs) == {"curves", "best_so_far", "parallel", "by_category", "lr_wd",
-                         "importance", "rung_spearman"}
+                         "importance", "rung_spearman", "intervals"}
     curves_ax = figs["curves"].axes[0]
     # one line per trial (plus the ASHA/failed markers and rung lines)
     assert len(curves_ax.lines) >= len(exp.trials)
@@ -160,13 +160,15 @@ def test_report_writes_markdown_and_pngs(hand_experiment, capsys) -> None:
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(f"{s}.png" for s in (
         "curves", "best_so_far", "parallel", "by_category", "lr_wd", "importance",
-        "rung_spearman"))
+        "rung_spearman", "intervals"))
     assert all((out / p).stat().st_size > 10_000 for p in pngs)  # real pictures, not blanks
     md = (out / "report.md").read_text()
     assert "synthetic" in md.lower()
     assert "Trial `t0`" in md and "| 1 | t0 | sgd |" in md
     assert "![Learning curves](curves.png)" in md
     assert "Retest on the test sets" not in md
+    assert "![How sure is each R@1?](intervals.png)" in md
+    assert "intervals unavailable" in md  # a hand-made experiment kept no per-query ranks
 
 
 def test_report_includes_retest_when_present(hand_experiment) -> None:

@@ -52,7 +52,8 @@ def test_retest_has_every_recall_and_no_positive_counts(hand_experiment, monkeyp
     assert rc == 0, out
     table = pd.read_csv(hand_experiment / "retest.csv", dtype={"trial_id": str})
     for s in ("sf_test", "tokyo"):
-        assert [f"{s}_{r}" for r in RECALLS] == [c for c in table.columns if c.startswith(s)]
+        assert [f"{s}_{r}{x}" for r in RECALLS for x in ("", "_lo", "_hi")] + [
+            f"{s}_within_noise"] == [c for c in table.columns if c.startswith(s)]
     assert len(table) == 4  # --top all: every finished trial (ERROR/DIVERGED never rank)
     md = (hand_experiment / "retest.md").read_text()
     assert "sf_test: 100 queries, 3 without a positive" in md
