@@ -71,7 +71,7 @@ def best(
 
         retested = run_retest(exp, top_n, metric, data, force, log=log_console.print,
                               front=front)
-        _push(exp, storage, ("retest.csv", "retest.md"))
+        _push(exp, storage, ("retest.csv", "retest.md", "ranks"))  # ranks/retest too
     from vpr_tune.tune.lineage import lineage, read_perturbations
 
     schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
