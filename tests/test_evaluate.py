@@ -94,6 +94,11 @@ def test_cli_eval_json_and_predictions(tmp_path, monkeypatch, capsys) -> None:
     assert out["R@1"] == pytest.approx(val["val/R@1"])  # same model, same split
     assert (out["queries"], out["database"], out["queries_without_positive"]) == (8, 8, 0)
     assert out["synthetic"] is False
+    for n in (1, 5, 10, 25):  # each recall with its 95 % interval over the 8 queries
+        assert out[f"R@{n}_lo"] <= out[f"R@{n}"] <= out[f"R@{n}_hi"]
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(root)]) == 0
+    assert f"{out['R@1']:.1f} ({out['R@1_lo']:.1f}–{out['R@1_hi']:.1f})" in \
+        capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "p" / "predictions.csv").open()))
     assert len(rows) == 8 * 3 and rows[0]["rank"] == "1"
     assert rows[0]["query"].startswith("queries/") and rows[0]["database"].startswith("database/")

@@ -227,6 +227,7 @@ def evaluate(
     metrics, preds = evaluate_split(
         model, eval_split, image_size, int(batch_size or cfg["budget"]["eval_batch_size"]),
         device, cache=bool(cfg["data"].get("cache", True)))
+    from vpr_tune.cli.output import print_wide
     from vpr_tune.uncertainty import first_hit_ranks, recall_interval
 
     ranks = first_hit_ranks(preds, eval_split.positives)  # per query: intervals from these
@@ -244,7 +245,7 @@ def evaluate(
     table = Table(title=f"{eval_split.root}" + (" (synthetic)" if metrics["synthetic"] else ""),
                   caption="R@N % (lo–hi): 95 % bootstrap interval over the queries")
     for r in RECALLS:
-        table.add_column(r, justify="right")
+        table.add_column(r, justify="right", no_wrap=True)
     table.add_column("queries", justify="right")
     table.add_column("database", justify="right")
     table.add_column("no positive", justify="right")
@@ -252,7 +253,7 @@ def evaluate(
                     for r in RECALLS],
                   str(metrics["queries"]), str(metrics["database"]),
                   str(metrics["queries_without_positive"]))
-    console.print(table)
+    print_wide(table)  # a file or pipe gets the whole row, not an 80-column cut
     if "predictions" in metrics:
         console.print(f"predictions: {metrics['predictions']} (pictures in preds/)",
                       highlight=False)
