@@ -145,5 +145,6 @@ def test_finished_trials_outside_the_kept_best_lose_their_checkpoints(tmp_path, 
     lr = pd.Series({r.path: r.config["optimizer.lr"] for r in results})
     kept = {p for p in lr.index if list(Path(p).glob("checkpoint_*"))}
     assert kept == set(lr.nlargest(2).index)  # R@1 grows with lr in QuickTrainer
-    for p in kept:
-        assert (sorted(Path(p).glob("checkpoint_*"))[-1] / "best.pt").exists()
+    for p in kept:  # one folder each, the newest, with the best model
+        folders = sorted(Path(p).glob("checkpoint_*"))
+        assert len(folders) == 1 and (folders[0] / "best.pt").exists()

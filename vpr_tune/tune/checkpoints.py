@@ -15,8 +15,8 @@ So Ray keeps every folder, and :func:`retention_callback` deletes instead, by tw
 - bounded storage: once a trial has finished, and the saved state says so (a TERMINATED
   trial is not resumed), only the ``keep_finished`` best finished trials by the search
   metric (and, with several objectives, the Pareto front) keep a folder — the newest,
-  which holds ``best.pt`` for ``best --retest``. Disk then grows with the trials running
-  and kept, not with the trials run.
+  which holds ``best.pt`` for ``best --retest`` — and the others none. Disk then grows
+  with the trials running and kept, not with the trials run.
 
 PBT / PB2 keep every folder: a trial that cloned another restores from the other's folder.
 """
@@ -85,9 +85,10 @@ class _Retention:
         self._named: dict[str, SavedTrial] | None = {}
         self._left: dict[str, int] = {}  # trial id -> folders it kept at its last prune
 
-    def prune(self, trial: Any, finished_and_dropped: bool = False) -> list[str]:
-        """Delete what no resume (and, when ``finished_and_dropped``, no retest) can need
-        of ``trial``'s folders; returns the names."""
+    def prune(self, trial: Any, finished_keep: int | None = None) -> list[str]:
+        """Delete what no resume can need of ``trial``'s folders, and, for a finished trial
+        (``finished_keep``: how many newest folders retest still needs, 1 or 0), what
+        retest does not need once the saved state knows it ended; returns the names."""
         import pyarrow.fs
 
         storage = trial.storage
@@ -95,7 +96,7 @@ class _Retention:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
         folders = [i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
                    and i.base_name.startswith(CHECKPOINT_PREFIX)]
-        keep = 0 if finished_and_dropped else self.keep_latest
+        keep = self.keep_latest if finished_keep is None else finished_keep
         if len(folders) <= keep:
             self._left[trial.trial_id] = len(folders)
             return []
@@ -106,7 +107,7 @@ class _Retention:
         # holds as TERMINATED is not resumed at all.
         held = saved.get(trial.trial_id)
         named = held.checkpoint if held is not None and held.status != "TERMINATED" else None
-        if finished_and_dropped and (held is None or held.status != "TERMINATED"):
+        if finished_keep is not None and (held is None or held.status != "TERMINATED"):
             keep = self.keep_latest  # the saved state does not know it ended yet
         doomed = deletable(folders, named, keep)
         for name in doomed:
@@ -186,9 +187,11 @@ def retention_callback(objectives: Sequence[tuple[str, str]] = ((metrics.DEFAULT
             kept = kept_finished({t: self.best.get(t, {}) for t in self.finished},
                                  objectives, keep_finished)
             for trial_id, trial in list(self.pending.items()):
-                dropped = trial_id in self.finished and trial_id not in kept
-                self.retention.prune(trial, finished_and_dropped=dropped)
-                if self.retention.left(trial) <= (0 if dropped else keep_latest):
+                # a kept finished trial needs its newest folder (best.pt), a dropped one none
+                keep = (None if trial_id not in self.finished
+                        else 1 if trial_id in kept else 0)
+                self.retention.prune(trial, keep)
+                if self.retention.left(trial) <= (keep_latest if keep is None else keep):
                     del self.pending[trial_id]
 
     return CheckpointRetention()
