@@ -215,6 +215,24 @@ def _unique_names(exps: list[Experiment]) -> list[str]:
     return names
 
 
+def best_so_far_overlay(exps: list[Experiment], metric: str | None = None) -> Any:
+    """The Figure of :func:`plot_best_so_far_overlay`: one best-so-far step line per
+    experiment, its epochs in the order they finished (metrics.csv ``timestamp``)."""
+    import matplotlib.pyplot as plt
+
+    metric = metric or exps[0].metric
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for exp in exps:
+        curve = best_so_far(exp.curves, metric, exclude=failed_trials(exp),
+                            mode=exp.mode_for(metric))
+        ax.step(curve["trial_epochs"], curve["best"], where="post", label=exp.label)
+    ax.set_xlabel("trial-epochs spent (in the order they finished)")
+    ax.set_ylabel(f"best {metric} so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
 def plot_best_so_far_overlay(exps: list[Experiment], out: str | Path,
                              metric: str | None = None) -> Path:
     """Every experiment's best-so-far curve (best metric vs trial-epochs) on one axis."""
@@ -225,16 +243,7 @@ def plot_best_so_far_overlay(exps: list[Experiment], out: str | Path,
 
     from vpr_tune.atomic import atomic_path
 
-    metric = metric or exps[0].metric
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for exp in exps:
-        curve = best_so_far(exp.curves, metric, exclude=failed_trials(exp),
-                            mode=exp.mode_for(metric))
-        ax.step(curve["trial_epochs"], curve["best"], where="post", label=exp.label)
-    ax.set_xlabel("trial-epochs spent")
-    ax.set_ylabel(f"best {metric} so far")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig = best_so_far_overlay(exps, metric)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,13 @@ def _error_message(trial: Any) -> str:
 
 def append_epoch_row(exp_dir: Path, result: dict[str, Any]) -> None:
     """Keep a reported row in ``epochs.jsonl``: Ray rewrites a restored trial's result.json
-    from its last synced copy (PBT restores often), which can drop recent rows."""
+    from its last synced copy (PBT restores often), which can drop recent rows. ``arrived``:
+    when the driver received it (Unix seconds, sub-second; Ray's ``timestamp`` is whole
+    seconds), the ``timestamp`` of the row in metrics.csv."""
     keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and (
         k in metrics.REPORTED or k in ("trial_id", "epoch", "timestamp", "time_total_s", "diverged",
-                              "error", "node_id", "checkpoint_dir_name", "pid"))}
+                              "error", "node_id", "checkpoint_dir_name", "pid", "arrived"))}
+    keep.setdefault("arrived", round(time.time(), 6))
     with open(Path(exp_dir) / EPOCH_LOG, "a") as fh:
         fh.write(json.dumps(keep) + "\n")
 
@@ -233,8 +237,19 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     record["checkpoint"] = remote if remote is not None else _best_checkpoint(
         Path(trial.path or ""), good, metric, mode)
     record["_rows"] = [{"trial_id": trial.trial_id, "epoch": int(r["epoch"]),
-                        **{m: r.get(m) for m in metrics.REPORTED}} for r in good]
+                        **{m: r.get(m) for m in metrics.REPORTED},
+                        "timestamp": finished_at(r)} for r in good]
     return record
+
+
+def finished_at(row: dict[str, Any]) -> float | None:
+    """When a reported epoch finished (Unix seconds): the driver's ``arrived`` time from
+    epochs.jsonl, else Ray's whole-second ``timestamp``; None when neither is known."""
+    for key in ("arrived", "timestamp"):
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
 
 
 def _best_checkpoint(trial_dir: Path, rows: list[dict[str, Any]], metric: str,
@@ -269,7 +284,8 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         cut = budget or t.trial_id in (running or ())
         return hit[1] if hit is not None and not cut and hit[0] == str(t.status) else None
 
-    # rows in sampling order (a resumed search's Ray re-adds trials by last result time)
+    # rows in sampling order (a resumed search's Ray re-adds trials by last result time),
+    # then by id: the same trials give the same tables whatever order Ray lists them in
     trials = sorted(trials, key=_sampling_key)
     logged: dict[str, list[dict[str, Any]]] = {}
     if any(cached(t) is None for t in trials):
@@ -301,14 +317,19 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
         objectives = [(metrics.objective_column(m), mode)
                       for m, mode in metrics.objectives_of(base["search"])]
         frame.insert(frame.columns.get_loc("epochs"), "pareto", pareto_flags(frame, objectives))
-    return frame, pd.DataFrame(curves, columns=["trial_id", "epoch", *metrics.REPORTED])
+    return frame, pd.DataFrame(curves, columns=CURVE_COLUMNS)
 
 
-def _sampling_key(trial: Any) -> tuple[bool, int]:
+# metrics.csv: one row per trial-epoch, by trial (trials.csv order) then epoch; ``timestamp``
+# says when the epoch finished, the order best-so-far curves take the rows in.
+CURVE_COLUMNS = ["trial_id", "epoch", *metrics.REPORTED, "timestamp"]
+
+
+def _sampling_key(trial: Any) -> tuple[bool, int, str]:
     from vpr_tune.tune.ray_internals import sampling_index
 
     index = sampling_index(trial)
-    return index is None, index or 0
+    return index is None, index or 0, str(trial.trial_id)
 
 
 def best_intervals(exp_dir: Path, record: dict[str, Any]) -> dict[str, float]:
