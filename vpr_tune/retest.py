@@ -87,9 +87,13 @@ def checkpoint_of(exp: Experiment, row: pd.Series) -> Path:
         moved = exp.path.joinpath(*parts[len(parts) - parts[::-1].index(exp.name):])
         if moved.exists():
             return moved
+    keep = ((exp.space.get("search") or {}) if isinstance(exp.space, dict) else {}).get(
+        "keep_checkpoints")
     raise UserError(
         f"trial {row['trial_id']}: checkpoint {path} does not exist "
-        f"(listed in {exp.path / 'trials.csv'}; was the experiment moved or cleaned?)"
+        f"(listed in {exp.path / 'trials.csv'}; the search keeps the checkpoints of its "
+        f"{keep or 'search.keep_checkpoints'} best finished trials only, or the experiment "
+        "was moved or cleaned): retest fewer trials (--top) or raise search.keep_checkpoints"
     )
 
 
