@@ -89,3 +89,19 @@ def test_save_preds_and_compare_on_real_experiments(searched_experiment, tmp_pat
     shutil.copytree(searched_experiment, other)
     assert main(["compare", str(searched_experiment), str(other)]) == 2  # same name
     assert "different experiments" in capsys.readouterr().err
+
+
+def test_export_refuses_a_missing_folder_and_a_directory(hand_experiment, tmp_path, capsys):
+    # issue 36: the folders were created silently; a directory gave an IsADirectoryError
+    hand = str(hand_experiment)
+    missing = tmp_path / "nonexistent" / "dir" / "x.yaml"
+    assert main(["best", hand, "--export", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"folder {missing.parent} does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "nonexistent").exists()
+    folder = tmp_path / "d.yaml"
+    folder.mkdir()
+    assert main(["best", hand, "--export", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"--export {folder}: is a directory" in err
+    assert "IsADirectoryError" not in err and len(err.strip().splitlines()) == 1

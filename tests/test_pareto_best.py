@@ -121,3 +121,36 @@ def test_ranking_metric_of_a_multi_objective_search(mo_experiment) -> None:
     (mo_experiment / "space.yaml").write_text(yaml.safe_dump(space))
     exp = analysis.load_experiment(mo_experiment)
     assert exp.metric == "val/R@5" and exp.mode == "max"  # what best.pt followed
+
+
+def test_best_metric_takes_any_objective_of_the_search(mo_experiment, capsys) -> None:
+    # issue 36: `--metric descriptor_dim` was "unknown metric" though the footer offers it
+    rc, out = best(capsys, "hand", "--json", "--metric", "descriptor_dim", "--storage",
+                   str(mo_experiment.parent))
+    assert rc == 0
+    rows = json.loads(out)["trials"]
+    assert [r["trial_id"] for r in rows] == ["t1", "t4", "t0", "t5"]  # smallest first
+    assert [r["descriptor_dim"] for r in rows] == [32.0, 128.0, 512.0, 512.0]
+    assert main(["best", "hand", "--metric", "params_m", "--storage",
+                 str(mo_experiment.parent)]) == 2  # a cost that is not an objective
+    assert "params_m ranks only a search that lists it" in capsys.readouterr().err
+
+
+def test_export_of_a_front_says_which_trial_and_why(mo_experiment, tmp_path, capsys) -> None:
+    # issue 36: it silently took the highest R@1 of the front
+    for tid in ("t0", "t1", "t4", "t5"):  # the checkpoints are placeholders: Ray's params
+        (mo_experiment / f"train_{tid}" / "params.json").write_text(json.dumps(
+            {"optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.weight_decay": 1e-3,
+             "scheduler.name": "none"}))
+    out_yaml = tmp_path / "x.yaml"
+    rc, out = best(capsys, "hand", "--export", str(out_yaml), "--storage",
+                   str(mo_experiment.parent))
+    assert rc == 0 and out_yaml.exists()
+    assert "exported t0, one of the 3 trials on the Pareto front, by the best val/R@1" in out
+    assert "--trial ID" in out
+    rc, out = best(capsys, "hand", "--export", str(out_yaml), "--metric", "query_ms",
+                   "--storage", str(mo_experiment.parent))
+    assert rc == 0 and "exported t1" in out and "best query_ms (--metric)" in out
+    rc, out = best(capsys, "hand", "--export", str(out_yaml), "--trial", "t4", "--storage",
+                   str(mo_experiment.parent))
+    assert rc == 0 and "note:" not in out  # chosen by the user: nothing to explain

@@ -261,10 +261,15 @@ def ranked(
     exp = exp_or_trials if isinstance(exp_or_trials, Experiment) else None
     trials = exp.trials if exp is not None else exp_or_trials
     metric = metric or (exp.metric if exp is not None else metrics.DEFAULT_METRIC)
-    column = summary_column(metric)
+    column = rank_column(metric, exp)
     if column not in trials.columns:
         allowed = [c.removeprefix("best_") for c in trials.columns if c.startswith("best_")]
-        raise UserError(f"unknown metric {metric!r}: trials.csv has {', '.join(allowed) or 'none'}")
+        allowed += [m for m, _ in (exp.objectives if exp is not None else [])
+                    if m in metrics.COSTS and m in trials.columns]
+        raise UserError(f"unknown metric {metric!r}: trials.csv has {', '.join(allowed) or 'none'}"
+                        + ("" if metrics.base_name(metric) not in metrics.COSTS else
+                           f" ({metric} ranks only a search that lists it in "
+                           "search.objectives)"))
     if mode is None:
         mode = exp.mode_for(column) if exp is not None else metrics.direction(column)
     status = trials["status"].astype(str).str.upper()
@@ -280,6 +285,16 @@ def ranked(
     ).drop(columns="_tie")
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index(drop=True)
+
+
+def rank_column(metric: str, exp: Experiment | None = None) -> str:
+    """The trials.csv column that ranks by ``metric``: ``best_<metric>`` (``val/R@1`` ->
+    ``best_val/R@1``); for a cost that ``exp`` lists among its objectives (a multi-objective
+    search's ``descriptor_dim``, ``query_ms``, ``params_m``), the cost's own column."""
+    name = metrics.base_name(metric)
+    if name in metrics.COSTS and exp is not None and name in dict(exp.objectives):
+        return name
+    return summary_column(metric)
 
 
 def table_column(metric: str) -> str:
@@ -312,7 +327,7 @@ def top_table(exp: Experiment, top: int = 5, metric: str | None = None) -> pd.Da
     if metrics.base_name(metric or exp.metric) not in shown:
         shown.append(metrics.base_name(metric or exp.metric))
     for m in shown:
-        col = summary_column(m)
+        col = rank_column(m, exp)
         table[table_column(m)] = frame[col].astype(float) if col in frame else math.nan
     table["epochs"] = frame.get("epochs", math.nan)
     return table.reset_index(drop=True)

@@ -112,6 +112,21 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def check_export_path(path: Path) -> None:
+    """UserError unless ``path`` can be the exported YAML: a ``.yaml``/``.yml`` file name, not
+    a directory, in a folder that exists (none is created: a typo in the path must not
+    leave folders behind)."""
+    if path.is_dir():
+        raise UserError(f"--export {path}: is a directory; give a file name such as "
+                        f"{path / 'best.yaml'}")
+    if path.suffix not in (".yaml", ".yml"):
+        raise UserError(f"--export {path}: expected a .yaml file name")
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise UserError(f"--export {path}: folder {path.parent} {what}; create it first or "
+                        "pick another path")
+
+
 def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
                  metric: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the trial's train YAML to ``path`` (atomically); returns ``(path, config)``."""
@@ -120,8 +135,7 @@ def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
     from vpr_tune.atomic import write_text
 
     path = Path(path)
-    if path.suffix not in (".yaml", ".yml"):
-        raise UserError(f"--export {path}: expected a .yaml file name")
+    check_export_path(path)
     row = pick_trial(exp, trial_id, metric)
     cfg = train_yaml(exp, row)
     header = (f"# Trial {row['trial_id']} of experiment {exp.name} ({exp.path}), exported by "
@@ -130,6 +144,5 @@ def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,
     if cfg.get("replay"):
         header += ("# replay: the schedule its PBT lineage trained with (these values from "
                    "each epoch on).\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
     return path, cfg

@@ -55,7 +55,8 @@ def best(
     metric = metric or exp.metric
     log_console = err_console if json_out else console  # keep --json stdout pure JSON
     if export is not None or save_preds:
-        _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console)
+        _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console,
+                            metric_given=not front)
         return
     top_n = _parse_top(top, exp, 3 if repeat else 5)
     if repeat:
@@ -161,15 +162,20 @@ def _parse_top(top: str | None, exp, default: int) -> int:
     return int(top)
 
 
-def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console) -> None:
+def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_console,
+                        metric_given: bool = True) -> None:
     """``best --export FILE`` and ``best --save-preds N`` for one trial (default: the best)."""
     if export is not None:
         from vpr_tune.export import export_trial
 
         path, cfg = export_trial(exp, export, trial, metric)
-        log_console.print(f"wrote {path}: trial {cfg['name'].rpartition('-')[2]} of "
+        picked = cfg["name"].rpartition("-")[2]
+        log_console.print(f"wrote {path}: trial {picked} of "
                           f"{exp.name} as a train config; reproduce it with\n"
                           f"  vpr-tune train {path}", highlight=False, soft_wrap=True)
+        if trial is None and exp.multi_objective:
+            log_console.print(_front_pick_line(exp, picked, metric, metric_given),
+                              highlight=False, soft_wrap=True)
     if save_preds:
         from vpr_tune.preds import save_trial_predictions
 
@@ -179,6 +185,25 @@ def _best_trial_outputs(exp, export, trial, save_preds, data, metric, log_consol
         log_console.print(f"wrote predictions.csv and pictures for {', '.join(written)} under "
                           f"{next(iter(written.values())).parent.parent}", highlight=False,
                           soft_wrap=True)
+
+
+def _front_pick_line(exp, picked: str, metric: str, metric_given: bool) -> str:
+    """Which trial of a multi-objective search ``--export`` took without ``--trial``, why,
+    and how to take another."""
+    from vpr_tune import analysis
+
+    try:
+        front = [str(t) for t in analysis.front_rows(exp)["trial_id"]]
+    except UserError:
+        front = []
+    why = (f"the best {metric} (--metric)" if metric_given else
+           f"the best {metric}, the search's ranking metric; the front trades it against "
+           + ", ".join(m for m, _ in exp.objectives if m != metric))
+    where = (f"one of the {len(front)} trials on the Pareto front" if picked in front
+             else "not on the Pareto front")
+    return (f"note: a multi-objective search has no single best trial: exported {picked}, "
+            f"{where}, by {why}; pick another with --trial ID (the front: vpr-tune best "
+            f"{exp.name})")
 
 
 def _best_repeat(exp, seeds, top, metric, data, json_out, log_console) -> None:
