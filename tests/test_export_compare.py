@@ -105,3 +105,24 @@ def test_export_refuses_a_missing_folder_and_a_directory(hand_experiment, tmp_pa
     err = capsys.readouterr().err
     assert f"--export {folder}: is a directory" in err
     assert "IsADirectoryError" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_counts_stopped_early_apart_and_says_when_nothing_differs(
+        tmp_path, monkeypatch, capsys):
+    # issue 36: stopped-early trials were counted as finished; identical best configs gave
+    # an empty "where their best configs differ" table with only its header
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VPR_TUNE_DATA", raising=False)
+    trials = [("u0", "TERMINATED", "sgd", 0.01, 1e-3, "cosine", [20.0, 40.0, 55.0, 60.0]),
+              ("u1", "STOPPED_EARLY", "adam", 1e-3, 1e-4, "none", [10.0]),
+              ("u2", "STOPPED_EARLY", "adam", 2e-3, 1e-4, "none", [12.0, 14.0]),
+              ("u3", "ERROR", "sgd", 0.05, 1e-2, "none", [70.0])]
+    write_hand_experiment(tmp_path / "results" / "a", trials=trials)
+    write_hand_experiment(tmp_path / "results" / "b", trials=trials)
+    table = compare_table([load_experiment("a"), load_experiment("b")]).set_index("experiment")
+    assert table.loc["a", "finished"] == 1 and table.loc["a", "stopped_early"] == 2
+    assert table.loc["a", "failed"] == 1 and table.loc["a", "trials"] == 4
+    assert main(["compare", "a", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "Their best configs do not differ in any hyperparameter." in out
+    assert "Where their best configs differ" not in out

@@ -53,17 +53,20 @@ def wall_time_s(exp: Experiment) -> float:
 
 
 def compare_table(exps: list[Experiment], metric: str | None = None) -> pd.DataFrame:
-    """One row per experiment: ``experiment, trials, finished, failed, trial_epochs,
-    trial_time_h, wall_time_h, best_trial``, the best trial's ``val_R@N`` and, from
-    retest.csv, its ``<set>_R@1/5``."""
+    """One row per experiment: ``experiment, trials, finished`` (trained to max_epochs),
+    ``stopped_early`` (cut by the scheduler, e.g. at an ASHA rung, or by the time budget),
+    ``failed, trial_epochs, trial_time_h, wall_time_h, best_trial``, the best trial's
+    ``val_R@N`` and, from retest.csv, its ``<set>_R@1/5``."""
     rows = []
     for exp in exps:
         m = metric or exp.metric
         frame = ranked(exp, m)
+        status = exp.trials["status"].astype(str).str.upper()
         row: dict[str, Any] = {
             "experiment": exp.name,
             "trials": len(exp.trials),
-            "finished": len(frame),
+            "finished": int((status == "TERMINATED").sum()),
+            "stopped_early": int(status.isin(("STOPPED_EARLY", "STOPPED_BUDGET")).sum()),
             "failed": len(failed_trials(exp)),
             "trial_epochs": len(exp.curves),
             "trial_time_h": float(pd.to_numeric(exp.trials.get("time_s"),

@@ -300,7 +300,11 @@ def compare(
                               f"last table update; {INTERVAL_NOTE}"))
         for line in comparison_lines(pairs):
             console.print(line, highlight=False, soft_wrap=True)
-        print_wide(rich_table(diff, "Where their best configs differ", ""))
+        if diff.empty:
+            console.print("Their best configs do not differ in any hyperparameter.",
+                          highlight=False, soft_wrap=True)
+        else:
+            print_wide(rich_table(diff, "Where their best configs differ", ""))
     if plot is not None:
         path = plot_best_so_far_overlay(exps, plot, metric)
         (err_console if json_out else console).print(f"wrote {path}", highlight=False)
