@@ -272,8 +272,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
             label=f"TPE + ASHA ({result['search_trials']} trials)")
     if found:
         ax.axvline(len(found), color="C1", lw=0.8, ls=":")
-        ax.annotate(f"search: {len(found)} trial-epochs", (len(found), min(found)),
-                    xytext=(5, 5), textcoords="offset points", color="C1", fontsize=8)
+        ax.annotate(f"search: {len(found)} trial-epochs", (len(found), max(found + manual)),
+                    xytext=(5, -12), textcoords="offset points", color="C1", fontsize=8)
     ax.set_xlabel("trial-epochs spent (in the order they finished)")
     ax.set_ylabel("best val R@1 so far (%)")
     ax.set_title(f"{result.get('data', 'street-world')}: hand-run study vs vpr-tune run "
