@@ -27,7 +27,7 @@ def test_directions_and_helpers() -> None:
     from vpr_tune import metrics
 
     assert metrics.SEARCHABLE == ("val/R@1", "val/R@5", "val/R@10", "val/R@25", "val/MRR",
-                                  "train/loss")
+                                  "val/R@mean", "train/loss")
     assert metrics.direction("val/R@25") == "max" and metrics.direction("train/loss") == "min"
     assert metrics.direction("best_train/loss") == "min"
     with pytest.raises(UserError, match="unknown metric 'lr'"):

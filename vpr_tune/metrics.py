@@ -28,6 +28,9 @@ VAL_RECALLS = tuple(f"val/{r}" for r in RECALLS)
 # Mean reciprocal rank of each query's first positive (percent): every rank counts, not
 # only the first N, so it moves less from one query to the next than R@1 (vpr_tune/uncertainty.py).
 MRR = "val/MRR"
+# The mean of val R@1/5/10/25: the early signal that ranked trials most like their final
+# best R@1 in the pilots of docs/performance.md ("Rung signals"), what asha.metric judges.
+MEAN_RECALL = "val/R@mean"
 LOSS = "train/loss"
 LR = "lr"
 # What a model costs, reported every epoch next to the recalls (lower is better):
@@ -36,9 +39,9 @@ QUERY_MS = "query_ms"  # median ms: one query at batch 1 + exact search of a val
 PARAMS_M = "params_m"  # model parameters in millions
 COSTS = {DESCRIPTOR_DIM: "min", QUERY_MS: "min", PARAMS_M: "min"}
 # What every epoch reports, in the order metrics.csv lists it (after trial_id/epoch).
-REPORTED = (LOSS, LR, *VAL_RECALLS, MRR, *COSTS)
+REPORTED = (LOSS, LR, *VAL_RECALLS, MRR, MEAN_RECALL, *COSTS)
 # Metrics a search may rank on (``search.metric``), each with its natural direction.
-DIRECTIONS = {**{m: "max" for m in VAL_RECALLS}, MRR: "max", LOSS: "min"}
+DIRECTIONS = {**{m: "max" for m in VAL_RECALLS}, MRR: "max", MEAN_RECALL: "max", LOSS: "min"}
 # Reported next to the metrics each epoch (text, not a number): the val split's per-query
 # first-hit ranks, kept by the driver in <experiment>/ranks/ (uncertainty.encode).
 RANKS = "val/ranks"

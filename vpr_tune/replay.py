@@ -250,7 +250,7 @@ SIGNALS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "val/R@1": lambda c: c["val/R@1"],
     "val/R@5": lambda c: c["val/R@5"],
     "val/MRR": lambda c: c[metrics.MRR],
-    "mean R@1/5/10/25": lambda c: c[list(metrics.VAL_RECALLS)].mean(axis=1),
+    metrics.MEAN_RECALL: lambda c: c[list(metrics.VAL_RECALLS)].mean(axis=1),
     "val/R@1 best so far": lambda c: c["val/R@1"].cummax(),
     "-train/loss": lambda c: -c[metrics.LOSS],
 }
