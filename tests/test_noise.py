@@ -79,6 +79,12 @@ def test_display_cells() -> None:
     assert list(shown.columns) == ["trial_id", "val_R@1", "within_noise"]
     assert list(shown["val_R@1"]) == ["16.00 (10.7–22.0)", "14.00", "8.00 (4.0–13.3)"]
     assert list(shown["within_noise"]) == ["winner", "", "no"]
+    # read back from a CSV (no attrs): val's winner is the first row, a set's its best R@1
+    frame = pd.DataFrame({"trial_id": ["a", "b"], "within_noise": [True, True],
+                          "tokyo_R@1": [10.0, 20.0], "tokyo_within_noise": [True, True]})
+    shown = noise.display(frame)
+    assert list(shown["within_noise"]) == ["winner", "yes"]
+    assert list(shown["tokyo_within_noise"]) == ["yes", "winner"]
 
 
 # ------------------------------------------------------------------------ best

@@ -325,13 +325,25 @@ def display(frame: pd.DataFrame) -> pd.DataFrame:
             out = out.drop(columns=[lo, hi])
     infos = {i["column"]: i for i in frame.attrs.get("noise", [])}
     for col in [c for c in out.columns if str(c).endswith(WITHIN)]:
-        winner = infos.get(col, {}).get("winner")
+        winner = infos.get(col, {}).get("winner") or _winner_of(frame, col)
         out[col] = ["winner" if str(t) == str(winner) and m is not None else
                     "" if m is None or (isinstance(m, float) and math.isnan(m)) else
                     "yes" if bool(m) else "no"
                     for t, m in zip(out["trial_id"], out[col], strict=True)]
     out.attrs = {}
     return out
+
+
+def _winner_of(frame: pd.DataFrame, column: str) -> str | None:
+    """A table read back from a CSV (no ``attrs``): val's winner is the first row, a test
+    set's the row with its highest R@1."""
+    if not len(frame):
+        return None
+    prefix = str(column).removesuffix(WITHIN).removesuffix("_")
+    values = frame.get(f"{prefix}_R@1") if prefix else None
+    best = metrics.best_index(values.astype(float).tolist(), "max") if values is not None \
+        else 0
+    return str(frame["trial_id"].iloc[best or 0])
 
 
 def _cell(value: Any, lo: Any, hi: Any) -> str:
