@@ -29,7 +29,8 @@ def test_asha_rungs_match_ray() -> None:
 
 
 def test_asha_defaults_are_the_configs() -> None:
-    assert DEFAULTS["asha"] == {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR}
+    assert DEFAULTS["asha"] == {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR,
+                                "metric": None}
 
 
 def test_fifo_trial_epochs_is_trials_times_epochs() -> None:
@@ -149,3 +150,78 @@ def test_ray_that_cannot_start_is_one_user_error(tmp_path, monkeypatch, street_w
     space = load_space(write_space(tmp_path / "s.yaml"))
     with pytest.raises(UserError, match="could not start Ray here .*timed out"):
         estimate_search(space, street_world_tiny, log=lambda _m: None)
+
+
+# ------------------------------------------------------------------ MO-ASHA and PBT
+def test_moasha_trial_epochs_agree_with_the_real_scheduler_on_random_results() -> None:
+    """MO-ASHA driven directly, trials one after another with random objective vectors;
+    several objectives keep far more trials than ASHA's 1/rf."""
+    from vpr_tune.tune.moasha import MultiObjectiveASHA
+
+    class T:
+        def __init__(self, i: int) -> None:
+            self.trial_id = str(i)
+
+    rng = np.random.default_rng(1)
+    for n, k, grace, rf, max_t in [(12, 3, 1, 3, 4), (12, 2, 1, 3, 9)]:
+        totals = []
+        for _ in range(100):
+            names = [f"m{j}" for j in range(k)]
+            s = MultiObjectiveASHA([(m, "max") for m in names], max_t=max_t,
+                                   grace_period=grace, reduction_factor=rf)
+            total = 0
+            for i in range(n):
+                s.on_trial_add(None, T(i))
+                values = dict(zip(names, rng.random(k), strict=True))
+                for epoch in range(1, max_t + 1):
+                    total += 1
+                    r = {"epoch": epoch, **values}
+                    if epoch == max_t or s.on_trial_result(None, T(i), r) == "STOP":
+                        s.on_trial_complete(None, T(i), r)
+                        break
+            totals.append(total)
+        got = trial_epochs(n, max_t, "asha", grace, rf, objectives=k)
+        assert got["trial_epochs"] == pytest.approx(np.mean(totals), rel=0.07), (n, k)
+        one = trial_epochs(n, max_t, "asha", grace, rf)
+        assert got["trial_epochs"] > one["trial_epochs"] * 1.1
+        assert got["rungs"][-1]["reach"] > one["rungs"][-1]["reach"] + 0.5
+    # pareto_demo: 12 trials, 3 objectives, rungs 1 and 3 of 4; ASHA's 26.3 was the estimate
+    demo = trial_epochs(12, 4, "asha", 1, 3, objectives=3)
+    assert 30 < demo["trial_epochs"] < 36 and demo["rungs"][-1]["reach"] > 6
+
+
+def test_one_objective_through_the_rung_scheduler_is_asha() -> None:
+    from vpr_tune.tune.estimate import _rung_reach
+
+    rng = np.random.default_rng(0)
+    sims = [sum(_rung_reach(12, 1, 4, 1, 3, rng)) for _ in range(200)]
+    assert np.mean(sims) == pytest.approx(trial_epochs(12, 4, "asha", 1, 3)["trial_epochs"],
+                                          rel=0.05)
+
+
+def test_pbt_rounds_exploits_and_restarts() -> None:
+    from vpr_tune.tune.estimate import pbt_restarts
+
+    # synchronous: each round the bottom ceil(n q) (at most n/2) clone, every trial pauses
+    got = pbt_restarts(4, 8, 2, 0.5, synch=True, concurrency=4)
+    assert got == {"rounds": 4, "exploits": 8.0, "restarts": 16.0}
+    assert pbt_restarts(8, 8, 2, 0.25, synch=True, concurrency=8)["exploits"] == 4 * 2
+    # asynchronous, the whole population at once: only the exploiting trials restart; fewer
+    # than synchronous (the first trials of a round rank against few, a source that was not
+    # in the top at its own report has no checkpoint); pbt_demo made 5 exploits in 4 rounds
+    got = pbt_restarts(4, 8, 2, 0.5, synch=False, concurrency=4)
+    assert got["restarts"] == got["exploits"] and 4 <= got["exploits"] <= 6.5
+    # the population does not fit: Ray pauses every trial at each round
+    assert pbt_restarts(4, 8, 2, 0.5, synch=False, concurrency=2)["restarts"] == 16
+    # the last epoch is a round (Ray sees that report before the trial returns); none
+    # before the first interval; a population of one never exploits
+    assert pbt_restarts(4, 5, 2, 0.5, True, 4)["rounds"] == 2
+    assert pbt_restarts(4, 1, 2, 0.5, True, 4)["rounds"] == 0
+    assert pbt_restarts(1, 8, 2, 0.5, False, 1)["restarts"] == 0
+
+
+def test_project_counts_restarts_in_the_trials_and_the_longest() -> None:
+    got = project(trial_epochs=16, trials=4, epoch_s=10.0, trial_start_s=5.0, ray_start_s=2.0,
+                  concurrency=4, gpus_per_trial=0, max_epochs=4, restarts=8, restart_s=3.0)
+    assert got["trial_s"] == 160 + 20 + 24
+    assert got["wall_s"] == 2 + 5 + 40 + 2 * 3  # the longest: its share of the restarts

@@ -31,6 +31,7 @@ from vpr_tune.durations import format_duration
 from vpr_tune.errors import UserError
 from vpr_tune.leaf_values import CATEGORICAL
 from vpr_tune.rungs import REDUCTION_FACTOR, milestones
+from vpr_tune.schema import POPULATION_SCHEDULERS
 
 # Ray Tune's own work per trial besides what is timed (actor start, trial folder, checkpoint
 # hand-over each epoch, result processing): a small allowance in seconds; the demo's trials
@@ -66,13 +67,47 @@ def _asha_reach(trials: int, rungs: list[float], reduction_factor: float,
     return passed
 
 
+def _rung_reach(trials: int, objectives: int, max_t: int, grace_period: float,
+                reduction_factor: float, rng: np.random.Generator) -> list[int]:
+    """One simulated search under the rung scheduler a search really uses
+    (:func:`vpr_tune.tune.searchers.rung_scheduler`: Ray's ASHA on one objective,
+    :class:`~vpr_tune.tune.moasha.MultiObjectiveASHA` on several): the epochs each trial
+    trains. Trials arrive one after another, each with a random vector of objective values
+    that it keeps at every rung (ASHA's premise: a trial keeps its rank)."""
+    from vpr_tune.tune.searchers import rung_scheduler
+
+    class _Trial:
+        def __init__(self, trial_id: str) -> None:
+            self.trial_id = trial_id
+
+    names = [f"o{k}" for k in range(objectives)]
+    scheduler = rung_scheduler([(n, "max") for n in names], max_t, int(grace_period),
+                               reduction_factor)
+    trained = []
+    for i, values in enumerate(rng.random((trials, objectives))):
+        trial = _Trial(str(i))
+        scheduler.on_trial_add(None, trial)
+        for epoch in range(1, max_t + 1):
+            result = {"epoch": epoch, **dict(zip(names, values, strict=True))}
+            if epoch == max_t or scheduler.on_trial_result(None, trial, result) == "STOP":
+                scheduler.on_trial_complete(None, trial, result)
+                trained.append(epoch)
+                break
+    return trained
+
+
 def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: float = 1,
-                 reduction_factor: float = REDUCTION_FACTOR, runs: int = 200) -> dict[str, Any]:
-    """Trial-epochs the search trains: ``trials * max_epochs`` under FIFO. Under ASHA every
-    trial trains to the first rung and the expected survivors of each rung to the next one
-    (the last rung's survivors to ``max_epochs``): about ``1/rf`` of a rung's trials pass
-    it, more in a small search, where the first trials at a rung pass for lack of rivals;
-    the expectation is the mean of ``runs`` seeded simulations of Ray's rule.
+                 reduction_factor: float = REDUCTION_FACTOR, runs: int = 200,
+                 objectives: int = 1) -> dict[str, Any]:
+    """Trial-epochs the search trains: ``trials * max_epochs`` under FIFO, PBT and PB2
+    (every member of the population trains to the end). Under ASHA every trial trains to the
+    first rung and the expected survivors of each rung to the next one (the last rung's
+    survivors to ``max_epochs``): about ``1/rf`` of a rung's trials pass it, more in a small
+    search, where the first trials at a rung pass for lack of rivals; the expectation is the
+    mean of ``runs`` seeded simulations of Ray's rule. With several ``objectives`` (MO-ASHA)
+    a trial passes a rung when it ranks in the top ``1/rf`` by non-dominated sorting, which
+    on independent objectives keeps far more than ``1/rf``: the real scheduler is simulated
+    (:func:`_rung_reach`; ``runs // 2`` runs, fewer above 20 trials: it is slower).
 
     Returns ``{"fifo": ..., "trial_epochs": ..., "rungs": [{"epoch", "reach"}, ...]}``;
     ``reach`` is the expected number of trials that train up to that epoch."""
@@ -81,8 +116,17 @@ def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: flo
         return {"fifo": fifo, "trial_epochs": fifo, "rungs": []}
     rungs = [r for r in milestones(grace_period, reduction_factor, max_epochs) if r < max_epochs]
     rng = np.random.default_rng(0)
-    passed = np.mean([_asha_reach(trials, rungs, reduction_factor, rng)
-                      for _ in range(runs)], axis=0) if rungs else np.zeros(0)
+    if rungs and objectives > 1:
+        # each decision sorts the rung's results into fronts (quadratic): fewer runs for a
+        # big search, whose fractions vary less from run to run anyway
+        mo_runs = max(2, min(runs // 2, 40_000 // trials ** 2))
+        sims = [np.array(_rung_reach(trials, objectives, max_epochs, grace_period,
+                                     reduction_factor, rng)) for _ in range(mo_runs)]
+        # passing rung k = training past it
+        passed = np.array([np.mean([np.sum(t > math.ceil(m)) for t in sims]) for m in rungs])
+    else:
+        passed = np.mean([_asha_reach(trials, rungs, reduction_factor, rng)
+                          for _ in range(runs)], axis=0) if rungs else np.zeros(0)
     total, done, reach, out = 0.0, 0, float(trials), []
     for milestone, survivors in zip(rungs, passed, strict=True):
         epochs = math.ceil(milestone)  # a trial reports whole epochs: stops at the first >= rung
@@ -94,17 +138,127 @@ def trial_epochs(trials: int, max_epochs: int, scheduler: str, grace_period: flo
     return {"fifo": fifo, "trial_epochs": total, "rungs": out}
 
 
+def _pbt_exploits(trials: int, rounds: int, quantile_fraction: float, synch: bool,
+                  rng: np.random.Generator, noise: float = 0.1) -> int:
+    """One simulated population under Ray's PBT rule: how many exploits it makes.
+
+    Each trial has a quality (random; an exploit copies its source's); at a perturbation
+    epoch it reports quality + noise. Ray ranks the trials that have reported at a
+    perturbation epoch (fewer than two: no ranking), takes ``ceil(n * quantile_fraction)``
+    (at most ``n // 2``) from each end; a trial in the top keeps a checkpoint, one in the
+    bottom clones a random top trial if that one kept a checkpoint at its own last report.
+    Asynchronous: trials report a round in random order, each decided on arrival;
+    synchronous: the whole population at once, the top checkpointed first."""
+
+    def ends(scored: list[int], last: list[float]) -> tuple[list[int], list[int]]:
+        scored = sorted(scored, key=lambda i: last[i])
+        if len(scored) <= 1:
+            return [], []
+        n = math.ceil(len(scored) * quantile_fraction)
+        n = min(n, len(scored) // 2)
+        return scored[:n], scored[len(scored) - n:] if n else []
+
+    quality = rng.random(trials)
+    last = [0.0] * trials
+    scored: list[int] = []
+    kept = [False] * trials
+    exploits = 0
+    for _ in range(rounds):
+        order = list(range(trials)) if synch else list(rng.permutation(trials))
+        if synch:
+            for i in order:
+                last[i] = quality[i] + noise * rng.standard_normal()
+            scored = order
+            lower, upper = ends(scored, last)
+            kept = [i in upper for i in range(trials)]
+            for i in lower:
+                source = upper[int(rng.integers(len(upper)))]
+                exploits += 1
+                quality[i] = quality[source]
+            continue
+        for i in order:
+            last[i] = quality[i] + noise * rng.standard_normal()
+            if i not in scored:
+                scored.append(i)
+            lower, upper = ends(scored, last)
+            kept[i] = i in upper
+            if i in lower:
+                source = upper[int(rng.integers(len(upper)))]
+                if kept[source]:
+                    exploits += 1
+                    quality[i] = quality[source]
+    return exploits
+
+
+def pbt_restarts(trials: int, max_epochs: int, perturbation_interval: int,
+                 quantile_fraction: float, synch: bool, concurrency: int,
+                 runs: int = 200) -> dict[str, float]:
+    """What PBT/PB2 adds to a population's ``trials * max_epochs``: perturbation ``rounds``
+    (every ``perturbation_interval`` epochs, the last epoch included: Ray sees that report
+    before the trial returns), expected ``exploits`` (mean of ``runs`` seeded simulations
+    of Ray's rule, :func:`_pbt_exploits`), and ``restarts``: the times a trial is paused and
+    started again from a checkpoint. Asynchronous PBT pauses only the exploiting trials
+    when the whole population runs at once; synchronous PBT (``search.reproducible``) pauses
+    every trial at every round, and so does asynchronous PBT when the population does not
+    fit (``concurrency < trials``: Ray pauses a trial at its perturbation epoch while
+    another waits).
+
+    >>> pbt_restarts(4, 8, 2, 0.5, synch=True, concurrency=4)
+    {'rounds': 4, 'exploits': 8.0, 'restarts': 16.0}
+    """
+    rounds = max(0, int(max_epochs) // max(1, int(perturbation_interval)))
+    rng = np.random.default_rng(0)
+    exploits = float(np.mean([_pbt_exploits(trials, rounds, quantile_fraction, synch, rng)
+                              for _ in range(runs)])) if rounds and trials > 1 else 0.0
+    pause_all = trials > 1 and (synch or concurrency < trials)
+    restarts = float(rounds * trials) if pause_all else exploits
+    return {"rounds": rounds, "exploits": exploits, "restarts": restarts}
+
+
 def project(trial_epochs: float, trials: int, epoch_s: float, trial_start_s: float,
             ray_start_s: float, concurrency: int, gpus_per_trial: float,
-            max_epochs: int) -> dict[str, float]:
+            max_epochs: int, restarts: float = 0.0, restart_s: float = 0.0) -> dict[str, float]:
     """Wall time and GPU hours of a search from its per-epoch and start-up costs.
 
-    Trials run ``concurrency`` at a time; the search takes at least one full-length trial.
-    GPU hours are what the trials book: their time times ``gpus_per_trial``."""
-    trial_s = trial_epochs * epoch_s + trials * trial_start_s
-    longest = trial_start_s + max_epochs * epoch_s
+    Trials run ``concurrency`` at a time; the search takes at least one full-length trial
+    (with its share of the ``restarts``, PBT's pauses, ``restart_s`` each). ``epoch_s`` and
+    the start-up costs are those of a trial running among ``concurrency`` others (see
+    :func:`concurrent_workers`). GPU hours are what the trials book: their time times
+    ``gpus_per_trial``."""
+    trial_s = trial_epochs * epoch_s + trials * trial_start_s + restarts * restart_s
+    longest = trial_start_s + max_epochs * epoch_s + restarts / max(1, trials) * restart_s
     wall = ray_start_s + max(trial_s / max(1, concurrency), longest)
     return {"trial_s": trial_s, "wall_s": wall, "gpu_hours": trial_s * gpus_per_trial / 3600}
+
+
+def synchronous_wall_s(trials: int, max_epochs: int, perturbation_interval: int,
+                       epoch_s: float, restart_s: float, alone_epoch_s: float,
+                       alone_restart_s: float, import_s: float) -> float:
+    """Seconds of a synchronous PBT population from its first epoch to its end (add Ray's
+    start and one trial start-up). Every ``perturbation_interval`` epochs (the last epoch
+    included) all trials pause; each round waits for the slowest (pass the slowest
+    configuration's times). Ray then resumes the population on the one worker it kept
+    (one trial after another, each running alone: ``alone_*``) while it starts new workers
+    for the others (``import_s``, then the trials in parallel): a round takes whichever is
+    shorter. Measured on 4 tiny trials: after two rounds every trial ran on one worker.
+
+    >>> synchronous_wall_s(4, 4, 2, epoch_s=10, restart_s=3, alone_epoch_s=5,
+    ...                    alone_restart_s=1, import_s=30)
+    68.0
+    """
+    interval = max(1, int(perturbation_interval))
+    first = min(interval, max_epochs)
+    wall, done = first * epoch_s, first
+    while done < max_epochs or done % interval == 0:  # a round at `done`, then the rest
+        nxt = min(done + interval, max_epochs) if done < max_epochs else done
+        epochs = nxt - done
+        serial = trials * (alone_restart_s + epochs * alone_epoch_s)
+        parallel = import_s + restart_s + epochs * epoch_s
+        wall += min(serial, parallel)
+        if done == max_epochs:
+            break
+        done = nxt
+    return float(wall)
 
 
 # ------------------------------------------------------------------ smallest / largest
@@ -179,7 +333,10 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
     """Seconds of one trial's parts for ``cfg`` with the real ``Trainer`` on ``device``:
     ``build_s`` (data lists, model, optimizer), ``first_batch_s`` and steady ``batch_s`` of
     training (``batches`` batches, fewer once the steady ones took ``max_steady_s``),
-    ``val_s`` (one val pass) and ``checkpoint_s`` (checkpoint + best model)."""
+    ``val_s`` (one val pass), ``checkpoint_s`` (checkpoint + best model) and ``load_s``
+    (loading that checkpoint), ``rebuild_s`` (a second ``Trainer`` in the same process:
+    what a PBT restart on a reused worker builds; the first build also pays for first-use
+    imports and caches)."""
     import copy
     import tempfile
     import time
@@ -215,22 +372,107 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
         trainer.save_checkpoint(Path(tmp) / "checkpoint.pt")
         trainer.save_model(Path(tmp) / "best.pt")
         ckpt = time.perf_counter() - start
+        start = time.perf_counter()
+        trainer.load_checkpoint(Path(tmp) / "checkpoint.pt")
+        load = time.perf_counter() - start
+    start = time.perf_counter()
+    Trainer(cfg, Path(data_root), device=device, num_threads=threads, log=lambda *_a, **_k: None)
+    rebuild = time.perf_counter() - start
     return {"build_s": build, "first_batch_s": first, "batch_s": steady,
             "timed_batches": len(stamps), "val_s": val,
             "val_images": len(trainer.val_split.db_paths) + len(trainer.val_split.q_paths),
-            "checkpoint_s": ckpt}
+            "checkpoint_s": ckpt, "load_s": load, "rebuild_s": rebuild}
+
+
+# A trial worker: imports what a trial imports (timed), waits for "go" on stdin, then runs a
+# small conv forward + backward with THREADS threads for SECONDS and prints its rate.
+_WORKER = r"""
+import sys, time
+start = time.perf_counter()
+import ray.tune, vpr_tune.train, vpr_tune.evaluate
+print("imported", time.perf_counter() - start, flush=True)
+sys.stdin.readline()
+from vpr_tune.tune.estimate import _bench_rate
+print("rate", _bench_rate(int(sys.argv[1]), float(sys.argv[2])), flush=True)
+"""
+
+
+def _bench_rate(threads: int, seconds: float) -> float:
+    """Steps per second of a small conv net's forward + backward on the CPU with
+    ``threads`` threads (a stand-in for a trial's epoch: only its ratio is used)."""
+    import time
+
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        x = torch.randn(8, 3, 32, 32)
+        net(x).sum().backward()  # warm-up
+        steps, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            net(x).sum().backward()
+            steps += 1
+        return steps / elapsed
+    finally:
+        torch.set_num_threads(saved)
+
+
+def concurrent_workers(n: int, threads: int, bench_s: float = 2.0) -> dict[str, float]:
+    """Start ``n`` fresh Python processes at once, as a search starts its first ``n``
+    trials, and time what they share: ``import_s`` (the mean seconds each took to import
+    what a trial worker imports, all importing together) and ``slowdown`` (how much slower
+    each of them computes with ``threads`` threads while all ``n`` compute, against this
+    process alone just before and after; 1 when ``bench_s`` is 0). On a CPU,
+    ``n * threads`` above the free cores is oversubscription: 4 one-thread trials on 2 idle
+    cores each run at about half speed; on a machine other jobs already load, less."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(threads), str(bench_s)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for _ in range(max(1, n))]
+    try:
+        imports = []
+        for proc in procs:
+            line = proc.stdout.readline().split()  # type: ignore[union-attr]
+            if not line or line[0] != "imported":
+                raise RuntimeError("a trial worker's imports failed: try "
+                                   "`python -c 'import ray.tune, vpr_tune.train'`")
+            imports.append(float(line[1]))
+        alone: list[float] = []
+        rates: list[float] = []
+        if bench_s > 0:
+            alone.append(_bench_rate(threads, bench_s))
+        for proc in procs:
+            proc.stdin.write("go\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            rates += [float(line.split()[1]) for line in out.splitlines()
+                      if line.startswith("rate ")]
+        if bench_s > 0:
+            alone.append(_bench_rate(threads, bench_s))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    slowdown = 1.0
+    if bench_s > 0 and rates and min(rates) > 0:
+        # parallel work is never faster than alone: a ratio below 1 is the load moving
+        slowdown = max(1.0, float(np.mean(alone)) / float(np.mean(rates)))
+    return {"import_s": float(np.mean(imports)), "slowdown": slowdown,
+            "workers": len(procs)}
 
 
 def worker_import_s() -> float:
     """Seconds a fresh Python process takes to import what a trial worker imports."""
-    import subprocess
-    import sys
-    import time
-
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import ray.tune, vpr_tune.train, vpr_tune.evaluate"],
-                   check=True, capture_output=True)
-    return time.perf_counter() - start
+    return concurrent_workers(1, 1, bench_s=0)["import_s"]
 
 
 def _time_ray_start(address: str | None, log: Any) -> tuple[dict[str, float], float]:
@@ -270,13 +512,14 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     from vpr_tune.device import pick_device
     from vpr_tune.tune.prepare import prepare_data
     from vpr_tune.tune.sampling import count_trials, possible_values
-    from vpr_tune.tune.searchers import plan_line
+    from vpr_tune.tune.searchers import plan_line, rung_objectives
 
     sconf, res, asha = space.base["search"], space.base["resources"], space.base["asha"]
     trials = count_trials(space, int(sconf["num_samples"]))
     max_epochs = max(int(v) for v in possible_values(space, "budget.max_epochs"))
+    objectives = len(rung_objectives(sconf, asha.get("metric")))
     epochs = trial_epochs(trials, max_epochs, sconf["scheduler"], float(asha["grace_period"]),
-                          float(asha["reduction_factor"]))
+                          float(asha["reduction_factor"]), objectives=objectives)
 
     log(f"space {space.source}: {plan_line(space, trials)}")
     start = time.perf_counter()
@@ -296,7 +539,17 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     if cpu > (os.cpu_count() or 1):
         log(f"note: resources.cpu {cpu:g} > {os.cpu_count()} cores here: timed with "
             f"{threads} thread(s)")
-    imports = worker_import_s()
+    population = sconf["scheduler"] in POPULATION_SCHEDULERS
+    synch = population and bool(sconf.get("reproducible"))
+    pbt = (pbt_restarts(trials, max_epochs, int(space.base["pbt"]["perturbation_interval"]),
+                        float(space.base["pbt"]["quantile_fraction"]), synch, concurrency)
+           if population else {"rounds": 0, "exploits": 0.0, "restarts": 0.0})
+    log(f"starting {concurrency} trial worker(s) at once: their imports"
+        + (f", then {concurrency} x {threads} thread(s) computing together against one alone"
+           if device == "cpu" and concurrency > 1 else "") + " ...")
+    workers = concurrent_workers(concurrency, threads,
+                                 bench_s=2.0 if device == "cpu" and concurrency > 1 else 0)
+    imports, slowdown = workers["import_s"], workers["slowdown"]
 
     configs = {}
     for label, largest in (("smallest", False), ("largest", True)):
@@ -313,22 +566,44 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
                 f"{batches} training batches, one val pass, one checkpoint ...")
             t = time_config(cfg, data_root, device, threads, batches)
             bpe = int(cfg["budget"]["batches_per_epoch"])
+            warm_up = max(0.0, t["first_batch_s"] - t["batch_s"])
+            # PBT checkpoints every perturbation interval only (the best model every epoch)
+            ckpt = t["checkpoint_s"] / (int(space.base["pbt"]["perturbation_interval"])
+                                        if population else 1)
             t.update(label=label, chosen=chosen, batches_per_epoch=bpe,
-                     epoch_s=bpe * t["batch_s"] + t["val_s"] + t["checkpoint_s"],
-                     start_s=imports + t["build_s"] + max(0.0, t["first_batch_s"] - t["batch_s"]))
+                     epoch_s=(bpe * t["batch_s"] + t["val_s"] + ckpt) * slowdown,
+                     start_s=imports + (t["build_s"] + warm_up) * slowdown,
+                     restart_s=(t["rebuild_s"] + t["load_s"] + warm_up) * slowdown)
             timed.append(t)
     finally:
         torch.set_num_threads(saved_threads)
-    epoch_s = sum(t["epoch_s"] for t in timed) / len(timed)
+    # synchronous PBT: every round waits for the population's slowest trial
+    pick = max if synch else (lambda xs: sum(xs) / len(xs))
+    epoch_s = pick([t["epoch_s"] for t in timed])
     start_s = sum(t["start_s"] for t in timed) / len(timed)
+    # FIFO, PBT and PB2 reuse a finished trial's worker (no new process, no imports) for the
+    # next trial: only the first `concurrency` trials import
+    if population or sconf["scheduler"] == "fifo":
+        start_s -= imports * (trials - min(trials, concurrency)) / trials
+    restart_s = pick([t["restart_s"] for t in timed]) + TUNE_TRIAL_S
     out = project(epochs["trial_epochs"], trials, epoch_s, start_s + TUNE_TRIAL_S,
-                  ray_s + data_s + imports, concurrency, gpu, max_epochs)
+                  ray_s + data_s + imports, concurrency, gpu, max_epochs,
+                  restarts=pbt["restarts"], restart_s=restart_s)
+    if synch and concurrency >= trials:
+        interval = int(space.base["pbt"]["perturbation_interval"])
+        out["wall_s"] = ray_s + data_s + imports + start_s + TUNE_TRIAL_S + synchronous_wall_s(
+            trials, max_epochs, interval, epoch_s, restart_s, epoch_s / slowdown,
+            (restart_s - TUNE_TRIAL_S) / slowdown + TUNE_TRIAL_S, imports)
     return {"wall_s": out["wall_s"], "trial_epochs": epochs["trial_epochs"],
             "gpu_hours": out["gpu_hours"], "fifo_trial_epochs": epochs["fifo"],
             "trials": trials, "max_epochs": max_epochs, "scheduler": sconf["scheduler"],
-            "rungs": epochs["rungs"], "concurrency": concurrency, "device": device,
-            "threads": threads, "gpus_per_trial": gpu, "epoch_s": epoch_s,
+            "objectives": objectives, "rungs": epochs["rungs"], "concurrency": concurrency,
+            "device": device, "threads": threads, "gpus_per_trial": gpu,
+            "slowdown": slowdown, "epoch_s": epoch_s,
             "trial_start_s": start_s + TUNE_TRIAL_S, "trial_s": out["trial_s"],
+            "synchronous": synch, "perturbation_rounds": pbt["rounds"],
+            "exploits": pbt["exploits"], "restarts": pbt["restarts"],
+            "restart_s": restart_s if population else 0.0,
             "ray_start_s": ray_s, "data_s": data_s, "worker_import_s": imports,
             "cpu_cores": os.cpu_count(), "configs": timed}
 
@@ -346,10 +621,20 @@ def format_estimate(e: dict[str, Any]) -> list[str]:
     sched = e["scheduler"]
     if e["rungs"]:
         reach = ", ".join(f"{r['reach']:.1f} reach epoch {r['epoch']}" for r in e["rungs"])
-        sched = f"ASHA ({reach})"
+        sched = (f"MO-ASHA on {e['objectives']} objectives" if e.get("objectives", 1) > 1
+                 else "ASHA") + f" ({reach})"
     lines += [
         f"trial-epochs: {e['fifo_trial_epochs']:.0f} under FIFO ({e['trials']} trials x "
         f"{e['max_epochs']} epochs); expected {e['trial_epochs']:.1f} with {sched}",
+        *([f"{e['scheduler']}: {e['perturbation_rounds']} perturbation round(s), "
+           f"{e['exploits']:.1f} exploit(s) expected, {e['restarts']:.1f} restart(s) from a "
+           f"checkpoint at {e['restart_s']:.1f}s each"
+           + (" (synchronous: all pause each round, the slowest sets the pace)"
+              if e["synchronous"] else "")] if e.get("perturbation_rounds") else []),
+        *([f"concurrency: {e['concurrency']} trials x {e['threads']} thread(s) computed "
+           f"{e['slowdown']:.2f}x slower together than one alone here "
+           f"({e['cpu_cores']} cores): epochs and start-ups scaled by that"]
+          if e.get("slowdown", 1.0) > 1.0 else []),
         f"overheads: Ray start {e['ray_start_s']:.1f}s, data {e['data_s']:.1f}s, per trial "
         f"{e['trial_start_s']:.1f}s (worker imports {e['worker_import_s']:.1f}s)",
         f"projected wall time: {format_duration(e['wall_s'], 'short')} ({e['wall_s']:.0f}s) "
