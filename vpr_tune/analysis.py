@@ -77,6 +77,7 @@ class Experiment:
     varying: list[str]
     synthetic: bool
     space: dict[str, Any] = field(default_factory=dict)
+    _reported: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -134,6 +135,38 @@ class Experiment:
         if not all(isinstance(v, int | float) for v in (grace, factor, max_t)):
             return []
         return rung_epochs(grace, factor, max_t)
+
+    @property
+    def population_based(self) -> bool:
+        """True for a PBT/PB2 search (trials copy each other's weights: lineages)."""
+        return (_get(self.space, "search.scheduler", "") in ("pbt", "pb2")
+                or (self.path / "perturbations.csv").exists())
+
+    @property
+    def reported(self) -> pd.DataFrame:
+        """Every trial-epoch that ran, in the order it finished: the rows of
+        ``epochs.jsonl`` (``trial_id``, ``epoch``, the metrics, ``timestamp``). Unlike
+        ``curves`` (one row per trial and epoch) it keeps an epoch a trial ran twice (PBT
+        restored it from an older checkpoint, a resume repeated it): compute spent. An
+        experiment without the file (older, or pulled from a bucket): ``curves``."""
+        if self._reported is None:
+            from vpr_tune.tune.results import EPOCH_LOG, finished_at, read_result_rows
+
+            rows = [{"trial_id": str(r.get("trial_id", "")), "epoch": int(r["epoch"]),
+                     **{m: r.get(m) for m in metrics.REPORTED}, "timestamp": finished_at(r)}
+                    for r in read_result_rows(self.path, EPOCH_LOG)
+                    if "epoch" in r and not r.get("diverged")]
+            known = set(self.curves["trial_id"].astype(str))
+            rows = [r for r in rows if r["trial_id"] in known]
+            # rows missing from the file (it was cut, or the rows were only in result.json)
+            self._reported = (pd.DataFrame(rows) if len(rows) >= len(self.curves) > 0
+                              else self.curves)
+        return self._reported
+
+    @property
+    def trial_epochs(self) -> int:
+        """Trial-epochs that ran (:attr:`reported`'s rows)."""
+        return len(self.reported)
 
     @property
     def finished_curves(self) -> pd.DataFrame:

@@ -68,7 +68,7 @@ def compare_table(exps: list[Experiment], metric: str | None = None) -> pd.DataF
             "finished": int((status == "TERMINATED").sum()),
             "stopped_early": int(status.isin(("STOPPED_EARLY", "STOPPED_BUDGET")).sum()),
             "failed": len(failed_trials(exp)),
-            "trial_epochs": len(exp.curves),
+            "trial_epochs": exp.trial_epochs,
             "trial_time_h": float(pd.to_numeric(exp.trials.get("time_s"),
                                                 errors="coerce").sum()) / 3600,
             "wall_time_h": wall_time_s(exp) / 3600,
@@ -226,7 +226,7 @@ def best_so_far_overlay(exps: list[Experiment], metric: str | None = None) -> An
     metric = metric or exps[0].metric
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for exp in exps:
-        curve = best_so_far(exp.curves, metric, exclude=failed_trials(exp),
+        curve = best_so_far(exp.reported, metric, exclude=failed_trials(exp),
                             mode=exp.mode_for(metric))
         ax.step(curve["trial_epochs"], curve["best"], where="post", label=exp.label)
     ax.set_xlabel("trial-epochs spent (in the order they finished)")

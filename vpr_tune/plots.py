@@ -28,6 +28,7 @@ from vpr_tune.analysis import (
     objective_columns,
     rank_transfer,
     ranked,
+    reference_point,
     retest_columns,
     rung_spearman_table,
 )
@@ -54,10 +55,28 @@ def _title(fig: Figure, exp: Experiment, what: str) -> None:
     fig.suptitle(f"{what}\n{exp.label}", fontsize=11)
 
 
+# The attribute an empty figure carries: why it has nothing to show (see ``absent``).
+ABSENT = "vpr_tune_absent"
+
+
 def _message(ax: Any, text: str) -> None:
+    """Write why the figure is empty in its middle, and mark the figure so (``absent``):
+    ``figures`` and the report leave such a figure out and say why instead."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
+    setattr(ax.figure, ABSENT, text)
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend right of the axes, where it covers no curve or point."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def absent(fig: Figure) -> str | None:
+    """Why ``fig`` has nothing to show (the message drawn in it), None when it has."""
+    return getattr(fig, ABSENT, None)
 
 
 def plot_curves(exp: Experiment, metric: str | None = None) -> Figure:
@@ -81,9 +100,10 @@ def plot_curves(exp: Experiment, metric: str | None = None) -> Figure:
     for rung in exp.rungs:
         ax.axvline(rung, color="grey", ls="--", lw=0.8, alpha=0.7)
     stopped_label = failed_label = True
+    pbt = exp.population_based
     for trial_id, group in curves.groupby("trial_id", sort=False):
         group = group.sort_values("epoch")
-        is_best = trial_id == best_id
+        is_best = trial_id == best_id and not pbt  # PBT: the best is its lineage, below
         ax.plot(group["epoch"], group[metric], marker="o", ms=3,
                 lw=2.5 if is_best else 1.0, alpha=1.0 if is_best else 0.6,
                 label=f"best: {trial_id}" if is_best else None, zorder=3 if is_best else 2)
@@ -92,18 +112,41 @@ def plot_curves(exp: Experiment, metric: str | None = None) -> Figure:
             ax.plot(last["epoch"], last[metric], "X", color="red", ms=9,
                     label="failed / diverged" if failed_label else None)
             failed_label = False
-        elif last["epoch"] < max_epoch:
+        elif last["epoch"] < max_epoch and not pbt:
             ax.plot(last["epoch"], last[metric], "x", color="black", ms=7,
-                    label="stopped early (ASHA)" if stopped_label else None)
+                    label=f"stopped early ({_scheduler_name(exp)})" if stopped_label else None)
             stopped_label = False
+    if pbt and best_id is not None:
+        path = lineage_curve(exp, str(best_id), metric)
+        ax.plot(path["epoch"], path[metric], color="black", lw=2.5, marker="o", ms=3, zorder=3,
+                label=f"best: {best_id}, its lineage")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{metric}{_unit(metric)}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    _title(fig, exp, f"{metric} per epoch, {curves['trial_id'].nunique()} trials"
-           + (f" (ASHA rungs at {exp.rungs})" if exp.rungs else ""))
+    _legend_outside(ax)
+    what = (" (PBT: bold = the best trial's lineage, the epochs its weights came from)"
+            if pbt else f" (ASHA rungs at {exp.rungs})" if exp.rungs else "")
+    _title(fig, exp, f"{metric} per epoch, {curves['trial_id'].nunique()} trials{what}")
     return fig
+
+
+def _scheduler_name(exp: Experiment) -> str:
+    scheduler = exp.search.get("scheduler") if exp.search else None
+    return {"asha": "ASHA", "mo_asha": "MO-ASHA", "moasha": "MO-ASHA"}.get(
+        str(scheduler), str(scheduler or "ASHA"))
+
+
+def lineage_curve(exp: Experiment, trial_id: str, metric: str) -> pd.DataFrame:
+    """``epoch``, ``ran_in`` and ``metric`` along ``trial_id``'s PBT lineage: each epoch as
+    the trial whose weights it inherited ran it (:func:`vpr_tune.tune.lineage.lineage`)."""
+    from vpr_tune.tune.lineage import lineage
+
+    path = lineage(exp.path, trial_id)[["epoch", "ran_in"]]
+    values = exp.curves.set_index(["trial_id", "epoch"])[metric]
+    path[metric] = [values.get((r, e)) for e, r in zip(path["epoch"], path["ran_in"],
+                                                       strict=True)]
+    return path.dropna(subset=[metric])
 
 
 def plot_best_so_far(exp: Experiment, metric: str | None = None) -> Figure:
@@ -111,7 +154,8 @@ def plot_best_so_far(exp: Experiment, metric: str | None = None) -> Figure:
     metric = metric or exp.metric
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    frame = best_so_far(exp.curves, metric, exclude=failed_trials(exp), mode=exp.mode_for(metric))
+    frame = best_so_far(exp.reported, metric, exclude=failed_trials(exp),
+                        mode=exp.mode_for(metric))
     if frame.empty:
         _message(ax, "no epochs reported yet")
         return fig
@@ -122,7 +166,7 @@ def plot_best_so_far(exp: Experiment, metric: str | None = None) -> Figure:
     ax.set_xlabel("trial-epochs spent")
     ax.set_ylabel(f"{metric}{_unit(metric)}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     _title(fig, exp, "Best so far vs compute spent")
     return fig
 
@@ -242,6 +286,11 @@ def plot_importance(exp: Experiment, metric: str | None = None) -> Figure:
     """Hyperparameter importance (Optuna fANOVA on the trials table) as horizontal bars."""
     metric = metric or exp.metric
     plt = _plt()
+    if exp.population_based:
+        fig, ax = plt.subplots(figsize=(7.5, 2.5), layout="constrained")
+        _message(ax, "PBT mutates hyperparameters while training: a trial's value comes from "
+                 "a lineage of configurations, not from the one trials.csv lists")
+        return fig
     scores = importance(exp.trials, metric, space=exp.space)
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.5 * len(scores) + 1.5)), layout="constrained")
     if scores.empty:
@@ -275,7 +324,7 @@ def plot_retest(exp: Experiment, n: int = 1) -> Figure:
     ax.set_xticks(x, [f"#{r} {t}" for r, t in zip(retest["rank"], retest["trial_id"],
                                                   strict=True)], rotation=15, fontsize=8)
     ax.set_ylabel(f"R@{n} (%)")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.grid(alpha=0.3, axis="y")
     _title(fig, exp, f"Val vs test R@{n} per configuration (ranked by val)")
     return fig
@@ -328,7 +377,7 @@ def plot_intervals(exp: Experiment, top: int = 5, metric: str | None = None,
                   rotation=15, fontsize=8)
     ax.set_ylabel(f"R@{n} (%), 95 % interval over queries")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     note = f" (no intervals: {', '.join(missing)} kept no per-query ranks)" if missing else ""
     _title(fig, exp, f"Top trials' R@{n} with 95 % intervals; hollow: separated from the "
            f"winner{note}")
@@ -355,7 +404,7 @@ def plot_val_vs_test(exp: Experiment, n: int = 1) -> Figure:
     ax.set_xlabel(f"val R@{n} (%)")
     ax.set_ylabel(f"test R@{n} (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     _title(fig, exp, f"Does the val ranking transfer? (R@{n})")
     return fig
 
@@ -366,6 +415,10 @@ def plot_rung_spearman(exp: Experiment, metric: str | None = None) -> Figure:
     metric = metric or exp.metric
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    if exp.population_based:
+        _message(ax, "PBT: a trial's early epochs may belong to another lineage than its "
+                 "final value, and nothing is stopped early")
+        return fig
     table = rung_spearman_table(exp.finished_curves, metric)
     if table["spearman"].notna().sum() == 0:
         _message(ax, "too few trials trained past an early epoch (need 3)")
@@ -381,7 +434,7 @@ def plot_rung_spearman(exp: Experiment, metric: str | None = None) -> Figure:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(-1.05, 1.05)
-    ax.set_xlabel("epoch (dashed: ASHA rungs)")
+    ax.set_xlabel("epoch (dashed: ASHA rungs)" if exp.rungs else "epoch")
     ax.set_ylabel("Spearman vs final ranking")
     ax.grid(alpha=0.3)
     _title(fig, exp, "Does an early epoch predict the final ranking?")
@@ -440,7 +493,7 @@ def plot_pareto(exp: Experiment) -> Figure:
     ax.set_xlabel(_axis_label(objectives[others[0]][0]))
     ax.set_ylabel(_axis_label(objectives[quality][0]))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     _title(fig, exp, "Pareto front (ringed: no finished trial is better on every objective)")
     return fig
 
@@ -451,20 +504,52 @@ def plot_hypervolume(exp: Experiment) -> Figure:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     try:
-        curve = hypervolume_curve(exp)
+        reference = reference_point(exp)
+        curve = hypervolume_curve(exp, reference)
     except (ValueError, KeyError):
         _message(ax, "no finished trial with every objective yet")
         return fig
     ax.plot(curve.index, curve.to_numpy(), marker="o")
     ax.set_xlabel("trials started")
-    ax.set_ylabel("hypervolume")
+    ax.set_ylabel("hypervolume (objective units multiplied)")
     ax.grid(alpha=0.3)
-    _title(fig, exp, "Hypervolume of the front against trials")
+    _title(fig, exp, "Hypervolume of the front against trials\n"
+           + reference_words(exp, reference))
     return fig
 
 
+def reference_words(exp: Experiment, reference: list[float]) -> str:
+    """``reference point: val/R@1 = 5, descriptor_dim = 560 (worst finished values, 10 %
+    further)``: what a hypervolume is measured from, without which its number means
+    nothing."""
+    point = ", ".join(f"{m} = {v:.4g}" for (m, _), v in zip(exp.objectives, reference,
+                                                              strict=True))
+    return f"reference point: {point} (worst finished values, 10 % further out)"
+
+
 def figures(exp: Experiment, metric: str | None = None) -> dict[str, Figure]:
-    """Every figure of the report, by file stem (what ``vpr-tune report`` saves as PNGs)."""
+    """Every figure of the report that has something to show, by file stem (what
+    ``vpr-tune report`` saves as PNGs); :func:`figure_set` also says why the others are
+    absent."""
+    return figure_set(exp, metric)[0]
+
+
+def figure_set(exp: Experiment, metric: str | None = None
+               ) -> tuple[dict[str, Figure], dict[str, str]]:
+    """(figures with something to show, {file stem: why it is absent}) of the report; an
+    empty figure is closed, not returned."""
+    figs, missing = {}, {}
+    for stem, fig in _all_figures(exp, metric).items():
+        reason = absent(fig)
+        if reason is None:
+            figs[stem] = fig
+        else:
+            missing[stem] = reason
+            _plt().close(fig)
+    return figs, missing
+
+
+def _all_figures(exp: Experiment, metric: str | None = None) -> dict[str, Figure]:
     out = {
         "curves": plot_curves(exp, metric),
         "best_so_far": plot_best_so_far(exp, metric),

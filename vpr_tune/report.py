@@ -9,6 +9,7 @@ open Jupyter::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -49,6 +50,35 @@ FIGURES = {
 }
 
 
+# PBT/PB2: what the figures show of a population whose trials copy each other's weights.
+PBT_ABOUT = {
+    "curves": "the ranking metric per epoch of every trial; the bold line is the best "
+              "trial's lineage: each epoch as the trial whose weights it inherited ran it "
+              "(PBT copies weights at each exploit and stops no trial early).",
+    "parallel": "each line is a finished trial with its last configuration (PBT mutated it "
+                "while training: the schedule is below), coloured by the ranking metric.",
+    "lr_wd": "each finished trial with its last configuration (PBT mutated it while "
+             "training), coloured by the ranking metric.",
+    "by_category": "one box per choice of each trial's last configuration, every trial "
+                   "drawn on top.",
+}
+
+
+def _about(stem: str, exp: va.Experiment) -> str:
+    """What to look for in a figure of this experiment."""
+    if exp.population_based and stem in PBT_ABOUT:
+        return PBT_ABOUT[stem]
+    about = FIGURES[stem][1]
+    if stem == "curves" and not exp.rungs:
+        about = ("the ranking metric per epoch of every trial; x marks a trial stopped "
+                 "before the last epoch.")
+    if stem == "hypervolume":
+        with contextlib.suppress(ValueError, KeyError):
+            about += " Measured from the " + plots.reference_words(
+                exp, va.reference_point(exp)) + "."
+    return about
+
+
 def _save_png(fig, path: Path) -> None:
     """Save a figure atomically and close it."""
     import matplotlib.pyplot as plt
@@ -68,16 +98,18 @@ def _fmt(value: object) -> str:
 
 def _pbt_section(exp: va.Experiment, best: str, out: Path) -> list[str]:
     """PBT/PB2: the lr of every trial per epoch with the exploits, and the winner's schedule."""
-    from vpr_tune.tune.lineage import lineage, plot_lr_schedules, read_perturbations
+    from vpr_tune.tune.lineage import exploits, lineage, plot_lr_schedules, read_perturbations
 
     moves = read_perturbations(exp.path)
     if moves is None:
         return []
     _save_png(plot_lr_schedules(exp.path, best), out / "lr_schedule.png")
+    n = len(exploits(moves))
     return ["### Learning rate per epoch (population-based training)", "",
-            f"{len(moves)} perturbation(s) in `perturbations.csv`; stars mark where an "
-            "exploited trial starts training with its new lr; the black line is the best "
-            "trial's lineage (the schedule it really trained with).", "",
+            f"{n} exploit(s) in `perturbations.csv` (a trial copied another's weights and "
+            f"mutated its hyperparameters; {len(moves)} changed value(s) in all); stars mark "
+            "where an exploited trial starts training with its new lr; the black line is the "
+            "best trial's lineage (the schedule it really trained with).", "",
             "![lr per epoch](lr_schedule.png)", "", f"Schedule of the best trial `{best}`:", "",
             va.markdown_table(lineage(exp.path, best)), ""]
 
@@ -95,9 +127,11 @@ def write_report(
     matplotlib.use("Agg")  # files only: never open a window
     out = Path(out_dir) if out_dir else exp.path / "report"
     out.mkdir(parents=True, exist_ok=True)
-    figs = plots.figures(exp, metric)
+    figs, missing = plots.figure_set(exp, metric)
     for stem, fig in figs.items():
         _save_png(fig, out / f"{stem}.png")
+    for stem in missing:  # an earlier report's picture would no longer be true
+        (out / f"{stem}.png").unlink(missing_ok=True)
 
     best = va.ranked(exp, metric).iloc[0]
     status = exp.trials["status"].astype(str).value_counts()
@@ -108,7 +142,10 @@ def write_report(
         f"- experiment: `{exp.path}`",
         f"- trials: {len(exp.trials)} ("
         + ", ".join(f"{n} {s}" for s, n in status.items()) + f"); ranked by best {metric}",
-        f"- trial-epochs spent: {len(exp.curves)}",
+        f"- trial-epochs spent: {exp.trial_epochs}"
+        + (f" (metrics.csv keeps {len(exp.curves)}: the last run of each trial-epoch; PBT "
+           "restored some trials from older checkpoints)"
+           if exp.trial_epochs != len(exp.curves) and exp.population_based else ""),
         f"- hyperparameters that vary: {', '.join(f'`{c}`' for c in exp.varying) or 'none'}",
         "",
         "## Best configuration",
@@ -142,15 +179,18 @@ def write_report(
     else:
         lines += ["No retest yet: `vpr-tune best --retest` adds SF-XS test and Tokyo-XS.", ""]
     rungs = va.rung_spearman_table(exp.finished_curves, metric).dropna()
-    if not rungs.empty:
+    if not rungs.empty and not exp.population_based:  # PBT: early epochs of other lineages
         lines += ["## Do early epochs predict the final ranking?", "",
                   "Spearman correlation between the ranking at an epoch and the final one "
                   "(trials that trained past that epoch).", "",
                   va.markdown_table(rungs), ""]
     lines += ["## Figures", ""]
-    for stem in figs:
-        title, about = FIGURES[stem]
-        lines += [f"### {title}", "", about, "", f"![{title}]({stem}.png)", ""]
+    for stem in FIGURES:
+        title, about = FIGURES[stem][0], _about(stem, exp)
+        if stem in figs:
+            lines += [f"### {title}", "", about, "", f"![{title}]({stem}.png)", ""]
+        elif stem in missing:
+            lines += [f"### {title}", "", f"Not drawn: {missing[stem]}.", ""]
     lines += _pbt_section(exp, str(best["trial_id"]), out)
     path = out / "report.md"
     write_text(path, "\n".join(lines))

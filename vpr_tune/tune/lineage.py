@@ -28,6 +28,19 @@ def read_perturbations(exp_dir: Path | str) -> pd.DataFrame | None:
     return read_table(path) if path.exists() else None
 
 
+def exploits(moves: pd.DataFrame) -> pd.DataFrame:
+    """One row per exploit (``perturbations.csv`` has one per mutated key): ``trial_id``,
+    ``epoch``, ``source_trial_id`` and ``params``, the keys it changed (``a, b``)."""
+    if moves.empty:
+        return pd.DataFrame(columns=["trial_id", "epoch", "source_trial_id", "params"])
+    keys = ["trial_id", "epoch", "source_trial_id"]
+    # two exploits of one trial at one epoch from one source are told apart by a repeated key
+    seq = moves.groupby([*keys, "param"], sort=False).cumcount()
+    grouped = moves.assign(_n=seq).groupby([*keys, "_n"], sort=False)["param"]
+    out = grouped.agg(lambda p: ", ".join(p)).reset_index().drop(columns="_n")
+    return out.rename(columns={"param": "params"})
+
+
 def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
     """One row per epoch of ``trial_id``'s lineage: ``epoch``, ``ran_in`` (the trial that
     trained that epoch), ``trained_lr`` (its lr in metrics.csv), ``val/R@1`` and every
@@ -91,6 +104,6 @@ def plot_lr_schedules(exp_dir: Path | str, best: str | None = None) -> Any:
     ax.set_xlabel("epoch")
     ax.set_ylabel("lr")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     ax.set_title(f"{exp_dir.name}: lr per epoch (PBT exploits marked)")
     return fig
