@@ -195,7 +195,7 @@ def trial_scheduler(space: Space, tables_dir: Path | None = None, resume: bool =
         from vpr_tune.tune.resumed_rungs import ResumedRungs
 
         arrived = sorted((row for rows in load_history(tables_dir).values() for row in rows),
-                         key=lambda r: r.get("timestamp", 0))
+                         key=lambda r: r.get("arrived", r.get("timestamp", 0)))
         return ResumedRungs(scheduler, arrived)  # its rungs and stops as before the kill
     from vpr_tune.rungs import milestones
     from vpr_tune.tune.reproducible import SamplingOrderRungs, load_history
