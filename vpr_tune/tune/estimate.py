@@ -2,12 +2,16 @@
 
 Two halves:
 
-- arithmetic (pure, no torch): how many trial-epochs a search runs under FIFO or ASHA
-  (:func:`trial_epochs`), and the projection of wall time and GPU hours from per-epoch
-  timings (:func:`project`);
-- timing (:func:`estimate_search`): build the space's smallest and largest configurations, time a
-  few training batches, one val pass and one checkpoint with the real ``Trainer`` on this
-  machine, time a local Ray start and a worker's imports, and project the whole search.
+- arithmetic (no torch): how many trial-epochs a search runs under FIFO, ASHA or MO-ASHA
+  (:func:`trial_epochs`; the rung schedulers simulated on random results), PBT/PB2's
+  perturbation rounds, exploits and restarts (:func:`pbt_restarts`), and the projection of
+  wall time and GPU hours from per-epoch timings (:func:`project`,
+  :func:`synchronous_wall_s`);
+- timing (:func:`estimate_search`): build the space's smallest and largest configurations,
+  time a few training batches, one val pass, one checkpoint save and load with the real
+  ``Trainer`` on this machine, time a local Ray start, start as many trial workers as run
+  at once (their imports, and how much slower they compute together than one alone:
+  :func:`concurrent_workers`), and project the whole search.
 
 >>> round(trial_epochs(12, 4, "asha", grace_period=1, reduction_factor=3)["trial_epochs"], 1)
 26.3
@@ -544,11 +548,13 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     pbt = (pbt_restarts(trials, max_epochs, int(space.base["pbt"]["perturbation_interval"]),
                         float(space.base["pbt"]["quantile_fraction"]), synch, concurrency)
            if population else {"rounds": 0, "exploits": 0.0, "restarts": 0.0})
-    log(f"starting {concurrency} trial worker(s) at once: their imports"
-        + (f", then {concurrency} x {threads} thread(s) computing together against one alone"
-           if device == "cpu" and concurrency > 1 else "") + " ...")
-    workers = concurrent_workers(concurrency, threads,
-                                 bench_s=2.0 if device == "cpu" and concurrency > 1 else 0)
+    # as many as share one machine (a cluster spreads the rest over its nodes), at most 16
+    together = max(1, min(concurrency, int((os.cpu_count() or 1) // max(cpu, 1e-9)), 16))
+    log(f"starting {together} trial worker(s) at once: their imports"
+        + (f", then {together} x {threads} thread(s) computing together against one alone"
+           if device == "cpu" and together > 1 else "") + " ...")
+    workers = concurrent_workers(together, threads,
+                                 bench_s=2.0 if device == "cpu" and together > 1 else 0)
     imports, slowdown = workers["import_s"], workers["slowdown"]
 
     configs = {}
