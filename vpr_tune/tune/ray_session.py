@@ -22,7 +22,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """
     import ray
 
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    from vpr_tune.tune.ray_env import keep_working_directory
+
+    keep_working_directory()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return False
