@@ -31,18 +31,9 @@ _TORCHVISION = {"0.0": "conv1.", "0.1": "bn1.", "1": "layer1.", "2": "layer2.", 
 def _load_local(net: nn.Module, path: Path, name: str, used: tuple[str, ...]) -> None:
     """Load a local state_dict; only the layers of the ``used`` stages must be in it, so a
     backbone saved after a layer3 cut loads into a layer3 cut."""
-    if not path.is_file():
-        raise UserError(f"model.pretrained: {path} is not a file (use none, imagenet or a .pth)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise UserError(f"model.pretrained: cannot read {path} as torch weights: {exc}") from exc
-    for key in ("state_dict", "model"):  # common wrappers around a state_dict
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"model.pretrained: {path} does not hold a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    from vpr_tune.model.weights import read_state_dict
+
+    state = read_state_dict(path, "none, imagenet or a .pth")
     if any(k.startswith("backbone.0.0.") for k in state):  # a vpr-tune model: nn.Sequential
         state = {_OURS.sub(lambda m: _TORCHVISION[m.group(1)], k): v for k, v in state.items()
                  if k.startswith("backbone.")}

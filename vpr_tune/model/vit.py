@@ -75,19 +75,9 @@ def _create(spec: VisionTransformer, tag: str | None = None) -> nn.Module:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"model.pretrained: {path} is not a file (use none, a pretrained tag "
-                        "or a .pth)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise UserError(f"model.pretrained: cannot read {path} as torch weights: {exc}") from exc
-    for key in ("state_dict", "model"):  # common wrappers around a state_dict
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"model.pretrained: {path} does not hold a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    from vpr_tune.model.weights import read_state_dict
+
+    state = read_state_dict(path, "none, a pretrained tag or a .pth")
     if any(k.startswith("backbone.vit.") for k in state):  # a vpr-tune model
         state = {k.removeprefix("backbone.vit."): v for k, v in state.items()
                  if k.startswith("backbone.vit.")}
