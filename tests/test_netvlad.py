@@ -36,8 +36,8 @@ def test_kmeans_keeps_a_given_alpha_and_derives_one_otherwise():
 
 
 def test_the_yaml_alpha_reaches_the_module():
-    name, params = resolve_params("aggregator", {"name": "netvlad", "clusters": 4,
+    name, params = resolve_params("model.aggregator", {"name": "netvlad", "clusters": 4,
                                                  "alpha": 3.0})
     assert float(AGGREGATORS[name].build(8, (4, 4), **params).alpha) == 3.0
-    name, params = resolve_params("aggregator", {"name": "netvlad"})
+    name, params = resolve_params("model.aggregator", {"name": "netvlad"})
     assert params["alpha"] is None  # default: from the k-means margin
