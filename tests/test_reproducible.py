@@ -290,3 +290,27 @@ def test_history_free_counts_the_random_start() -> None:
     assert history_free(optuna.samplers.TPESampler(seed=0), warm=4) == 6
     assert history_free(optuna.samplers.RandomSampler(seed=0)) == math.inf
     assert history_free(optuna.samplers.NSGAIISampler(seed=0)) == 0
+
+
+def test_run_reproducible_flag_shows_in_the_plan(tmp_path, capsys, street_world_tiny):
+    from tests.helpers import write_space
+    from vpr_tune.cli import main
+
+    space = write_space(tmp_path / "s.yaml", search={"algorithm": "optuna",
+                                                     "scheduler": "asha"})
+    assert main(["run", str(space), "--dry-run", "--data", str(street_world_tiny)]) == 0
+    assert ", reproducible" not in capsys.readouterr().out
+    assert main(["run", str(space), "--dry-run", "--reproducible",
+                 "--data", str(street_world_tiny)]) == 0
+    assert "1 CPU / 0 GPU per trial, reproducible" in capsys.readouterr().out
+
+
+def test_resume_keeps_what_space_yaml_recorded(tmp_path):
+    from vpr_tune.tune import _recorded_reproducible
+
+    (tmp_path / "space.yaml").write_text("search: {seed: 0}\nresolved: {reproducible: true}\n")
+    assert _recorded_reproducible(tmp_path)
+    (tmp_path / "space.yaml").write_text("search: {reproducible: true}\n")  # older space.yaml
+    assert _recorded_reproducible(tmp_path)
+    (tmp_path / "space.yaml").write_text("search: {seed: 0}\nresolved: {trials: 3}\n")
+    assert not _recorded_reproducible(tmp_path)

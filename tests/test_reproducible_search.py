@@ -18,7 +18,7 @@ from vpr_tune.tune.results import EPOCH_LOG, read_result_rows, read_table
 pytestmark = pytest.mark.slow
 
 # what measures the machine (times, ids that Ray draws at random, paths): docs/searches.md
-MACHINE = ["trial_id", "query_ms", "time_s", "node_id", "checkpoint"]
+MACHINE = ["trial_id", "query_ms", "time_s", "node_id", "checkpoint", "timestamp"]
 BUDGET = {"max_epochs": 4, "batches_per_epoch": 2, "places_per_batch": 4,
           "images_per_place": 2, "eval_batch_size": 32}
 ASHA = dict(optimizer={"name": {"choice": ["sgd", "adam"]},

@@ -42,6 +42,11 @@ def run(
         str | None, typer.Option(help="Give the finished trials of experiment NAME to the "
                                  "sampler first.")
     ] = None,
+    reproducible: Annotated[
+        bool, typer.Option(help="Decide in sampling order: the same YAML, seed, data, "
+                           "machine and precision give the same trials.csv "
+                           "(search.reproducible).")
+    ] = False,
     estimate: Annotated[
         bool, typer.Option(help="Time the smallest and largest trials here and project the "
                            "search's wall time and GPU hours; writes nothing to results/.")
@@ -76,7 +81,7 @@ def run(
     run_experiment(space, name=name, data=data, num_samples=num_samples,
                    max_concurrent=max_concurrent, resume=resume, address=address,
                    storage=storage, dry_run=dry_run, time_budget=time_budget,
-                   warm_start=warm_start, log=log, mlflow=mlflow)
+                   warm_start=warm_start, log=log, mlflow=mlflow, reproducible=reproducible)
 
 
 def _data_root(space, data: str | None, log) -> Path:

@@ -85,13 +85,15 @@ def run_experiment(
     num_samples: int | None = None, max_concurrent: int | None = None, resume: bool = False,
     address: str | None = None, storage: str | None = None, dry_run: bool = False,
     time_budget: str | None = None, warm_start: str | None = None,
-    log: Callable[[str], Any] = print, mlflow: str | None = None,
+    log: Callable[[str], Any] = print, mlflow: str | None = None, reproducible: bool = False,
 ) -> Path | None:
     """Everything ``vpr-tune run`` does; returns the experiment folder (None for dry runs):
     resolve (where, what, on which data; every refusal before anything starts), then a dry
-    run (the plan and the cluster check) or the search itself."""
+    run (the plan and the cluster check) or the search itself. ``reproducible``: set
+    ``search.reproducible`` (``--reproducible``)."""
     run = _locate(space_path, name, storage, resume, dry_run)
-    _resolve(run, data, num_samples, max_concurrent, time_budget, mlflow, resume, log)
+    _resolve(run, data, num_samples, max_concurrent, time_budget, mlflow, resume, log,
+             reproducible)
     if warm_start and not resume:
         from vpr_tune.tune.results import experiment_dir
         from vpr_tune.tune.sampling import load_warm_start
@@ -192,7 +194,7 @@ def _refuse_taken(run: _Run, locked: bool = False) -> None:
 
 def _resolve(run: _Run, data: str | None, num_samples: int | None,
              max_concurrent: int | None, time_budget: str | None, mlflow: str | None,
-             resume: bool, log: Callable[[str], Any]) -> None:
+             resume: bool, log: Callable[[str], Any], reproducible: bool = False) -> None:
     """The space as it will run (the recorded one on --resume, the command line's
     overrides), checked with the plan; the data checked (and cached); the plan printed."""
     from vpr_tune.config import TRACKING_URI_HELP, is_tracking_uri, parse_duration
@@ -203,10 +205,19 @@ def _resolve(run: _Run, data: str | None, num_samples: int | None,
     from vpr_tune.tune.searchers import check_plan, plan_line
     from vpr_tune.tune.tracking import tracking_uri_problem
 
+    recorded = None
     if resume and (run.exp_dir / "space.yaml").is_file():
         run.space, data = _recorded_inputs(run.exp_dir, run.space, data)
+        recorded = _recorded_reproducible(run.exp_dir)
     space = run.space
     sconf = apply_overrides(space, num_samples, max_concurrent).base["search"]
+    if recorded is not None:  # --resume keeps what the search was started with
+        if reproducible and not recorded:
+            raise UserError("--reproducible: the search was started without it; a search "
+                            "cannot become reproducible half-way (start a new --name)")
+        sconf["reproducible"] = recorded
+    elif reproducible:
+        sconf["reproducible"] = True
     run.mlflow = mlflow or space.base["tracking"]["mlflow"]
     if run.mlflow and not is_tracking_uri(run.mlflow):
         raise UserError(f"--mlflow: {TRACKING_URI_HELP}, got {run.mlflow!r}")
@@ -266,6 +277,7 @@ def _dry_run(run: _Run, address: str | None, log: Callable[[str], Any]) -> None:
 def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], Any]) -> Path:
     """Start Ray, take the experiment folder (its lock, space.yaml) and run the search;
     a folder this call created is removed when the search is refused before it starts."""
+    from vpr_tune.tune.ray_env import keep_working_directory
     from vpr_tune.tune.ray_session import (
         check_cluster_resources,
         init_ray,
@@ -274,7 +286,7 @@ def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], An
     )
     from vpr_tune.tune.results import lock_experiment
 
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    keep_working_directory()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     exp_dir = run.exp_dir
     started_ray = init_ray(address)
@@ -315,7 +327,8 @@ def _record_space(run: _Run) -> None:
 
     resolved = {**run.space.raw, "resolved": {
         "data_root": str(run.data_root), "trials": run.trials, "experiment": str(run.exp_dir),
-        "data_fingerprint": data_fingerprint(run.data_root)}}
+        "data_fingerprint": data_fingerprint(run.data_root),
+        "reproducible": bool(run.space.base["search"].get("reproducible"))}}
     if run.remote:
         resolved["resolved"]["storage"] = storage_mod.public(run.remote)
     write_text(run.exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
@@ -352,6 +365,9 @@ def _search(run: _Run, resume: bool, log: Callable[[str], Any]) -> None:
                       if sconf["algorithm"] == "optuna" else None)
     finally:
         finished = _report_best(exp_dir, sconf["metric"], sconf["mode"], log)
+        log("reproducible: yes (decisions in sampling order; search.reproducible)"
+            if sconf.get("reproducible") else "reproducible: no (results decide in the order "
+            "they arrive; search.reproducible: true or --reproducible to fix it)")
         if is_synthetic(run.data_root):
             log(f"note: {SYNTHETIC_NOTE}")
         log(f"tensorboard --logdir {exp_dir}   |   vpr-tune best {name}   |   "
@@ -361,8 +377,23 @@ def _search(run: _Run, resume: bool, log: Callable[[str], Any]) -> None:
     if stop["terminated"]:
         raise SearchFailed(f"stopped by SIGTERM; tables saved in {exp_dir}; continue "
                            f"with: {resume_cmd}", exit_code=143)
+    if callbacks[0].interrupted:  # Ctrl-C: Ray stopped the search gracefully
+        raise SearchFailed(f"interrupted; tables saved in {exp_dir}; continue with: "
+                           f"{resume_cmd}", exit_code=130)
     if finished is not None:
         raise SearchFailed(f"experiment {name}: no trial finished: {finished}")
+
+
+def _recorded_reproducible(exp_dir: Path) -> bool:
+    """Whether the search recorded in ``exp_dir/space.yaml`` is reproducible (the YAML's
+    ``search.reproducible`` or ``--reproducible``: ``resolved.reproducible``)."""
+    from vpr_tune.config import read_yaml
+
+    path = exp_dir / "space.yaml"
+    recorded = read_yaml(path.read_text(), str(path)) or {}
+    resolved = recorded.get("resolved") or {}
+    return bool(resolved.get("reproducible",
+                             (recorded.get("search") or {}).get("reproducible")))
 
 
 def _recorded_inputs(exp_dir: Path, space: Any, data: str | None) -> tuple[Any, str]:
