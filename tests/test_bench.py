@@ -330,3 +330,44 @@ def test_study_verdict_is_an_interval_not_one_maximum(tmp_path: Path) -> None:
                 "retrained": {"manual": study, "search": mean_interval([21.5, 20.5, 22.0])}},
                tmp_path / "study.png")
     assert png.stat().st_size > 1000
+
+
+def test_study_retrains_each_winner_with_its_whole_config(monkeypatch, tmp_path) -> None:
+    """trials.csv has a column per searched value only: the study's winner from stage 2
+    (scheduler searched, optimizer fixed) is retrained with the optimizer stage 1 chose."""
+    import itertools
+
+    import pandas as pd
+
+    import vpr_tune.bench.study as study
+
+    retrained: dict[str, dict] = {}
+
+    def fake_run(space, name, storage, log):
+        grid = {"optimizer.name": space["optimizer"]["name"],
+                "optimizer.lr": space["optimizer"]["lr"],
+                "scheduler.name": space["scheduler"]["name"], "seed": space["seed"]}
+        searched = {k: v["grid"] for k, v in grid.items() if isinstance(v, dict) and "grid" in v}
+        if name == "search":  # TPE's trials: every value is a column
+            rows = [{"optimizer.name": "sgd", "optimizer.lr": 0.005, "scheduler.name": "none",
+                     "best_val/R@1": 15.0 + i, "epochs": 2 if i else 8} for i in range(3)]
+        else:
+            rows = [{**dict(zip(searched, combo, strict=True)), "epochs": 8}
+                    for combo in itertools.product(*searched.values())]
+            for r in rows:  # stage 2's cosine run is the study's best
+                r["best_val/R@1"] = 20.0 if r.get("scheduler.name") == "cosine" else 10.0
+                if name.startswith("retrain"):
+                    r["best_val/R@1"] = 14.0 + r["seed"]
+                    retrained[name] = {k: v for k, v in grid.items() if k != "seed"}
+        (storage / name).mkdir()
+        return 1.0, pd.DataFrame(rows).assign(status="TERMINATED"), None
+
+    monkeypatch.setattr(study, "_run", fake_run)
+    result = study.bench_study(quick=True, log=lambda _m: None)
+    chosen = result["manual_stage1_best"]
+    assert retrained["retrain-manual"] == {"optimizer.name": chosen["name"],
+                                           "optimizer.lr": chosen["lr"],
+                                           "scheduler.name": "cosine"}
+    assert retrained["retrain-search"]["optimizer.name"] == "sgd"
+    assert result["retrained"]["manual"]["runs"] == [15.0, 16.0, 17.0]
+    assert result["difference"]["mean"] == 0.0 and result["verdict"] == "no difference resolved"

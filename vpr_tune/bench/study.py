@@ -102,8 +102,7 @@ def _winner(*frames: Any) -> dict[str, Any]:
     row = frame.loc[frame["best_val/R@1"].idxmax()]
     return {"optimizer.name": str(row["optimizer.name"]),
             "optimizer.lr": float(row["optimizer.lr"]),
-            "scheduler.name": str(row["scheduler.name"]) if "scheduler.name" in row
-            and isinstance(row["scheduler.name"], str) else "none"}
+            "scheduler.name": str(row.get("scheduler.name", "none"))}
 
 
 def _retrain(config: dict[str, Any], seeds: list[int], name: str, storage: Path, quick: bool,
@@ -194,7 +193,12 @@ def bench_study(quick: bool = False, log: Any = print) -> dict[str, Any]:
         manual_rows = _epoch_rows(storage / "manual-1") + _epoch_rows(storage / "manual-2")
         search_rows = _epoch_rows(storage / "search")
 
-        winners = {"manual": _winner(stage1, stage2), "search": _winner(found)}
+        # trials.csv has a column per searched value only: stage 1 ran no scheduler, stage 2
+        # the chosen optimizer
+        winners = {"manual": _winner(
+            stage1.assign(**{"scheduler.name": "none"}),
+            stage2.assign(**{"optimizer.name": chosen["name"], "optimizer.lr": chosen["lr"]})),
+            "search": _winner(found)}
         same_config = winners["manual"] == winners["search"]
         retrained, wall4 = {}, 0.0
         for side in ("manual", "search"):
