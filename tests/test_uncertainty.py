@@ -50,6 +50,8 @@ def test_no_variation_gives_a_point_interval():
     assert u.recall_interval(np.ones(50, dtype=np.uint8), 1) == (100.0, 100.0)
     same = np.zeros(50, dtype=np.uint8)
     assert not u.separated(same, same, 1)
+    hits = np.array([1, 0, 2, 0, 1] * 10, dtype=np.uint8)  # varied, but the same for both
+    assert u.paired_difference(hits, hits.copy(), 1) == (0.0, 0.0)
 
 
 def _coverage(queries: int, truth: float, sims: int = SIMULATIONS) -> float:

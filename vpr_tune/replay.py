@@ -70,8 +70,12 @@ def pilot_of(exp: Any, complete: bool = True) -> Pilot:
     replaying a real ASHA run's own arrivals)."""
     search = exp.search or {}
     max_epochs = int(pd.to_numeric(exp.curves["epoch"]).max())
+    frame = exp.curves
+    if metrics.MEAN_RECALL not in frame and set(metrics.VAL_RECALLS) <= set(frame):
+        # an experiment from before val/R@mean was reported: the same mean, from its recalls
+        frame = frame.assign(**{metrics.MEAN_RECALL: frame[list(metrics.VAL_RECALLS)].mean(1)})
     curves = {tid: rows.sort_values("epoch").reset_index(drop=True)
-              for tid, rows in exp.curves.groupby("trial_id", sort=False)}
+              for tid, rows in frame.groupby("trial_id", sort=False)}
     order = [t for t in exp.trials["trial_id"] if t in curves]
     short = [t for t in order if len(curves[t]) < max_epochs]
     short += [t for t in exp.trials["trial_id"] if t not in curves]  # never reported

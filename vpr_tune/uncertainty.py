@@ -72,13 +72,19 @@ def _interval(samples: tuple[np.ndarray, ...], statistic, paired: bool, seed: in
     from scipy import stats
 
     point = float(statistic(*samples, axis=-1))
-    if len(samples[0]) < 2 or all(np.ptp(s) == 0 for s in samples):
-        return point, point  # no variation to resample: the interval is the point
+    flat = samples[0] - samples[1] if paired else samples[0]  # what the resampling varies
+    if len(samples[0]) < 2 or np.ptp(flat) == 0:
+        return point, point  # no variation to resample (identical hits): the point
     res = stats.bootstrap(samples, statistic, paired=paired, vectorized=True,
                           confidence_level=CONFIDENCE, n_resamples=resamples,
                           method="BCa" if len(samples[0]) <= BCA_UP_TO else "percentile",
                           rng=np.random.default_rng(seed))
     lo, hi = res.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined (a degenerate jackknife)
+        lo, hi = stats.bootstrap(samples, statistic, paired=paired, vectorized=True,
+                                 confidence_level=CONFIDENCE, n_resamples=resamples,
+                                 method="percentile",
+                                 rng=np.random.default_rng(seed)).confidence_interval
     return float(lo), float(hi)
 
 
