@@ -153,6 +153,19 @@ def summary_columns() -> list[str]:
     return [summary_column(m, k) for m in SEARCHABLE for k in SUMMARY_KINDS]
 
 
+def with_mean_recall(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``val/R@mean`` (the mean of its val R@1/5/10/25) when it has them all.
+
+    >>> with_mean_recall({"val/R@1": 10.0, "val/R@5": 20.0, "val/R@10": 30.0,
+    ...                   "val/R@25": 40.0})["val/R@mean"]
+    25.0
+    """
+    values = [row.get(m) for m in VAL_RECALLS]
+    if MEAN_RECALL in row or any(not isinstance(v, (int, float)) for v in values):
+        return row
+    return {**row, MEAN_RECALL: round(sum(values) / len(values), 4)}
+
+
 def interval_columns(column: str) -> tuple[str, str]:
     """``best_val/R@1`` -> (``best_val/R@1_lo``, ``best_val/R@1_hi``): the 95 % bootstrap
     interval over queries of that value (trials.csv, every ``--json``)."""

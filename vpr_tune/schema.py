@@ -96,8 +96,9 @@ DEFAULTS: dict[str, Any] = {
         "reproducible": False,
     },
     # metric: what rungs are judged on (None: search.metric; the winner is always chosen by
-    # search.metric); val/MRR moves less from one query to the next than R@1
-    "asha": {"grace_period": 1, "reduction_factor": 3, "metric": None},
+    # search.metric). val/R@mean ranked pilot trials at the first rung most like their final
+    # best R@1 (Spearman 0.72 vs R@1's 0.40, docs/performance.md "Rung signals")
+    "asha": {"grace_period": 1, "reduction_factor": 3, "metric": metrics.MEAN_RECALL},
     # search.scheduler pbt / pb2: population-based training (vpr_tune/tune/pbt.py)
     "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.25,
             "resample_probability": 0.25, "mutate": ["optimizer.lr"]},

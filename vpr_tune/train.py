@@ -38,7 +38,6 @@ from vpr_tune.evaluate import evaluate_split
 from vpr_tune.metrics import (
     DESCRIPTOR_DIM,
     LOSS,
-    MEAN_RECALL,
     MRR,
     PARAMS_M,
     QUERY_MS,
@@ -46,6 +45,7 @@ from vpr_tune.metrics import (
     REPORTED,
     is_better,
     ranking,
+    with_mean_recall,
 )
 from vpr_tune.model.aggregators import NetVLAD
 from vpr_tune.pbt_replay import apply_optimizer_config, reconfigure, replayed_values
@@ -133,7 +133,7 @@ class Trainer:
         self.timings["val_s"] = time.perf_counter() - start
         out = {f"val/{r}": float(metrics[r]) for r in RECALLS}
         out[MRR] = round(mean_reciprocal_rank(self.val_ranks), 4)
-        out[MEAN_RECALL] = round(float(np.mean([out[f"val/{r}"] for r in RECALLS])), 4)
+        out = with_mean_recall(out)
         value = {**out, LOSS: self.train_loss}[self.best_metric]
         self.is_best = (self.best is None or self.best.get("metric") != self.best_metric
                         or is_better(value, self.best["value"], self.best_mode))

@@ -32,6 +32,7 @@ from typing import Any
 
 from vpr_tune.bench.common import Bar, record
 from vpr_tune.bench.search import P_KEPT, _params, _run, _space, replay_check, replayed
+from vpr_tune.config import DEFAULTS
 from vpr_tune.replay import HYPERVOLUME_OK
 
 PARETO_BAR = Bar(0.5, higher=False, figure=(
@@ -56,7 +57,7 @@ def pareto_space(quick: bool, scheduler: str, samples: int, epochs: int, batches
     search = space["search"]
     del search["metric"], search["mode"]
     search["objectives"] = [dict(o) for o in OBJECTIVES]
-    space["asha"] = dict(PARETO_ASHA)
+    space["asha"] = {**PARETO_ASHA, "metric": DEFAULTS["asha"]["metric"]}  # what replays read
     return space
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from vpr_tune.bench.common import Bar, precision, record
+from vpr_tune.config import DEFAULTS
 from vpr_tune.errors import UserError
 from vpr_tune.replay import TOLERANCE
 
@@ -81,7 +82,8 @@ def _space(quick: bool, scheduler: str, samples: int, epochs: int, batches: int,
         "search": {"algorithm": "random", "num_samples": samples, "seed": seed,
                    "max_concurrent": 2, "scheduler": scheduler, "metric": "val/R@1",
                    "mode": "max"},
-        "asha": dict(ASHA),
+        # the product's rung metric, written out: the replays read it from this dict
+        "asha": {**ASHA, "metric": DEFAULTS["asha"]["metric"]},
         "resources": {"cpu": 1, "gpu": 0, "precision": precision()},
     }
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from vpr_tune.config import materialize
 from vpr_tune.errors import DivergedError, UserError
-from vpr_tune.metrics import RANKS, objectives_of, worst
+from vpr_tune.metrics import RANKS, objectives_of, with_mean_recall, worst
 from vpr_tune.uncertainty import encode
 
 CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
@@ -85,7 +85,8 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
                 tune.report({**last, "epoch": trainer.epoch + 1, "diverged": 1,
                              "error": str(exc)[:500], **extra})
                 return
-            last = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
+            last = {k: float(v) for k, v in with_mean_recall(row).items()
+                    if isinstance(v, (int, float))}
             with _disk_full_names_file(best):
                 if trainer.is_best or not best.exists():
                     trainer.save_model(best)
