@@ -388,13 +388,16 @@ def time_config(cfg: dict[str, Any], data_root: Any, device: str, threads: int,
             "checkpoint_s": ckpt, "load_s": load, "rebuild_s": rebuild}
 
 
-# A trial worker: imports what a trial imports (timed), waits for "go" on stdin, then runs a
+# A trial worker: imports ray (Ray starts its workers with ray imported, in parallel with
+# the driver), then what a trial imports (both timed), waits for "go" on stdin, then runs a
 # small conv forward + backward with THREADS threads for SECONDS and prints its rate.
 _WORKER = r"""
 import sys, time
 start = time.perf_counter()
+import ray
+mid = time.perf_counter()
 import ray.tune, vpr_tune.train, vpr_tune.evaluate
-print("imported", time.perf_counter() - start, flush=True)
+print("imported", mid - start, time.perf_counter() - mid, flush=True)
 sys.stdin.readline()
 from vpr_tune.tune.estimate import _bench_rate
 print("rate", _bench_rate(int(sys.argv[1]), float(sys.argv[2])), flush=True)
@@ -429,7 +432,9 @@ def _bench_rate(threads: int, seconds: float) -> float:
 def concurrent_workers(n: int, threads: int, bench_s: float = 2.0) -> dict[str, float]:
     """Start ``n`` fresh Python processes at once, as a search starts its first ``n``
     trials, and time what they share: ``import_s`` (the mean seconds each took to import
-    what a trial worker imports, all importing together) and ``slowdown`` (how much slower
+    what a trial imports on top of ``ray``, all importing together; Ray's workers start
+    with ``ray`` imported), ``driver_import_s`` (the least any took for ``ray`` and the
+    rest: what the search's own process imports) and ``slowdown`` (how much slower
     each of them computes with ``threads`` threads while all ``n`` compute, against this
     process alone just before and after; 1 when ``bench_s`` is 0). On a CPU,
     ``n * threads`` above the free cores is oversubscription: 4 one-thread trials on 2 idle
@@ -441,13 +446,14 @@ def concurrent_workers(n: int, threads: int, bench_s: float = 2.0) -> dict[str, 
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True) for _ in range(max(1, n))]
     try:
-        imports = []
+        imports, totals = [], []
         for proc in procs:
             line = proc.stdout.readline().split()  # type: ignore[union-attr]
             if not line or line[0] != "imported":
                 raise RuntimeError("a trial worker's imports failed: try "
                                    "`python -c 'import ray.tune, vpr_tune.train'`")
-            imports.append(float(line[1]))
+            imports.append(float(line[2]))
+            totals.append(float(line[1]) + float(line[2]))
         alone: list[float] = []
         rates: list[float] = []
         if bench_s > 0:
@@ -470,13 +476,13 @@ def concurrent_workers(n: int, threads: int, bench_s: float = 2.0) -> dict[str, 
     if bench_s > 0 and rates and min(rates) > 0:
         # parallel work is never faster than alone: a ratio below 1 is the load moving
         slowdown = max(1.0, float(np.mean(alone)) / float(np.mean(rates)))
-    return {"import_s": float(np.mean(imports)), "slowdown": slowdown,
-            "workers": len(procs)}
+    return {"import_s": float(np.mean(imports)), "driver_import_s": min(totals),
+            "slowdown": slowdown, "workers": len(procs)}
 
 
 def worker_import_s() -> float:
     """Seconds a fresh Python process takes to import what a trial worker imports."""
-    return concurrent_workers(1, 1, bench_s=0)["import_s"]
+    return concurrent_workers(1, 1, bench_s=0)["driver_import_s"]
 
 
 def _time_ray_start(address: str | None, log: Any) -> tuple[dict[str, float], float]:
@@ -556,6 +562,7 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
     workers = concurrent_workers(together, threads,
                                  bench_s=2.0 if device == "cpu" and together > 1 else 0)
     imports, slowdown = workers["import_s"], workers["slowdown"]
+    driver_imports = workers["driver_import_s"]
 
     configs = {}
     for label, largest in (("smallest", False), ("largest", True)):
@@ -593,13 +600,15 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
         start_s -= imports * (trials - min(trials, concurrency)) / trials
     restart_s = pick([t["restart_s"] for t in timed]) + TUNE_TRIAL_S
     out = project(epochs["trial_epochs"], trials, epoch_s, start_s + TUNE_TRIAL_S,
-                  ray_s + data_s + imports, concurrency, gpu, max_epochs,
+                  ray_s + data_s + driver_imports, concurrency, gpu, max_epochs,
                   restarts=pbt["restarts"], restart_s=restart_s)
     if synch and concurrency >= trials:
         interval = int(space.base["pbt"]["perturbation_interval"])
-        out["wall_s"] = ray_s + data_s + imports + start_s + TUNE_TRIAL_S + synchronous_wall_s(
-            trials, max_epochs, interval, epoch_s, restart_s, epoch_s / slowdown,
-            (restart_s - TUNE_TRIAL_S) / slowdown + TUNE_TRIAL_S, imports)
+        out["wall_s"] = (ray_s + data_s + driver_imports + start_s + TUNE_TRIAL_S
+                         + synchronous_wall_s(trials, max_epochs, interval, epoch_s,
+                                              restart_s, epoch_s / slowdown,
+                                              (restart_s - TUNE_TRIAL_S) / slowdown
+                                              + TUNE_TRIAL_S, imports))
     return {"wall_s": out["wall_s"], "trial_epochs": epochs["trial_epochs"],
             "gpu_hours": out["gpu_hours"], "fifo_trial_epochs": epochs["fifo"],
             "trials": trials, "max_epochs": max_epochs, "scheduler": sconf["scheduler"],
@@ -611,6 +620,7 @@ def estimate_search(space: Any, data_root: Any, address: str | None = None,
             "exploits": pbt["exploits"], "restarts": pbt["restarts"],
             "restart_s": restart_s if population else 0.0,
             "ray_start_s": ray_s, "data_s": data_s, "worker_import_s": imports,
+            "driver_import_s": driver_imports,
             "cpu_cores": os.cpu_count(), "configs": timed}
 
 
@@ -642,7 +652,8 @@ def format_estimate(e: dict[str, Any]) -> list[str]:
            f"({e['cpu_cores']} cores): epochs and start-ups scaled by that"]
           if e.get("slowdown", 1.0) > 1.0 else []),
         f"overheads: Ray start {e['ray_start_s']:.1f}s, data {e['data_s']:.1f}s, per trial "
-        f"{e['trial_start_s']:.1f}s (worker imports {e['worker_import_s']:.1f}s)",
+        f"{e['trial_start_s']:.1f}s (worker imports {e['worker_import_s']:.1f}s)"
+        + (f", driver imports {e['driver_import_s']:.1f}s" if "driver_import_s" in e else ""),
         f"projected wall time: {format_duration(e['wall_s'], 'short')} ({e['wall_s']:.0f}s) "
         f"at {e['concurrency']} trial(s) at a time on {e['device']}; trials "
         f"{e['trial_s'] / 3600:.2f} h in all",
