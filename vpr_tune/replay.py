@@ -54,6 +54,7 @@ class Pilot:
     mode: str
     objectives: list[tuple[str, str]]  # several for a multi-objective search
     concurrency: int
+    rung_metric: str | None = None  # the search's asha.metric (what its rungs judge on)
 
     def value(self, trial_id: str, column: str, epoch: int) -> float:
         return float(self.curves[trial_id][column].iloc[epoch - 1])
@@ -83,15 +84,19 @@ def pilot_of(exp: Any, complete: bool = True) -> Pilot:
         raise UserError(f"{exp.path}: replay needs a pilot whose trials all ran {max_epochs} "
                         f"epochs (search.scheduler: fifo); {len(short)} of {len(order)} did not")
     metric, mode = metrics.ranking(search)
+    from vpr_tune.config import DEFAULTS
+
+    asha = exp.space.get("asha") if isinstance(exp.space, dict) else None
+    rung_metric = (asha or {}).get("metric", DEFAULTS["asha"]["metric"])
     return Pilot(order, curves, max_epochs, metric, mode,
                  [tuple(o) for o in metrics.objectives_of(search)] if search.get("objectives")
-                 else [], int(search.get("max_concurrent") or 1))
+                 else [], int(search.get("max_concurrent") or 1), rung_metric)
 
 
 def make_scheduler(kind: str, pilot: Pilot, grace_period: int, reduction_factor: float,
                    metric: str | None = None) -> Any:
     """The scheduler a search with these settings uses (``searchers.rung_scheduler``);
-    ``metric``: ``asha.metric``, what rungs are judged on."""
+    ``metric``: ``asha.metric``, what rungs are judged on (default: the pilot's)."""
     from vpr_tune.tune.searchers import rung_objectives, rung_scheduler
 
     if kind not in ("asha", "moasha"):
@@ -100,7 +105,8 @@ def make_scheduler(kind: str, pilot: Pilot, grace_period: int, reduction_factor:
         raise UserError("--scheduler moasha needs a multi-objective pilot (search.objectives)")
     search = ({"objectives": [{"metric": m, "mode": md} for m, md in pilot.objectives]}
               if kind == "moasha" else {"metric": pilot.metric, "mode": pilot.mode})
-    return rung_scheduler(rung_objectives(search, metric), pilot.max_epochs, grace_period,
+    return rung_scheduler(rung_objectives(search, metric or pilot.rung_metric),
+                          pilot.max_epochs, grace_period,
                           reduction_factor)
 
 
@@ -236,7 +242,8 @@ def sweep(exp: Any, scheduler: str = "asha", grace_periods: Sequence[int] = (1, 
                 raise UserError(f"--reduction-factor {factor}: must be > 1")
             runs = outcomes(pilot, lambda g=int(grace), f=float(factor): make_scheduler(
                 scheduler, pilot, g, f, metric), orders, seed)
-            row = {"scheduler": scheduler, "metric": metric or pilot.metric,
+            row = {"scheduler": scheduler,
+                   "metric": metric or pilot.rung_metric or pilot.metric,
                    "grace_period": int(grace), "reduction_factor": float(factor),
                    "ratio_median": runs["ratio"].median(),
                    "ratio_p10": runs["ratio"].quantile(0.1),

@@ -29,7 +29,7 @@ def replay(
         str, typer.Option(help="Reduction factors to try, e.g. 2,3,4.")] = "2,3,4",
     metric: Annotated[
         str | None, typer.Option(help="What the scheduler judges rungs on (asha.metric); "
-                                      "default: the search metric.")] = None,
+                                      "default: the pilot's asha.metric.")] = None,
     orders: Annotated[int, typer.Option(help="Random arrival orders per setting.")] = 200,
     signals: Annotated[
         bool, typer.Option(help="Also: each early signal's rank correlation with the final "
