@@ -430,30 +430,36 @@ def _bench_rate(threads: int, seconds: float) -> float:
 
 
 def concurrent_workers(n: int, threads: int, bench_s: float = 2.0) -> dict[str, float]:
-    """Start ``n`` fresh Python processes at once, as a search starts its first ``n``
-    trials, and time what they share: ``import_s`` (the mean seconds each took to import
-    what a trial imports on top of ``ray``, all importing together; Ray's workers start
-    with ``ray`` imported), ``driver_import_s`` (the least any took for ``ray`` and the
-    rest: what the search's own process imports) and ``slowdown`` (how much slower
-    each of them computes with ``threads`` threads while all ``n`` compute, against this
-    process alone just before and after; 1 when ``bench_s`` is 0). On a CPU,
-    ``n * threads`` above the free cores is oversubscription: 4 one-thread trials on 2 idle
-    cores each run at about half speed; on a machine other jobs already load, less."""
+    """Start ``n`` fresh Python processes, as a search starts its first ``n`` trials, and
+    time: ``import_s`` (the seconds the first took to import what a trial imports on top
+    of ``ray``, alone: Ray's workers start with ``ray`` imported, and real trial workers
+    importing together took about that, where ``n`` bare processes importing at once
+    measured 2-4x more), ``driver_import_s`` (the first's ``ray`` and the rest: what the
+    search's own process imports) and ``slowdown`` (how much slower each of them computes
+    with ``threads`` threads while all ``n`` compute, against this process alone just before
+    and after; 1 when ``bench_s`` is 0). On a CPU, ``n * threads`` above the free cores is
+    oversubscription: 4 one-thread trials on 2 idle cores each run at about half speed."""
     import subprocess
     import sys
 
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(threads), str(bench_s)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True) for _ in range(max(1, n))]
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", _WORKER, str(threads), str(bench_s)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+
+    procs = [start()]
     try:
         imports, totals = [], []
-        for proc in procs:
+        for k in range(max(1, n)):
+            proc = procs[k]
             line = proc.stdout.readline().split()  # type: ignore[union-attr]
             if not line or line[0] != "imported":
                 raise RuntimeError("a trial worker's imports failed: try "
                                    "`python -c 'import ray.tune, vpr_tune.train'`")
             imports.append(float(line[2]))
             totals.append(float(line[1]) + float(line[2]))
+            if k == 0:  # the first imported alone; the others now, together
+                procs += [start() for _ in range(max(1, n) - 1)]
         alone: list[float] = []
         rates: list[float] = []
         if bench_s > 0:
@@ -476,7 +482,7 @@ def concurrent_workers(n: int, threads: int, bench_s: float = 2.0) -> dict[str, 
     if bench_s > 0 and rates and min(rates) > 0:
         # parallel work is never faster than alone: a ratio below 1 is the load moving
         slowdown = max(1.0, float(np.mean(alone)) / float(np.mean(rates)))
-    return {"import_s": float(np.mean(imports)), "driver_import_s": min(totals),
+    return {"import_s": imports[0], "driver_import_s": totals[0],
             "slowdown": slowdown, "workers": len(procs)}
 
 
