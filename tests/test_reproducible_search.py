@@ -85,16 +85,17 @@ def test_asha_search_killed_and_resumed_gives_the_same_tables(asha_run, tmp_path
 
 
 def test_pbt_search_twice_gives_the_same_tables(tmp_path, street_world_tiny):
-    pbt = dict(budget=BUDGET,
-               search={"algorithm": "random", "num_samples": 4, "max_concurrent": 2,
+    # the population runs together (synchronous PBT pauses every trial at each interval)
+    pbt = dict(budget=BUDGET, resources={"cpu": 0.5},
+               search={"algorithm": "random", "num_samples": 4, "max_concurrent": 4,
                        "scheduler": "pbt", "reproducible": True},
-               pbt={"perturbation_interval": 1, "quantile_fraction": 0.25,
+               pbt={"perturbation_interval": 2, "quantile_fraction": 0.25,
                     "mutate": ["optimizer.lr"]})
     first = search(tmp_path, street_world_tiny, "pbt1", **pbt)
     second = search(tmp_path, street_world_tiny, "pbt2", **pbt)
     assert_same(first, second)
     exploits = [read_table(e / "perturbations.csv") for e in (first, second)]
-    assert len(exploits[0]) >= 2
+    assert len(exploits[0]) >= 1
     ids = [dict(zip(read_table(e / "trials.csv")["trial_id"], range(4), strict=True))
            for e in (first, second)]
     for frame, index in zip(exploits, ids, strict=True):  # whom each cloned, by sample
