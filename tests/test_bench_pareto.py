@@ -29,16 +29,17 @@ def fake_run(space_path: Path, name: str, storage: str, **_kw) -> Path:
     scheduler = None
     if space["search"]["scheduler"] == "asha":
         asha = space["asha"]
-        scheduler = rung_scheduler(rung_objectives(space["search"], None), max_epochs,
-                                   asha["grace_period"], asha["reduction_factor"])
+        scheduler = rung_scheduler(rung_objectives(space["search"], asha.get("metric")),
+                                   max_epochs, asha["grace_period"], asha["reduction_factor"])
     rows, curves = [], []
     for i, (tid, (r1, dim)) in enumerate(TRIALS.items()):
         trial = type("T", (), {"trial_id": tid})()
         if scheduler is not None:
             scheduler.on_trial_add(None, trial)
         for e in range(1, max_epochs + 1):
-            row = {"trial_id": tid, "epoch": e, "training_iteration": e,
-                   "val/R@1": r1 + 3 * seed - (max_epochs - e), "descriptor_dim": dim}
+            r1_now = r1 + 3 * seed - (max_epochs - e)
+            row = {"trial_id": tid, "epoch": e, "training_iteration": e, "val/R@1": r1_now,
+                   "val/R@mean": r1_now + 10, "descriptor_dim": dim}
             curves.append(row)
             if scheduler is not None and scheduler.on_trial_result(None, trial, row) == "STOP":
                 break

@@ -69,13 +69,14 @@ def bench_pareto(quick: bool = False, log: Any = print) -> dict[str, Any]:
     fifo_spaces = {seed: pareto_space(quick, "fifo", samples, epochs, batches, seed)
                    for seed in PARETO_SEEDS}
     real_space = pareto_space(quick, "asha", samples, epochs, batches, PARETO_SEEDS[0])
+    asha = dict(real_space["asha"])  # the real run's settings and rung metric
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
         fifo = {seed: _run(space, f"pareto-fifo-seed{seed}", Path(tmp), log)
                 for seed, space in fifo_spaces.items()}
         real_wall, real, _ = _run(real_space, "pareto-moasha", Path(tmp), log)
         runs, summary = replayed({seed: Path(tmp) / f"pareto-fifo-seed{seed}" for seed in fifo},
-                                 "moasha", PARETO_ASHA, orders)
-        check = replay_check(Path(tmp) / "pareto-moasha", "moasha", PARETO_ASHA)
+                                 "moasha", asha, orders)
+        check = replay_check(Path(tmp) / "pareto-moasha", "moasha", asha)
     fifo0 = fifo[PARETO_SEEDS[0]][1]
     same_configs = _params(real) == _params(fifo0)
     real_epochs, fifo0_epochs = int(real["epochs"].sum()), int(fifo0["epochs"].sum())
@@ -90,7 +91,7 @@ def bench_pareto(quick: bool = False, log: Any = print) -> dict[str, Any]:
         per_seed=summary["per_seed"], objectives=OBJECTIVES, trials=samples,
         max_epochs=epochs, batches_per_epoch=batches,
         grace_period=PARETO_ASHA["grace_period"],
-        reduction_factor=PARETO_ASHA["reduction_factor"],
+        reduction_factor=PARETO_ASHA["reduction_factor"], asha_metric=asha.get("metric"),
         fifo_trial_epochs={str(s): int(f[1]["epochs"].sum()) for s, f in fifo.items()},
         fifo_wall_s={str(s): round(f[0], 2) for s, f in fifo.items()},
         replay_matches_real=check["matches"], real_moasha={
