@@ -29,8 +29,8 @@ def test_asha_rungs_match_ray() -> None:
 
 
 def test_asha_defaults_are_the_configs() -> None:
-    assert DEFAULTS["asha"] == {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR,
-                                "metric": None}
+    asha = DEFAULTS["asha"]  # (and asha.metric, the rungs' metric: not the estimate's)
+    assert (asha["grace_period"], asha["reduction_factor"]) == (GRACE_PERIOD, REDUCTION_FACTOR)
 
 
 def test_fifo_trial_epochs_is_trials_times_epochs() -> None:
