@@ -408,8 +408,13 @@ def check_tracking(ctx: Context) -> list[Check]:
 
 def check_disk(ctx: Context) -> list[Check]:
     from vpr_tune.tune.results import storage_root
+    from vpr_tune.tune.storage import is_remote, public
 
-    root = storage_root(ctx.space.base.get("storage") if ctx.space else None)
+    storage = ctx.space.base.get("storage") if ctx.space else None
+    if is_remote(storage):  # checkpoints go to the object store, not this disk
+        return [Check(OK, "disk", f"checkpoints go to {public(storage)}; about "
+                      f"{checkpoint_bytes(ctx) / 2**30:.2f} GiB there at most")]
+    root = storage_root(storage)
     probe = root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

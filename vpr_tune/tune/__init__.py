@@ -141,9 +141,11 @@ def _locate(space_path: Path, name: str | None, storage: str | None, resume: boo
     elif space.base.get("name"):
         name = check_name(str(space.base["name"]), f"{space_path}: name:")
     name = name or f"{Path(space_path).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    run = _Run(space_path, space, name, storage, experiment_dir(name, storage), dry_run=dry_run)
-    if storage_mod.is_remote(storage):  # Ray writes there, our tables go to results/<name>
-        run.remote, run.exp_dir = storage_mod.join(storage, name), experiment_dir(name, None)
+    remote = storage_mod.is_remote(storage)  # Ray writes there, our tables go to results/<name>
+    run = _Run(space_path, space, name, storage,
+               experiment_dir(name, None if remote else storage), dry_run=dry_run)
+    if remote:
+        run.remote = storage_mod.join(storage, name)
         run.remote_exists = _remote_exists(run)
         if resume and not run.remote_exists:
             raise UserError(f"--resume: no experiment {name!r} at "
