@@ -111,8 +111,13 @@ def pull(remote: str, local_dir: Path, names: tuple[str, ...] = TABLES) -> Path:
     for name, info in zip(names, infos, strict=True):
         if info.type == pyarrow.fs.FileType.Directory:  # ranks/: one small file a trial
             with _store_errors(remote):
-                pyarrow.fs.copy_files(info.path, str(local_dir / name), source_filesystem=fs,
-                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
+                inside = fs.get_file_info(pyarrow.fs.FileSelector(info.path, recursive=True))
+            for item in inside:
+                if item.type == pyarrow.fs.FileType.File:
+                    with _store_errors(remote), fs.open_input_stream(item.path) as src:
+                        data = src.read()
+                    rel = item.path[len(info.path):].lstrip("/")
+                    _write(local_dir / name / rel, data)  # makes the folders it needs
         elif info.type == pyarrow.fs.FileType.File:
             with _store_errors(remote), fs.open_input_stream(info.path) as src:
                 data = src.read()

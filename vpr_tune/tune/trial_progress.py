@@ -75,7 +75,10 @@ class Progress(Callback):
                and str(t.status) in ("TERMINATED", "PAUSED")} if final else set()
         budget = parse_duration(self.space.base["search"]["time_budget"])
         out_of_time = final and budget is not None and time.time() - self.start >= budget
-        self.interrupted = self.interrupted or (bool(cut) and not out_of_time)
+        # Ctrl-C: trials cut short, or left unstarted (PENDING, or never created), at the end
+        unfinished = any(str(t.status) not in ("TERMINATED", "ERROR") for t in trials)
+        self.interrupted = self.interrupted or (final and not out_of_time and (
+            bool(cut) or unfinished or len(trials) < self.total))
         frame = self._tables(trials, cut, out_of_time, final)
         if frame is None:
             return
