@@ -63,7 +63,7 @@ def test_within_noise_marks_and_words() -> None:
     assert noise.within_noise([winner, close, far, None], 1) == [True, True, False, None]
     assert noise.within_noise([winner, hand_ranks(50, 60)[:50]], 1) == [True, None]  # other Q
     # two models with the very same hits: (0, 0), where BCa alone gives NaN
-    assert noise.paired_interval(winner, winner.copy(), 1) == (0.0, 0.0)
+    assert noise.paired_difference(winner, winner.copy(), 1) == (0.0, 0.0)
     same = noise.paired(winner, winner.copy(), 1)
     assert not same.separated and "not separated" in same.words("a", "b")
     assert noise.paired(winner, far, 1).separated

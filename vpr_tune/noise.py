@@ -41,12 +41,13 @@ from vpr_tune.uncertainty import (
     RESAMPLES,
     SEED,
     half_width,
-    hits_at,
+    load_arrays,
     load_ranks,
     paired_difference,
     ranks_path,
     recall,
     recall_interval,
+    save_arrays,
 )
 
 WITHIN = "within_noise"  # the best table's column: not separated from the winner
@@ -137,24 +138,8 @@ def retest_ranks_path(exp_dir: Path, trial_id: str) -> Path:
     return Path(exp_dir) / RANKS_DIR / RETEST_DIR / f"{trial_id}.npz"
 
 
-def save_set_ranks(path: Path, by_set: dict[str, np.ndarray]) -> None:
-    """Write ``{set name: ranks}`` atomically (uint8, one array per set)."""
-    from vpr_tune.atomic import atomic_path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **{k: np.asarray(v, dtype=np.uint8)
-                                   for k, v in sorted(by_set.items())})
-
-
-def load_set_ranks(path: Path) -> dict[str, np.ndarray]:
-    """``{set name: ranks}`` of :func:`save_set_ranks`; empty when there is no file."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+# a retest's ranks: {set name: ranks}, one array per test set, in one atomic file
+save_set_ranks, load_set_ranks = save_arrays, load_arrays
 
 
 # ------------------------------------------------------------------------ tables
@@ -230,17 +215,9 @@ def within_noise(ranks: list[np.ndarray | None], n: int, winner: int = 0) -> lis
         elif i == winner:
             out.append(True)
         else:
-            lo, hi = paired_interval(r, best, n)
+            lo, hi = paired_difference(r, best, n)
             out.append(not (lo > 0 or hi < 0))
     return out
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, n: int) -> tuple[float, float]:
-    """:func:`vpr_tune.uncertainty.paired_difference`, (0, 0) when both models hit and miss
-    the very same queries (every resample's difference is 0; BCa cannot be computed there)."""
-    if np.array_equal(hits_at(a, n), hits_at(b, n)):
-        return 0.0, 0.0
-    return paired_difference(a, b, n)
 
 
 def add_set_intervals(table: pd.DataFrame, set_name: str, ranks: list[np.ndarray | None],
@@ -385,7 +362,7 @@ class Paired:
 
 def paired(a: np.ndarray, b: np.ndarray, n: int) -> Paired:
     """R@n of ``a`` and ``b`` and the paired 95 % interval of their difference."""
-    lo, hi = paired_interval(a, b, n)
+    lo, hi = paired_difference(a, b, n)
     return Paired(n, len(a), recall(a, n), recall(b, n), round(lo, 4), round(hi, 4))
 
 

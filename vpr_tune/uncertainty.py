@@ -147,21 +147,31 @@ def ranks_path(exp_dir: Path, trial_id: str) -> Path:
     return Path(exp_dir) / RANKS_DIR / f"{trial_id}.npz"
 
 
-def save_ranks(path: Path, by_epoch: dict[int, np.ndarray]) -> None:
-    """Write ``{epoch: ranks}`` atomically (a kill never leaves half a file)."""
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write named rank arrays (uint8) atomically: a kill never leaves half a file."""
     from vpr_tune.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **{f"epoch_{e}": np.asarray(r, dtype=np.uint8)
-                                   for e, r in sorted(by_epoch.items())})
+        np.savez_compressed(fh, **{k: np.asarray(v, dtype=np.uint8)
+                                   for k, v in sorted(arrays.items())})
 
 
-def load_ranks(path: Path) -> dict[int, np.ndarray]:
-    """``{epoch: ranks}`` of a file :func:`save_ranks` wrote; empty when there is none."""
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The named arrays :func:`save_arrays` wrote; empty when there is no file."""
     path = Path(path)
     if not path.is_file():
         return {}
     with np.load(path) as data:
-        return {int(k.removeprefix("epoch_")): data[k] for k in data.files}
+        return {k: data[k] for k in data.files}
+
+
+def save_ranks(path: Path, by_epoch: dict[int, np.ndarray]) -> None:
+    """Write a trial's ``{epoch: ranks}`` (:func:`save_arrays`)."""
+    save_arrays(path, {f"epoch_{e}": r for e, r in by_epoch.items()})
+
+
+def load_ranks(path: Path) -> dict[int, np.ndarray]:
+    """``{epoch: ranks}`` of a file :func:`save_ranks` wrote; empty when there is none."""
+    return {int(k.removeprefix("epoch_")): v for k, v in load_arrays(path).items()}
