@@ -37,6 +37,7 @@ from vpr_tune.analysis import (
 )
 from vpr_tune.errors import UserError
 from vpr_tune.noise import ValRanks, add_val_intervals, compared_n, paired
+from vpr_tune.protocol import protocol_differences, read_protocols
 
 # Keys of a resolved config that say where and how a run was launched, not what it trained.
 NOT_HYPERPARAMETERS = ("name", "storage", "data.root", "search.", "asha.", "resources.cpu",
@@ -121,6 +122,29 @@ def compare_winners(exps: list[Experiment], metric: str | None = None) -> list[d
                          "words": p.words(f"{first.name}/{a_id}", f"{other.name}/{b_id}")})
         out.append(item)
     return out
+
+
+def protocol_mismatches(exps: list[Experiment]) -> list[dict[str, Any]]:
+    """Test sets of one name that the first experiment and another retested under different
+    protocols (:mod:`vpr_tune.protocol`: other queries or database, positive radius or
+    image size): their test recalls side by side are not comparable."""
+    first = read_protocols(exps[0].path)
+    out = []
+    for other in exps[1:]:
+        theirs = read_protocols(other.path)
+        for set_name in sorted(set(first) & set(theirs)):
+            differ = protocol_differences(first[set_name], theirs[set_name])
+            if differ:
+                out.append({"a": exps[0].name, "b": other.name, "test_set": set_name,
+                            "differences": differ})
+    return out
+
+
+def mismatch_lines(mismatches: list[dict[str, Any]]) -> list[str]:
+    """Each protocol mismatch in words."""
+    return [f"warning: {m['test_set']} of {m['a']} and of {m['b']} were measured under "
+            f"different protocols ({'; '.join(m['differences'])}): their {m['test_set']} "
+            "recalls are not comparable" for m in mismatches]
 
 
 def _winner_ranks(exp: Experiment, metric: str) -> tuple[str, Any]:

@@ -29,10 +29,10 @@ def save_trial_predictions(exp: Experiment, top: int, trial_id: str | None = Non
 
     from vpr_tune.checkpoint import load_model_from_checkpoint
     from vpr_tune.config import normalize_config
-    from vpr_tune.data.splits import find_split, load_eval_split
+    from vpr_tune.data.splits import load_eval_split
     from vpr_tune.evaluate import evaluate_split, save_predictions
     from vpr_tune.export import pick_trial
-    from vpr_tune.retest import _test_splits, checkpoint_of, resolve_root
+    from vpr_tune.retest import _test_splits, checkpoint_of, find_test_split, resolve_root
 
     if top < 1:
         raise UserError(f"--save-preds must be at least 1, got {top}")
@@ -45,7 +45,7 @@ def save_trial_predictions(exp: Experiment, top: int, trial_id: str | None = Non
     sets = {"val": str(cfg["data"]["val"]), **_test_splits(cfg)}
     out: dict[str, Path] = {}
     for name, rel in sets.items():
-        split = load_eval_split(find_split(root, rel),
+        split = load_eval_split(find_test_split(root, rel),
                                 skip_bad_files=bool(cfg["data"].get("skip_bad_files")))
         with torch.no_grad():
             result, predictions = evaluate_split(

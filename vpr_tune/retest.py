@@ -50,12 +50,14 @@ from vpr_tune.noise import (
     retest_ranks_path,
     save_set_ranks,
 )
+from vpr_tune.protocol import describe, is_path, merged, split_protocol, write_protocols
 
 CACHE_FILE = ".retest_cache.json"
 # An evaluator's per-set result may carry the per-query ranks under this key (an array: kept
 # in <experiment>/ranks/retest/<trial_id>.npz, not in the JSON cache, which keeps its sha1).
 RANKS_KEY = "ranks"
 RANKS_SHA1 = "ranks_sha1"
+PROTOCOL_KEY = "protocol"  # what the set was measured under (vpr_tune.protocol)
 # What evaluate reports about a split besides recalls (the same for every config).
 SPLIT_COUNTS = ("queries", "database", "queries_without_positive")
 SYNTHETIC_MD = f"> **Note.** {SYNTHETIC_NOTE}"
@@ -97,11 +99,24 @@ def checkpoint_of(exp: Experiment, row: pd.Series) -> Path:
     )
 
 
-def _test_splits(cfg: dict[str, Any] | None) -> dict[str, str]:
+def _test_splits(cfg: dict[str, Any] | None, extra: dict[str, str] | None = None
+                 ) -> dict[str, str]:
+    """The test sets to evaluate: the config's ``data.test`` (name -> split under the data
+    root, or a folder by absolute path), then ``extra`` (``--test-set NAME=PATH``)."""
     tests = ((cfg or {}).get("data") or {}).get("test") or DEFAULTS["data"]["test"]
     if not isinstance(tests, dict) or not tests:
         raise UserError(f"data.test must map a set name to a split path, got {tests!r}")
-    return {str(k): str(v) for k, v in tests.items()}
+    return {**{str(k): str(v) for k, v in tests.items()}, **(extra or {})}
+
+
+def find_test_split(root: Path, rel: str) -> Path:
+    """A test set's folder: ``rel`` under the data root, or ``rel`` itself when it is a path
+    (a split folder, or a dataset folder holding ``test/``)."""
+    from vpr_tune.data.splits import find_split
+
+    if is_path(rel):
+        return find_split(Path(rel).expanduser(), "test")
+    return find_split(root, rel)
 
 
 def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
@@ -112,7 +127,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         import torch
 
         from vpr_tune.checkpoint import load_model_from_checkpoint
-        from vpr_tune.data.splits import find_split, load_eval_split
+        from vpr_tune.data.splits import load_eval_split
         from vpr_tune.evaluate import evaluate_split
         from vpr_tune.uncertainty import first_hit_ranks
 
@@ -120,20 +135,22 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         device = pick_device()
         model, cfg = _load_with_fallback(load_model_from_checkpoint, checkpoint, device, log)
         data = normalize_config(cfg).get("data", {})
+        image_size = data.get("image_size", DEFAULTS["data"]["image_size"])
         out = {}
         for set_name, rel in tests.items():
-            path = find_split(root, rel)
+            path = find_test_split(root, rel)
             if path not in splits:
                 splits[path] = load_eval_split(path, skip_bad_files=data.get("skip_bad_files",
                                                                              False))
             with torch.no_grad():
                 out[set_name], predictions = evaluate_split(
-                    model, splits[path], data.get("image_size", DEFAULTS["data"]["image_size"]),
+                    model, splits[path], image_size,
                     int(cfg.get("budget", {}).get("eval_batch_size", 64)), device,
                     precision=str(cfg.get("resources", {}).get("precision", "auto")),
                 )
             # per query: the rank of its first positive (intervals, paired comparisons)
             out[set_name][RANKS_KEY] = first_hit_ranks(predictions, splits[path].positives)
+            out[set_name][PROTOCOL_KEY] = split_protocol(splits[path], image_size)
             log(f"  {set_name}: R@1 {out[set_name]['R@1']:.2f}  R@5 {out[set_name]['R@5']:.2f}")
         return out
 
@@ -189,6 +206,7 @@ def retest(
     log: Callable[[str], None] = print,
     evaluate_fn: EvaluateFn | None = None,
     front: bool = False,
+    test_sets: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Retest the top ``top`` trials by ``metric`` (default: the search's) on the test sets,
     or with ``front`` every trial on the Pareto front of a multi-objective search; returns
@@ -197,8 +215,9 @@ def retest(
     Columns: ``rank``, ``trial_id``, the varying hyperparameters, ``val_R@1``, ``val_R@5``
     (and the ranking metric's column; with ``front`` every objective), then ``<set>_R@N``
     for each N of ``metrics.RECALLS`` and each set of ``data.test`` (``sf_test``,
-    ``tokyo``). ``table.attrs["test_sets"]`` holds each set's query, database and
-    no-positive counts.
+    ``tokyo``) and of ``test_sets`` (``--test-set NAME=PATH``). ``table.attrs["test_sets"]``
+    holds each set's query, database and no-positive counts and its ``protocol``
+    (:mod:`vpr_tune.protocol`), also written to ``retest_sets.json``.
     """
     metric = metric or exp.metric
     if front:
@@ -207,7 +226,7 @@ def retest(
         table = top_table(exp, top, metric)  # raises when no trial finished
         best = ranked(exp, metric).head(top)
     checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
-    tests = _test_splits(exp.space)
+    tests = _test_splits(exp.space, test_sets)
     cache_path = exp.path / CACHE_FILE
     cache = {} if force else _load_cache(cache_path)
     root: Path | None = None
@@ -242,8 +261,11 @@ def retest(
     n = compared_n(metric)
     for set_name in tests:
         table = add_set_intervals(table, set_name, [k.get(set_name) for k in test_ranks], n)
-    table.attrs["test_sets"] = {s: {k: results[0][s].get(k) for k in SPLIT_COUNTS}
-                                for s in tests}
+    table.attrs["test_sets"] = {
+        s: {**{k: results[0][s].get(k) for k in SPLIT_COUNTS},
+            PROTOCOL_KEY: merged([res[s].get(PROTOCOL_KEY) for res in results])}
+        for s in tests}
+    write_protocols(exp.path, {s: c[PROTOCOL_KEY] for s, c in table.attrs["test_sets"].items()})
     synthetic = _root_is_synthetic(root)
     searched = str(((exp.space or {}).get("resolved") or {}).get("data_fingerprint") or "")
     note = f"Data: {root} ({fingerprint})."
@@ -340,6 +362,8 @@ def transfer_lines(table: pd.DataFrame) -> list[str]:
         if q:
             lines.append(f"{name}: {q} queries, {miss} without a positive within 25 m "
                          f"(R@N cannot exceed {100 * (q - miss) / q:.1f} %)")
+        if c.get(PROTOCOL_KEY):
+            lines.append(f"{name} protocol: {describe(c[PROTOCOL_KEY])}")
     for row in rank_transfer(table).itertuples(index=False):
         if math.isnan(row.spearman):
             lines.append(f"val -> {row.test_set} ranking: needs 3+ configs with different "

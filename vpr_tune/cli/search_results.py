@@ -27,6 +27,10 @@ def best(
     metric: Annotated[str | None, typer.Option(help=METRIC_HELP)] = None,
     retest: Annotated[bool, typer.Option(help="Evaluate on SF-XS test and Tokyo-XS.")] = False,
     data: Annotated[str | None, typer.Option(help="Data root for --retest.")] = None,
+    test_set: Annotated[
+        list[str] | None, typer.Option(help="Another test set, NAME=PATH (a folder in the "
+                                       "SF-XS layout); repeatable; implies --retest.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Recompute retest results.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     storage: Annotated[str | None, typer.Option(help="Where experiments live.")] = None,
@@ -49,7 +53,10 @@ def best(
     re-evaluates them on the test sets, --repeat retrains them with new seeds, --export
     writes one as a train YAML."""
     from vpr_tune import analysis
+    from vpr_tune.protocol import parse_test_sets
 
+    test_sets = parse_test_sets(test_set)  # a bad NAME=PATH is refused before any work
+    retest = retest or bool(test_sets)
     exp = _load_experiment(name, storage)
     front = exp.multi_objective and metric is None  # --metric ranks by one objective
     metric = metric or exp.metric
@@ -71,8 +78,9 @@ def best(
         from vpr_tune.retest import retest as run_retest
 
         retested = run_retest(exp, top_n, metric, data, force, log=log_console.print,
-                              front=front)
-        _push(exp, storage, ("retest.csv", "retest.md", "ranks"))  # ranks/retest too
+                              front=front, test_sets=test_sets)
+        # ranks/ holds ranks/retest too
+        _push(exp, storage, ("retest.csv", "retest.md", "retest_sets.json", "ranks"))
     from vpr_tune.tune.lineage import lineage, read_perturbations
 
     schedule = None  # PBT/PB2: the hyperparameters the winner trained with, per epoch
@@ -281,7 +289,9 @@ def compare(
         compare_winners,
         comparison_lines,
         differing_hyperparameters,
+        mismatch_lines,
         plot_best_so_far_overlay,
+        protocol_mismatches,
     )
     from vpr_tune.noise import INTERVAL_NOTE, METHOD, display
 
@@ -289,16 +299,16 @@ def compare(
         raise UserError("compare needs at least two experiments")
     exps = [_load_experiment(n, storage) for n in names]
     table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
-    pairs = compare_winners(exps, metric)
+    pairs, mismatches = compare_winners(exps, metric), protocol_mismatches(exps)
     if json_out:
         print(json.dumps({"experiments": records(table), "differing": records(diff),
                           "separated": pairs[0]["separated"], "comparisons": pairs,
-                          "method": METHOD}, indent=1))
+                          "protocol_mismatches": mismatches, "method": METHOD}, indent=1))
     else:
         print_wide(rich_table(display(table), "Experiments (best trial of each; R@N %)",
                               "trial_time_h: trial-seconds summed; wall_time_h: start to "
                               f"last table update; {INTERVAL_NOTE}"))
-        for line in comparison_lines(pairs):
+        for line in [*comparison_lines(pairs), *mismatch_lines(mismatches)]:
             console.print(line, highlight=False, soft_wrap=True)
         if diff.empty:
             console.print("Their best configs do not differ in any hyperparameter.",
