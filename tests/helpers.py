@@ -1,5 +1,5 @@
-"""What several test files share: tiny search spaces, a hand-made experiment, a fake trainer,
-the CLI in a subprocess.
+"""What several test files share: tiny search spaces (a dict, or YAML text), a hand-made
+experiment, a fake trainer, the CLI in a subprocess, the check for a one-line error.
 
 >>> from tests.helpers import CliRun, FakeTrainer, tiny_space, use_trainer, write_space
 >>> path = write_space(tmp_path / "s.yaml", search={"num_samples": 4})
@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +65,33 @@ def write_space(path: Path, **sections: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(tiny_space(**sections), sort_keys=False))
     return path
+
+
+# A two-trial search as YAML text, for tests that edit it as text (``.replace``).
+SMALL_SPACE_YAML = """
+data: {image_size: [32, 32], augment: false}
+optimizer:
+  name: adam
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+budget: {max_epochs: 2, batches_per_epoch: 2, places_per_batch: 4, images_per_place: 2}
+search: {algorithm: random, num_samples: 2, max_concurrent: 1, scheduler: fifo}
+resources: {cpu: 1, gpu: 0}
+"""
+
+
+def write_yaml(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    """Write ``text`` (dedented) to ``tmp_path / name``; returns the path."""
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_line(capsys: Any) -> str:
+    """The one non-blank line on stderr; fails on several lines or a traceback."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 class FakeTrainer:

@@ -20,7 +20,6 @@ def _own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VPR_TUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-
 def test_synth_then_check_json_subprocess(tmp_path: Path) -> None:
     out = tmp_path / "sw"
     env = {**os.environ, "VPR_TUNE_CACHE": str(tmp_path / "cache")}
@@ -111,3 +110,27 @@ def test_synth_refuses_non_empty_folder(tmp_path: Path, capsys) -> None:
     assert main(["data", "synth", str(tmp_path), "--size", "tiny"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["data", "synth", str(tmp_path / "x"), "--size", "huge"]) == 2
+
+
+def test_data_check_labels_tokyo(street_world_tiny, capsys):
+    assert main(["data", "check", str(street_world_tiny / "tokyo_xs"), "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["tokyo_xs/test"]
+
+
+def test_skipped_bad_file_is_one_clean_warning_line(tmp_path, street_world_tiny):
+    import shutil
+
+    root = tmp_path / "sw"
+    shutil.copytree(street_world_tiny / "sf_xs", root / "sf_xs")
+    victim = sorted((root / "sf_xs" / "val" / "database").glob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "VPR_TUNE_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "vpr_tune", "data", "check", str(root),
+                             "--skip-bad-files"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    warnings = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith("warning: skipping") and victim.name in warnings[0]
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr

@@ -1,6 +1,7 @@
-"""Population-based training: explore steps follow the declared distributions, bad mutate
-keys are refused, a perturbation really changes the lr a trial trains with, and a PBT
-search (fake trainer) writes perturbations.csv; the time budget ends a search."""
+"""Population-based training: explore steps follow the declared distributions, a perturbation
+really changes the lr a trial trains with, and a PBT search (fake trainer) writes
+perturbations.csv; the time budget ends a search. Which keys pbt.mutate may name:
+test_config_search.py."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ import pytest
 
 from tests.helpers import run_cli
 from vpr_tune.analysis import read_table
-from vpr_tune.config import Param, space_from_dict
+from vpr_tune.config import Param
 from vpr_tune.distributions import LOG_FACTORS
-from vpr_tune.errors import UserError
-from vpr_tune.space_rules import mutated_params
 from vpr_tune.tune import trainable
 from vpr_tune.tune.lineage import lineage
 
@@ -55,44 +54,6 @@ def test_mutations_stay_in_bounds_and_follow_the_declared_scale(resample):
     if resample == 1.0:  # redraws are log-uniform: each decade gets about a third
         decades = [sum(lo <= x < lo + 1 for x in logs) for lo in (-4, -3, -2)]
         assert all(60 <= n <= 140 for n in decades), decades
-
-
-def _space(text: str):
-    import yaml
-
-    return space_from_dict(yaml.safe_load(textwrap.dedent(text)), "p.yaml")
-
-
-BASE = """
-    optimizer:
-      name: {choice: [sgd, adam]}
-      lr: {loguniform: [1.0e-4, 1.0e-1]}
-      momentum: {uniform: [0.8, 0.99], when: {name: sgd}}
-      weight_decay: {quniform: [0.0, 0.01, 0.001]}
-    model: {aggregator: {name: gem, p: {uniform: [2.0, 4.0]}}}
-    search: {scheduler: SCHED}
-    pbt: {mutate: MUTATE}
-"""
-
-
-@pytest.mark.parametrize("sched, mutate, message", [
-    ("pbt", "[optimizer.beta1]", "pbt.mutate: optimizer.beta1 is not searched in this space"),
-    ("pbt", "[optimizer.name]", "pbt.mutate: optimizer.name cannot change during training"),
-    ("pbt", "[model.aggregator.p]", "pbt.mutate: model.aggregator.p cannot change during training"),
-    ("pbt", "[optimizer.momentum]", "pbt.mutate: optimizer.momentum applies only to some trials"),
-    ("pbt", "[]", "pbt.mutate: expected a list of searched keys"),
-    ("pb2", "[optimizer.lr, optimizer.weight_decay]",
-     "pbt.mutate: optimizer.weight_decay is quniform; pb2 takes continuous parameters only"),
-])
-def test_unusable_mutate_keys_are_refused(sched, mutate, message):
-    space = _space(BASE.replace("SCHED", sched).replace("MUTATE", mutate))
-    with pytest.raises(UserError, match="p.yaml: " + message):
-        mutated_params(space)
-
-
-def test_pb2_takes_continuous_keys():
-    space = _space(BASE.replace("SCHED", "pb2").replace("MUTATE", "[optimizer.lr]"))
-    assert [p.path for p in mutated_params(space)] == ["optimizer.lr"]
 
 
 @pytest.mark.parametrize("proposed", [1e-4 * (1 - 1e-15), 1e-2 * (1 + 1e-15)])

@@ -1,15 +1,26 @@
 """Per-trial resources: logical GPUs (``ray.init(num_gpus=2)``) with ``gpu: 0.5`` pack four
-trials at once, each seeing its GPU id; a fake trainer keeps it fast."""
+trials at once, each seeing its GPU id; more GPUs or CPUs per trial than the machine has are
+refused, by a dry run as by a run; a fake trainer keeps it fast."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
 
-from tests.helpers import FakeTrainer, run_cli, use_trainer, write_space
+from tests.helpers import (
+    SMALL_SPACE_YAML,
+    FakeTrainer,
+    error_line,
+    run_cli,
+    use_trainer,
+    write_space,
+    write_yaml,
+)
 from vpr_tune.analysis import read_table
+from vpr_tune.cli import main
 
 
 class PackedTrainer(FakeTrainer):
@@ -70,6 +81,25 @@ def test_more_gpus_than_the_cluster_has_is_a_user_error(tmp_path, capsys, street
         "2 GPU" in err
     # refused before it started: no folder, so the same name works once the YAML is fixed
     assert not (tmp_path / "res" / "big").exists()
+
+
+def test_dry_run_checks_resources_like_a_run(tmp_path, capsys, street_world_tiny):
+    space = write_yaml(tmp_path, SMALL_SPACE_YAML.replace("gpu: 0", "gpu: 1"))
+    rc = main(["run", str(space), "--data", str(street_world_tiny), "--dry-run", "--name", "g",
+               "--storage", str(tmp_path / "res")])
+    import torch
+
+    if torch.cuda.device_count() >= 1:
+        assert rc == 0
+        return
+    assert rc == 2
+    line = error_line(capsys)
+    assert f"{space}: resources.gpu: 1 GPUs per trial but the largest Ray node has" in line
+    assert not (tmp_path / "res" / "g").exists()
+    space = write_yaml(tmp_path,
+                       SMALL_SPACE_YAML.replace("cpu: 1", f"cpu: {os.cpu_count() + 2}"))
+    assert main(["run", str(space), "--data", str(street_world_tiny), "--dry-run"]) == 2
+    assert "resources.cpu" in error_line(capsys)
 
 
 class FailingTrainer(FakeTrainer):

@@ -1,7 +1,10 @@
-"""search.objectives: the multi-objective form of search.metric/mode and its errors."""
+"""The search section's settings for several objectives and for PBT: ``search.objectives``
+(the multi-objective form of search.metric/mode) and ``pbt.mutate`` (which searched keys PBT
+and PB2 may change during training), each with its errors."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from vpr_tune import metrics
 from vpr_tune.cli import main
 from vpr_tune.config import load_space, space_from_dict
 from vpr_tune.errors import UserError
+from vpr_tune.space_rules import mutated_params
 
 REPO = Path(__file__).resolve().parent.parent
 R1 = {"metric": "val/R@1", "mode": "max"}
@@ -85,3 +89,42 @@ def test_cli_exit_2_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture)
     err = capsys.readouterr().err
     assert "search.objectives[1].metric" in err and "query_ms" in err
     assert "Traceback" not in err
+
+
+# -------------------------------------------------------------------- pbt.mutate
+def _space(text: str):
+    import yaml
+
+    return space_from_dict(yaml.safe_load(textwrap.dedent(text)), "p.yaml")
+
+
+BASE = """
+    optimizer:
+      name: {choice: [sgd, adam]}
+      lr: {loguniform: [1.0e-4, 1.0e-1]}
+      momentum: {uniform: [0.8, 0.99], when: {name: sgd}}
+      weight_decay: {quniform: [0.0, 0.01, 0.001]}
+    model: {aggregator: {name: gem, p: {uniform: [2.0, 4.0]}}}
+    search: {scheduler: SCHED}
+    pbt: {mutate: MUTATE}
+"""
+
+
+@pytest.mark.parametrize("sched, mutate, message", [
+    ("pbt", "[optimizer.beta1]", "pbt.mutate: optimizer.beta1 is not searched in this space"),
+    ("pbt", "[optimizer.name]", "pbt.mutate: optimizer.name cannot change during training"),
+    ("pbt", "[model.aggregator.p]", "pbt.mutate: model.aggregator.p cannot change during training"),
+    ("pbt", "[optimizer.momentum]", "pbt.mutate: optimizer.momentum applies only to some trials"),
+    ("pbt", "[]", "pbt.mutate: expected a list of searched keys"),
+    ("pb2", "[optimizer.lr, optimizer.weight_decay]",
+     "pbt.mutate: optimizer.weight_decay is quniform; pb2 takes continuous parameters only"),
+])
+def test_unusable_mutate_keys_are_refused(sched, mutate, message):
+    space = _space(BASE.replace("SCHED", sched).replace("MUTATE", mutate))
+    with pytest.raises(UserError, match="p.yaml: " + message):
+        mutated_params(space)
+
+
+def test_pb2_takes_continuous_keys():
+    space = _space(BASE.replace("SCHED", "pb2").replace("MUTATE", "[optimizer.lr]"))
+    assert [p.path for p in mutated_params(space)] == ["optimizer.lr"]

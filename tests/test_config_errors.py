@@ -1,9 +1,10 @@
-"""Search-space YAML: the valid schema and every bad-input case (one clear error, exit 2)."""
+"""Search-space YAML that is wrong: every bad value, key or combination is one clear error
+that names the file and the key (exit 2 from ``run``), with a did-you-mean where one fits;
+fuzzed documents and texts give a space or a UserError, never a traceback."""
 
 from __future__ import annotations
 
 import contextlib
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,60 +12,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import error_line, write_yaml
 from vpr_tune.cli import main
-from vpr_tune.config import DEFAULTS, load_space, materialize, space_from_dict
+from vpr_tune.config import DEFAULTS, load_space, space_from_dict
 from vpr_tune.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-@pytest.mark.parametrize("name", ["demo", "optim", "losses", "aggregators", "train_demo"])
-def test_shipped_spaces_are_valid(name):
-    path = REPO / "search_spaces" / f"{name}.yaml"
-    if not path.exists():
-        pytest.fail(f"{path} is missing")
-    space = load_space(path)
-    assert space.base["data"]["image_size"]
-    for p in space.params.values():
-        assert p.path.count(".") >= 1
-
-
-def test_fixed_values_and_conditionals(tmp_path):
-    space = load_space(write(tmp_path, """
-        optimizer:
-          name: {choice: [sgd, adam]}
-          lr: {loguniform: [1.0e-4, 1.0e-1]}
-          momentum: {uniform: [0.8, 0.99], when: {name: [sgd, asgd]}}
-          nesterov: {value: true, when: {name: sgd}}
-        budget: {max_epochs: 3}
-        loss: {name: triplet, margin: 0.2}
-    """))
-    assert space.base["budget"]["max_epochs"] == 3
-    assert space.base["budget"]["batches_per_epoch"] == DEFAULTS["budget"]["batches_per_epoch"]
-    assert space.base["loss"] == {"name": "triplet", "margin": 0.2}
-    assert list(space.params) == ["optimizer.name", "optimizer.lr", "optimizer.momentum",
-                                  "optimizer.nesterov"]
-    assert space.params["optimizer.momentum"].when == {"optimizer.name": ("sgd", "asgd")}
-    cfg = materialize(space.base, {"optimizer.name": "adam", "optimizer.lr": 0.01})
-    assert cfg["optimizer"] == {"name": "adam", "lr": 0.01}  # other defaults: the registry
-
-
-def test_when_on_a_fixed_sibling_is_decided_at_load(tmp_path):
-    space = load_space(write(tmp_path, """
-        optimizer:
-          name: adam
-          momentum: {uniform: [0.8, 0.99], when: {name: sgd}}
-          beta1: {value: 0.8, when: {name: adam}}
-    """))
-    assert space.params == {}
-    assert space.base["optimizer"]["beta1"] == 0.8
-    assert "momentum" not in space.base["optimizer"]
 
 
 BAD = [
@@ -113,9 +66,46 @@ def test_bad_yaml_is_one_clear_error(tmp_path, capsys, text, message):
     assert "error:" in err and str(path.name) in err and "Traceback" not in err
 
 
-def test_missing_file_is_user_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        load_space(tmp_path / "nope.yaml")
+def test_unknown_key_lists_the_allowed_keys(tmp_path):
+    with pytest.raises(UserError, match=r"budget.max_epoch: unknown key \(did you mean "
+                                        r"'max_epochs'\?\); allowed: max_epochs, "):
+        load_space(write_yaml(tmp_path, "budget: {max_epoch: 3}\n"))
+
+
+def test_when_value_typo_is_an_error_with_did_you_mean(tmp_path):
+    # a fixed name (adam): the typo used to drop momentum from the search without a word
+    for name in ("adam", "{choice: [sgd, adam]}"):
+        with pytest.raises(UserError, match=r"'sgdd' is not a value of optimizer.name "
+                                            r"\(did you mean 'sgd'\?\)") as exc:
+            load_space(write_yaml(tmp_path, f"""
+                optimizer:
+                  name: {name}
+                  momentum: {{uniform: [0.8, 0.99], when: {{name: sgdd}}}}
+            """))
+        assert "optimizer.momentum.when" in str(exc.value)
+
+
+# ------------------------------------------------------------ rules across keys
+def test_space_without_searched_parameter_points_to_train(tmp_path, capsys):
+    space = write_yaml(tmp_path, "optimizer: {lr: 0.01}\nsearch: {num_samples: 4}\n")
+    rc = main(["run", str(space), "--name", "x", "--storage", str(tmp_path / "res")])
+    assert rc == 2
+    line = error_line(capsys)
+    assert "no searched parameter" in line and "vpr-tune train" in line
+    assert not (tmp_path / "res" / "x").exists()
+
+
+@pytest.mark.parametrize("budget", ["images_per_place: 1", "places_per_batch: 1",
+                                    "images_per_place: {choice: [1, 4]}"])
+def test_batch_that_cannot_form_pairs_is_refused(tmp_path, budget):
+    with pytest.raises(UserError, match="cannot form (positives|negatives) for loss"):
+        load_space(write_yaml(tmp_path, f"loss: {{name: triplet}}\nbudget: {{{budget}}}\n"))
+
+
+def test_proxy_loss_needs_no_pairs(tmp_path):
+    space = load_space(write_yaml(tmp_path,
+                                  "loss: {name: arcface}\nbudget: {images_per_place: 1}\n"))
+    assert space.base["budget"]["images_per_place"] == 1
 
 
 # ------------------------------------------------------------------ property-based
@@ -124,9 +114,13 @@ LEAVES = st.one_of(
     st.text(max_size=8), st.sampled_from(["sgd", "adam", "gem", "cosine", "asha", "optuna"]),
     st.lists(st.integers(-3, 300), max_size=3),
 )
+
+
 KEYS = st.sampled_from([*DEFAULTS, "optimizer", "name", "lr", "momentum", "choice", "uniform",
                         "loguniform", "grid", "when", "value", "image_size", "aggregator",
                         "max_epochs", "gpu", "cpu", "bogus"])
+
+
 DOCS = st.recursive(LEAVES, lambda kids: st.one_of(
     st.lists(kids, max_size=3), st.dictionaries(KEYS, kids, max_size=4)), max_leaves=12)
 
