@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,6 +22,9 @@ from vpr_tune.atomic import atomic_path, write_text
 from vpr_tune.metrics import summary_column
 from vpr_tune.noise import INTERVAL_NOTE, add_val_intervals, display, noise_lines
 from vpr_tune.retest import SYNTHETIC_MD
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # file stem -> (section title, what to look for)
 FIGURES = {
@@ -122,23 +126,40 @@ def write_report(
     direction. Returns the path of ``report.md``."""
     metric = metric or exp.metric
     table = va.top_table(exp, top, metric)  # raises UserError when no trial finished
+    out = Path(out_dir) if out_dir else exp.path / "report"
+    figs, missing = _save_figures(exp, metric, out)
+    best = va.ranked(exp, metric).iloc[0]
+    lines = [*_summary_lines(exp, metric), *_best_lines(exp, metric, best),
+             *_table_lines(exp, metric, table), *_figure_lines(exp, figs, missing),
+             *_pbt_section(exp, str(best["trial_id"]), out)]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
+
+
+def _save_figures(exp: va.Experiment, metric: str, out: Path
+                  ) -> tuple[dict[str, Figure], dict[str, str]]:
+    """Draw the report's figures into ``out`` as PNGs; (drawn figures, {stem: why absent})."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window
-    out = Path(out_dir) if out_dir else exp.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     figs, missing = plots.figure_set(exp, metric)
     for stem, fig in figs.items():
         _save_png(fig, out / f"{stem}.png")
     for stem in missing:  # an earlier report's picture would no longer be true
         (out / f"{stem}.png").unlink(missing_ok=True)
+    return figs, missing
 
-    best = va.ranked(exp, metric).iloc[0]
+
+def _summary_lines(exp: va.Experiment, metric: str) -> list[str]:
+    """The title and what the search was: trials by status, trial-epochs, what varied."""
     status = exp.trials["status"].astype(str).value_counts()
     lines = [f"# Search report: {exp.name}", ""]
     if exp.synthetic:
         lines += [SYNTHETIC_MD, ""]
-    lines += [
+    return [
+        *lines,
         f"- experiment: `{exp.path}`",
         f"- trials: {len(exp.trials)} ("
         + ", ".join(f"{n} {s}" for s, n in status.items()) + f"); ranked by best {metric}",
@@ -148,6 +169,12 @@ def write_report(
            if exp.trial_epochs != len(exp.curves) and exp.population_based else ""),
         f"- hyperparameters that vary: {', '.join(f'`{c}`' for c in exp.varying) or 'none'}",
         "",
+    ]
+
+
+def _best_lines(exp: va.Experiment, metric: str, best: pd.Series) -> list[str]:
+    """The best trial: its values, every hyperparameter it ran with, its checkpoint."""
+    lines = [
         "## Best configuration",
         "",
         f"Trial `{best['trial_id']}`: best {metric} {_fmt(best.get(summary_column(metric)))}"
@@ -158,10 +185,15 @@ def write_report(
     lines += [f"- `{c}`: {_fmt(best[c])}" for c in exp.hyperparameters if pd.notna(best[c])]
     if isinstance(best.get("checkpoint"), str):
         lines += ["", f"Checkpoint: `{best['checkpoint']}`"]
+    return lines
+
+
+def _table_lines(exp: va.Experiment, metric: str, table: pd.DataFrame) -> list[str]:
+    """The tables: the top trials with intervals, the Pareto front, the retest, the rungs."""
     table = add_val_intervals(table, exp, metric)
-    lines += ["", f"## Top {len(table)} trials", "", f"R@N in percent; {INTERVAL_NOTE}.", "",
-              va.markdown_table(display(table)), "", *(f"- {x}" for x in noise_lines(table)),
-              ""]
+    lines = ["", f"## Top {len(table)} trials", "", f"R@N in percent; {INTERVAL_NOTE}.", "",
+             va.markdown_table(display(table)), "", *(f"- {x}" for x in noise_lines(table)),
+             ""]
     if exp.multi_objective:
         front = va.front_table(exp)
         lines += [f"## Pareto front ({len(front)} trials)", "",
@@ -184,14 +216,17 @@ def write_report(
                   "Spearman correlation between the ranking at an epoch and the final one "
                   "(trials that trained past that epoch).", "",
                   va.markdown_table(rungs), ""]
-    lines += ["## Figures", ""]
+    return lines
+
+
+def _figure_lines(exp: va.Experiment, figs: dict[str, Figure], missing: dict[str, str]
+                  ) -> list[str]:
+    """One section per figure in :data:`FIGURES` order: the picture, or why it is absent."""
+    lines = ["## Figures", ""]
     for stem in FIGURES:
         title, about = FIGURES[stem][0], _about(stem, exp)
         if stem in figs:
             lines += [f"### {title}", "", about, "", f"![{title}]({stem}.png)", ""]
         elif stem in missing:
             lines += [f"### {title}", "", f"Not drawn: {missing[stem]}.", ""]
-    lines += _pbt_section(exp, str(best["trial_id"]), out)
-    path = out / "report.md"
-    write_text(path, "\n".join(lines))
-    return path
+    return lines
