@@ -7,10 +7,9 @@ what is allowed.
 - ``SPACE_RULES``: the whole space once read (a :class:`Draft`: fixed values and leaves),
   run by ``config.space_from_dict`` on every YAML: ``when`` keys and values, parameters of
   the chosen names, replay, augmentation, objectives, Optuna's limits, batch shape.
-- ``SEARCH_RULES``: what a search needs from a loaded space besides (``vpr-tune run`` and
-  ``--dry-run`` check them before anything starts, ``check_search``): something searched,
-  ``search.points_to_evaluate``, ``pbt.mutate``. The machine (Ray's nodes) is checked in
-  ``tune/ray_session.py``.
+- ``SEARCH_RULES``: what a search needs from a loaded space besides, in
+  :mod:`vpr_tune.search_rules` (``check_search``, ``check_points``, ``mutated_params``
+  are imported here for the modules that reach them through ``space_rules``).
 
 Plain Python: the YAML reader imports it.
 """
@@ -31,9 +30,7 @@ from vpr_tune.schema import (
     FREE_SECTIONS,
     MULTI_OBJECTIVE_SAMPLERS,
     MULTI_OBJECTIVE_SCHEDULERS,
-    MUTABLE,
     NAMES,
-    POPULATION_SCHEDULERS,
     REPLAY_SECTIONS,
     TRACKING_URI_HELP,
     default_of,
@@ -42,7 +39,11 @@ from vpr_tune.schema import (
     parse_duration,
     type_name,
 )
-from vpr_tune.space import Param, Space, uses_points
+from vpr_tune.search_rules import SEARCH_RULES as SEARCH_RULES
+from vpr_tune.search_rules import check_points as check_points
+from vpr_tune.search_rules import check_search as check_search
+from vpr_tune.search_rules import mutated_params as mutated_params
+from vpr_tune.space import Param
 
 
 @dataclass
@@ -373,97 +374,3 @@ def batch(draft: Draft) -> None:
 SPACE_RULES: list[Callable[[Draft], None]] = [
     when_values, when_keys, when_reachable, free_params, replay, augment, objectives, mode,
     optuna_leaves, storage, mlflow, batch]
-
-
-# ------------------------------------------------------------------------- a search
-def something_searched(space: Space) -> None:
-    """A search of one fixed config would run the same trial again and again."""
-    if not space.params:
-        raise UserError(f"{space.source}: no searched parameter, so every trial would be the "
-                        f"same run; use `vpr-tune train {space.source}` for one run, or "
-                        "search the seed for repeats: seed: {choice: [0, 1, 2]}")
-
-
-def check_points(space: Space, points: Any, key: str = "search.points_to_evaluate"
-                 ) -> list[dict[str, Any]]:
-    """Partial configs checked against the space: searched keys only, values the
-    distribution can take, conditional keys only with the value that makes them apply."""
-    if not isinstance(points, list):
-        raise UserError(f"{space.source}: {key}: expected a list of {{dotted.key: value}}")
-    out = []
-    for i, point in enumerate(points):
-        where = f"{space.source}: {key}[{i}]"
-        if not isinstance(point, dict) or not point:
-            raise UserError(f"{where}: expected a mapping such as {{optimizer.lr: 0.0025}}")
-        for name, value in point.items():
-            p = space.params.get(name)
-            if p is None or p.dist.fixed:
-                raise UserError(f"{where}: {name} is not searched in this space"
-                                f"{did_you_mean(name, space.params)}; "
-                                f"searched: {', '.join(space.params)}")
-            if not p.dist.contains(value):
-                raise UserError(f"{where}: {name}: {value!r} is outside {p.kind} {p.args}")
-            missing = [s for s in p.when if s not in point]
-            if missing or not p.applies(point):
-                cond = ", ".join(f"{s} in {list(v)}" for s, v in p.when.items())
-                got = ("; give that too" if missing else " (got "
-                       + ", ".join(f"{s} {point[s]!r}" for s in p.when) + ")")
-                raise UserError(f"{where}: {name} applies only when {cond}{got}")
-        out.append(dict(point))
-    return out
-
-
-def points(space: Space) -> None:
-    """``search.points_to_evaluate``: valid partial configs, for a sampler (not a grid)."""
-    if check_points(space, space.base["search"]["points_to_evaluate"]) and uses_points(space):
-        raise UserError(f"{space.source}: search.points_to_evaluate: grid tries every "
-                        "combination already; use search.algorithm random or optuna")
-
-
-def mutated_params(space: Space) -> list[Param]:
-    """The Params ``pbt.mutate`` names, checked for ``search.scheduler`` pbt or pb2."""
-    conf, kind = space.base["pbt"], space.base["search"]["scheduler"]
-    where = f"{space.source}: pbt"
-    mutate = conf["mutate"]
-    if not isinstance(mutate, list) or not mutate or not all(isinstance(k, str) for k in mutate):
-        raise UserError(f"{where}.mutate: expected a list of searched keys, e.g. "
-                        "[optimizer.lr, optimizer.weight_decay]")
-    params = []
-    for key in mutate:
-        p = space.params.get(key)
-        if p is None or p.dist.fixed:
-            raise UserError(f"{where}.mutate: {key} is not searched in this space (searched: "
-                            f"{', '.join(space.params) or 'nothing'})")
-        if not key.startswith(MUTABLE) or key.endswith(".name"):
-            raise UserError(f"{where}.mutate: {key} cannot change during training; allowed: "
-                            "optimizer, loss and miner parameters (not their names)")
-        if p.when:
-            raise UserError(f"{where}.mutate: {key} applies only to some trials (when: "
-                            f"{', '.join(p.when)}); mutate keys every trial has")
-        if kind == "pb2" and p.kind not in ("uniform", "loguniform"):
-            raise UserError(f"{where}.mutate: {key} is {p.kind}; pb2 takes continuous "
-                            "parameters only (uniform, loguniform)")
-        params.append(p)
-    if not 0 < float(conf["quantile_fraction"]) <= 0.5:
-        raise UserError(f"{where}.quantile_fraction: must be in (0, 0.5], got "
-                        f"{conf['quantile_fraction']}")
-    if not 0 <= float(conf["resample_probability"]) <= 1:
-        raise UserError(f"{where}.resample_probability: must be in [0, 1], got "
-                        f"{conf['resample_probability']}")
-    return params
-
-
-def population(space: Space) -> None:
-    """``pbt.*`` when search.scheduler is pbt or pb2."""
-    if space.base["search"]["scheduler"] in POPULATION_SCHEDULERS:
-        mutated_params(space)
-
-
-SEARCH_RULES: list[Callable[[Space], None]] = [something_searched, points, population]
-
-
-def check_search(space: Space) -> None:
-    """Every rule of ``SEARCH_RULES`` (UserError at the first refusal)."""
-    for rule in SEARCH_RULES:
-        rule(space)
-
