@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vpr_tune import doctor
+from vpr_tune import doctor, doctor_data
 from vpr_tune.doctor import FAIL, OK, WARN, Context, exit_code, run_checks
 
 SPACE = """
@@ -181,19 +181,19 @@ def test_unreadable_image_is_a_fail(tmp_path, street_world_tiny) -> None:
 def test_no_disk_space_is_a_fail(tmp_path, monkeypatch) -> None:
     usage = namedtuple("usage", "total used free")
     monkeypatch.setenv("VPR_TUNE_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: usage(10, 10, 0))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10, 10, 0))
     ctx = _ctx(tmp_path)
     check = _only(doctor.check_disk(ctx), FAIL, "disk")
     assert "0.0 GiB free" in check.detail
-    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: usage(2**40, 0, 2**40))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(2**40, 0, 2**40))
     assert exit_code(doctor.check_disk(ctx)) == 0
 
 
 def test_checkpoint_volume_is_bounded_by_running_and_kept_trials(tmp_path) -> None:
     """(running x 2 newest + kept finished) folders, not one per trial (checkpoints.py)."""
-    few = doctor.checkpoint_bytes(_ctx(tmp_path))  # 2 trials: both running, both kept
-    many = doctor.checkpoint_bytes(_ctx(tmp_path, SPACE.replace("num_samples: 2",
-                                                                "num_samples: 20")))
+    few = doctor_data.checkpoint_bytes(_ctx(tmp_path))  # 2 trials: both running, both kept
+    many = doctor_data.checkpoint_bytes(_ctx(tmp_path, SPACE.replace("num_samples: 2",
+                                                                     "num_samples: 20")))
     folder = few // (1 * 2 + 2)  # max_concurrent 1: one running trial, 2 finished kept
     assert folder > 0 and few == 4 * folder
     assert many == (1 * 2 + 5) * folder  # keep_checkpoints 5 of the 20

@@ -16,7 +16,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "vpr_tune"
 
 # Modules on top of the library: they may import tune/; nothing below tune/ may import them.
-ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.bench",
+ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.doctor_context",
+              "vpr_tune.doctor_data", "vpr_tune.bench",
               "vpr_tune.analysis", "vpr_tune.plots", "vpr_tune.report", "vpr_tune.retest",
               "vpr_tune.tune", "vpr_tune.export", "vpr_tune.repeats", "vpr_tune.compare",
               "vpr_tune.preds", "vpr_tune.replay")

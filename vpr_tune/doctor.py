@@ -2,7 +2,10 @@
 
 Each check is a function ``(Context) -> list[Check]`` in :data:`CHECKS`; adding a check is
 writing one function and listing it. A check that raises becomes a ✘ line of its own, so a
-broken install (torch missing) still prints the whole list.
+broken install (torch missing) still prints the whole list. Here: the install and the
+machine (packages, GPU, Ray, precision, one train step, weights, tracking); the data and
+disk checks are in :mod:`vpr_tune.doctor_data`, ``Check`` and ``Context`` in
+:mod:`vpr_tune.doctor_context`.
 
 >>> checks = run_checks(Context(space_path=Path("search_spaces/demo.yaml")))
 >>> exit_code(checks)   # 0: everything needed is there; 2: some ✘
@@ -13,65 +16,16 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-from vpr_tune.device import pick_device
+from vpr_tune.doctor_context import FAIL, OK, WARN, Check, Context
+from vpr_tune.doctor_data import check_data, check_disk, check_val_resolution
 from vpr_tune.errors import UserError
-from vpr_tune.leaf_values import possible_values
-
-OK, FAIL, WARN = "✔", "✘", "!"
-
-
-@dataclass
-class Check:
-    """One line of the checklist: ``status`` is ✔ (fine), ✘ (the search cannot run) or
-    ! (it runs, but read the fix); ``fix`` is one sentence, empty when fine."""
-
-    status: str
-    name: str
-    detail: str
-    fix: str = ""
-
-
-@dataclass
-class Context:
-    """What the checks look at; ``space`` and ``data_root`` are filled in by earlier checks."""
-
-    space_path: Path | None = None
-    data: str | None = None
-    decode: bool = False
-    mlflow: str | None = None  # --mlflow; else the space's tracking.mlflow
-    space: Any = None
-    data_root: Path | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def resources(self) -> dict[str, Any]:
-        from vpr_tune.config import DEFAULTS
-
-        return (self.space.base if self.space else DEFAULTS)["resources"]
-
-    def model_values(self, dotted: str) -> list[Any]:
-        """Every value ``dotted`` (e.g. ``model.pretrained``) can take in the space."""
-        from vpr_tune.config import DEFAULTS, materialize
-
-        if self.space is None:
-            node: Any = DEFAULTS
-        else:
-            p = self.space.params.get(dotted)
-            if p is not None:
-                return possible_values(p)
-            node = materialize(self.space.base, {})
-        for key in dotted.split("."):
-            node = node[key]
-        return [node]
-
 
 # ---------------------------------------------------------------------------- checks
 PACKAGES = {  # import name -> (pip name, what needs it)
@@ -199,17 +153,12 @@ def check_ray(ctx: Context) -> list[Check]:
     return [Check(OK, "ray", detail)]
 
 
-def _device(ctx: Context) -> str:
-    """Where a trial of the space runs here: the GPU when it asks for one and torch sees it."""
-    return pick_device(float(ctx.resources()["gpu"]) > 0)
-
-
 def check_precision(ctx: Context) -> list[Check]:
     import torch
 
     from vpr_tune.precision import autocast_dtype, cpu_bf16_units
 
-    precision, device = str(ctx.resources().get("precision", "auto")), _device(ctx)
+    precision, device = str(ctx.resources().get("precision", "auto")), ctx.device()
     dtype = autocast_dtype(precision, device)
     name = str(dtype).removeprefix("torch.") + " autocast" if dtype else "float32"
     detail = f"resources.precision {precision} -> {name} on {device}"
@@ -232,8 +181,8 @@ def check_step(ctx: Context) -> list[Check]:
     from vpr_tune.model import build_model
     from vpr_tune.precision import autocast, autocast_dtype
 
-    cfg = _largest(ctx)
-    device = _device(ctx)
+    cfg = ctx.largest()
+    device = ctx.device()
     dtype = autocast_dtype(str(cfg["resources"].get("precision", "auto")), device)
     size = [int(v) for v in cfg["data"]["image_size"]]
     start = time.perf_counter()
@@ -251,13 +200,6 @@ def check_step(ctx: Context) -> list[Check]:
     what = f"{cfg['model']['backbone']} + {cfg['model']['aggregator']['name']}"
     return [Check(OK, "train step", f"{what} at {size[0]}x{size[1]}, batch 4, forward+backward "
                   f"on {device} in {time.perf_counter() - start:.1f}s")]
-
-
-def _largest(ctx: Context) -> dict[str, Any]:
-    from vpr_tune.config import defaults
-    from vpr_tune.tune.estimate import extreme_config
-
-    return extreme_config(ctx.space, largest=True)[0] if ctx.space else defaults()
 
 
 def can_reach(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3) -> bool:
@@ -301,96 +243,6 @@ def check_weights(ctx: Context) -> list[Check]:
     return out
 
 
-def check_data(ctx: Context) -> list[Check]:
-    from vpr_tune.config import DEFAULTS
-    from vpr_tune.data.splits import check_data as scan
-    from vpr_tune.data.splits import find_split, resolve_data_root
-
-    data = (ctx.space.base if ctx.space else DEFAULTS)["data"]
-    root = ctx.data or data.get("root") or os.environ.get("VPR_TUNE_DATA")
-    if not root:
-        ctx.data_root = resolve_data_root(None, data.get("synth_size", "demo"),
-                                          log=lambda _m: None)
-    else:
-        ctx.data_root = Path(root).expanduser()
-        if not ctx.data_root.is_dir():
-            return [Check(FAIL, "data", f"{ctx.data_root} does not exist",
-                          "Pass --data DIR holding gsv_xs/, sf_xs/ and tokyo_xs/.")]
-    out = []
-    needed = {"train": data["train"], "val": data["val"], **dict(data["test"])}
-    for role, rel in needed.items():
-        try:
-            find_split(ctx.data_root, rel)
-        except UserError as exc:
-            status = FAIL if role in ("train", "val") else WARN
-            why = "the search needs it" if status == FAIL else "only --retest needs it"
-            out.append(Check(status, f"data {role}", str(exc),
-                             f"Put the {rel} split under {ctx.data_root} ({why})."))
-    if any(c.status == FAIL for c in out):
-        return out
-    try:
-        info = scan(ctx.data_root, skip_bad_files=bool(data["skip_bad_files"]),
-                    decode=ctx.decode)
-    except UserError as exc:
-        return [*out, Check(FAIL, "data", str(exc), "Replace or delete the file, or set "
-                            "data.skip_bad_files: true to skip it with a warning.")]
-    val_path = str(find_split(ctx.data_root, data["val"]))
-    for rel, v in info.items():
-        if v.get("path") == val_path and "queries" in v:
-            ctx.notes["val_queries"] = int(v["queries"])  # for check_val_resolution
-        if "images" in v:
-            detail = f"{v['images']} images, {v['places']} places"
-        else:
-            detail = (f"{v['database']} database, {v['queries']} queries, "
-                      f"{v['queries_without_positive']} without a positive within 25 m")
-        synthetic = " (synthetic street-world)" if v.get("synthetic") else ""
-        out.append(Check(OK, f"data {rel}", detail + synthetic))
-    if not ctx.decode:
-        out.append(Check(WARN, "data files", "quick scan (headers and end markers)",
-                         "Add --decode to decode every image once (slow, thorough)."))
-    return out
-
-
-def check_val_resolution(ctx: Context) -> list[Check]:
-    """How finely the val split tells trials apart: points of R@N per query and the 95 %
-    half-width at R@1 = 20 % (``vpr_tune.noise.resolution``); ! when coarser than ±3."""
-    from vpr_tune.metrics import ranking
-    from vpr_tune.noise import resolution
-
-    queries = ctx.notes.get("val_queries")
-    if queries is None:
-        return []  # the data check failed: it says why
-    r = resolution(queries, ranking(ctx.space.base["search"] if ctx.space else None)[0])
-    if r.coarse:
-        return [Check(WARN, "val resolution", r.detail, r.advice[:1].upper() + r.advice[1:]
-                      + ".")]
-    return [Check(OK, "val resolution", r.detail)]
-
-
-def checkpoint_bytes(ctx: Context) -> int:
-    """Disk a search keeps at most (vpr_tune/tune/checkpoints.py): the running trials' two
-    newest folders and one folder of each kept finished trial (search.keep_checkpoints);
-    PBT/PB2 keep every folder. A folder: checkpoint.pt (model + Adam's two moments, the
-    largest optimizer state) and best.pt (the model)."""
-    from vpr_tune.config import POPULATION_SCHEDULERS
-    from vpr_tune.model import build_model
-    from vpr_tune.tune.checkpoints import KEEP_LATEST
-
-    cfg = _largest(ctx)
-    model = build_model({**cfg["model"], "pretrained": "none"}, cfg["data"]["image_size"])
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    search = cfg["search"]
-    trials = int(search["num_samples"]) if ctx.space is None else ctx.notes.get(
-        "trials", int(search["num_samples"]))
-    if search["scheduler"] in POPULATION_SCHEDULERS:
-        folders = trials * -(-int(cfg["budget"]["max_epochs"])
-                             // int(cfg["pbt"]["perturbation_interval"]))
-    else:
-        folders = (min(trials, int(search["max_concurrent"])) * KEEP_LATEST
-                   + min(trials, int(search["keep_checkpoints"])))
-    return folders * (params * 3 + params)
-
-
 def check_tracking(ctx: Context) -> list[Check]:
     """The MLflow URI (``--mlflow`` or the space's ``tracking.mlflow``), as ``run`` checks it."""
     from vpr_tune.tune.tracking import tracking_uri_problem
@@ -404,28 +256,6 @@ def check_tracking(ctx: Context) -> list[Check]:
                       "Pass a URI MLflow can open: sqlite:///ABS/PATH.db, http://HOST:PORT or "
                       "a folder.")]
     return [Check(OK, "tracking", f"MLflow {uri}")]
-
-
-def check_disk(ctx: Context) -> list[Check]:
-    from vpr_tune.tune.results import storage_root
-    from vpr_tune.tune.storage import is_remote, public
-
-    storage = ctx.space.base.get("storage") if ctx.space else None
-    if is_remote(storage):  # checkpoints go to the object store, not this disk
-        return [Check(OK, "disk", f"checkpoints go to {public(storage)}; about "
-                      f"{checkpoint_bytes(ctx) / 2**30:.2f} GiB there at most")]
-    root = storage_root(storage)
-    probe = root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    need = checkpoint_bytes(ctx)
-    detail = f"{free / 2**30:.1f} GiB free under {root}; checkpoints need about " \
-             f"{need / 2**30:.2f} GiB"
-    if free < need:
-        return [Check(FAIL, "disk", detail, "Free space there or pass --storage on a "
-                      "larger disk.")]
-    return [Check(OK, "disk", detail)]
 
 
 CHECKS: list[Callable[[Context], list[Check]]] = [
