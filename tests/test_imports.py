@@ -18,8 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vpr_tune"
 # Modules on top of the library: they may import tune/; nothing below tune/ may import them.
 ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.doctor_context",
               "vpr_tune.doctor_data", "vpr_tune.bench",
-              "vpr_tune.analysis", "vpr_tune.experiment", "vpr_tune.plots", "vpr_tune.report",
-              "vpr_tune.retest",
+              "vpr_tune.analysis", "vpr_tune.experiment", "vpr_tune.plots", "vpr_tune.plots_search",
+              "vpr_tune.report", "vpr_tune.retest",
               "vpr_tune.tune", "vpr_tune.export", "vpr_tune.repeats", "vpr_tune.compare",
               "vpr_tune.preds", "vpr_tune.replay")
 # The YAML validator stays importable without training code.
@@ -27,9 +27,9 @@ CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.train_setup", "vpr_tune.pb
                           "vpr_tune.evaluate", "vpr_tune.model",
                           "vpr_tune.data", "vpr_tune.tune", "vpr_tune.bench", "vpr_tune.cli",
                           "vpr_tune.analysis", "vpr_tune.experiment", "vpr_tune.plots",
-                          "vpr_tune.report")
+                          "vpr_tune.plots_search", "vpr_tune.report")
 TUNE_MUST_NOT_IMPORT = ("vpr_tune.analysis", "vpr_tune.experiment", "vpr_tune.plots",
-                        "vpr_tune.report",
+                        "vpr_tune.plots_search", "vpr_tune.report",
                         "vpr_tune.retest", "vpr_tune.cli", "vpr_tune.bench", "vpr_tune.replay")
 
 
