@@ -126,3 +126,25 @@ def test_compare_counts_stopped_early_apart_and_says_when_nothing_differs(
     out = capsys.readouterr().out
     assert "Their best configs do not differ in any hyperparameter." in out
     assert "Where their best configs differ" not in out
+
+
+def test_compare_plot_refuses_a_missing_folder_and_a_directory(tmp_path, monkeypatch, capsys):
+    # issue 36: --plot created the missing folders silently, as --export did
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VPR_TUNE_DATA", raising=False)
+    write_hand_experiment(tmp_path / "results" / "a")
+    write_hand_experiment(tmp_path / "results" / "b")
+    missing = tmp_path / "missing" / "dir" / "cmp.png"
+    assert main(["compare", "a", "b", "--plot", str(missing)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines == [f"error: --plot {missing}: folder {missing.parent} does not exist; "
+                     "create it first or pick another path"], captured.err
+    assert captured.out == ""  # refused before the tables: nothing to scroll back through
+    assert not (tmp_path / "missing").exists()
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    assert main(["compare", "a", "b", "--plot", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"--plot {folder}: is a directory" in err
+    assert "Error" not in err and len(err.strip().splitlines()) == 1

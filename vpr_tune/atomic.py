@@ -12,6 +12,7 @@ gets the mode a plain ``open(path, "w")`` would give it: the existing file's mod
 ...     torch.save(state, tmp)
 >>> with file_lock(Path("cache/.build.lock")):   # one builder at a time
 ...     build()
+>>> check_output_file(Path("plots/cmp.png"), "--plot", "cmp.png")  # before any work
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+
+def check_output_file(path: Path, option: str, example: str) -> None:
+    """UserError unless ``path``, given by the user with ``option``, can be written as a file:
+    not a directory (``example``: a file name to suggest in it), in a folder that exists.
+    None is created: a typo in the path must not leave folders behind."""
+    from vpr_tune.errors import UserError
+
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a directory; give a file name such as "
+                        f"{path / example}")
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise UserError(f"{option} {path}: folder {path.parent} {what}; create it first or "
+                        "pick another path")
 
 
 def _create_temp(path: Path) -> Path:

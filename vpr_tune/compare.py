@@ -262,17 +262,18 @@ def best_so_far_overlay(exps: list[Experiment], metric: str | None = None) -> An
 
 def plot_best_so_far_overlay(exps: list[Experiment], out: str | Path,
                              metric: str | None = None) -> Path:
-    """Every experiment's best-so-far curve (best metric vs trial-epochs) on one axis."""
+    """Every experiment's best-so-far curve (best metric vs trial-epochs) on one axis, written
+    to ``out`` (a file in a folder that exists: none is created)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vpr_tune.atomic import atomic_path
+    from vpr_tune.atomic import atomic_path, check_output_file
 
-    fig = best_so_far_overlay(exps, metric)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(out, "--plot", "compare.png")
+    fig = best_so_far_overlay(exps, metric)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
     plt.close(fig)

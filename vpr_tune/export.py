@@ -114,17 +114,12 @@ def _plain(value: Any) -> Any:
 
 def check_export_path(path: Path) -> None:
     """UserError unless ``path`` can be the exported YAML: a ``.yaml``/``.yml`` file name, not
-    a directory, in a folder that exists (none is created: a typo in the path must not
-    leave folders behind)."""
-    if path.is_dir():
-        raise UserError(f"--export {path}: is a directory; give a file name such as "
-                        f"{path / 'best.yaml'}")
+    a directory, in a folder that exists (:func:`vpr_tune.atomic.check_output_file`)."""
+    from vpr_tune.atomic import check_output_file
+
+    check_output_file(path, "--export", "best.yaml")
     if path.suffix not in (".yaml", ".yml"):
         raise UserError(f"--export {path}: expected a .yaml file name")
-    if not path.parent.is_dir():
-        what = "is not a directory" if path.parent.exists() else "does not exist"
-        raise UserError(f"--export {path}: folder {path.parent} {what}; create it first or "
-                        "pick another path")
 
 
 def export_trial(exp: Experiment, path: str | Path, trial_id: str | None = None,

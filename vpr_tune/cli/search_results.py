@@ -284,6 +284,7 @@ def compare(
     """Experiments side by side: cost, best val and retest recalls, differing settings."""
     import json
 
+    from vpr_tune.atomic import check_output_file
     from vpr_tune.compare import (
         compare_table,
         compare_winners,
@@ -297,6 +298,8 @@ def compare(
 
     if len(names) < 2:
         raise UserError("compare needs at least two experiments")
+    if plot is not None:  # before the tables: a typo in the path shows at once
+        check_output_file(plot, "--plot", "compare.png")
     exps = [_load_experiment(n, storage) for n in names]
     table, diff = compare_table(exps, metric), differing_hyperparameters(exps, metric)
     pairs, mismatches = compare_winners(exps, metric), protocol_mismatches(exps)
