@@ -306,11 +306,11 @@ def test_run_reproducible_flag_shows_in_the_plan(tmp_path, capsys, street_world_
 
 
 def test_resume_keeps_what_space_yaml_recorded(tmp_path):
-    from vpr_tune.tune import _recorded_reproducible
+    from vpr_tune.tune.space_record import recorded_reproducible
 
     (tmp_path / "space.yaml").write_text("search: {seed: 0}\nresolved: {reproducible: true}\n")
-    assert _recorded_reproducible(tmp_path)
+    assert recorded_reproducible(tmp_path)
     (tmp_path / "space.yaml").write_text("search: {reproducible: true}\n")  # older space.yaml
-    assert _recorded_reproducible(tmp_path)
+    assert recorded_reproducible(tmp_path)
     (tmp_path / "space.yaml").write_text("search: {seed: 0}\nresolved: {trials: 3}\n")
-    assert not _recorded_reproducible(tmp_path)
+    assert not recorded_reproducible(tmp_path)

@@ -1,7 +1,7 @@
 """``vpr-tune run``: a YAML search space -> a Ray Tune experiment in ``results/<name>/``.
 
-Here: ``run_experiment`` (resolve, then a dry run or the search), ``--resume``'s checks of
-the recorded space, the best trial at the end. The modules:
+Here: ``run_experiment`` (resolve, then a dry run or the search), the best trial at the
+end. The modules:
 
 - ``sampling``: trials drawn from the space (grid points, Optuna define-by-run, warm start)
 - ``searchers``: the plan's checks and notes, the Ray search algorithm, the trial scheduler
@@ -15,7 +15,9 @@ the recorded space, the best trial at the end. The modules:
 - ``trainable``: one trial; ``results``: experiment folders, trials.csv / metrics.csv
 - ``checkpoints``, ``ray_internals``: checkpoint retention, the private Ray parts relied on
 - ``storage``: object stores; ``tracking``: MLflow; ``tensorboard_log``: TensorBoard
-- ``estimate``: ``run --estimate``
+- ``space_record``: space.yaml, written at the start and checked by ``--resume``
+- ``estimate``: ``run --estimate``; ``estimate_model``: its arithmetic; ``estimate_timing``:
+  its timings on this machine
 
 Reading an experiment back (``vpr_tune.analysis``, ``vpr_tune.retest``) sits above this
 package and is never imported here. Imports of Ray/torch happen inside functions so
@@ -205,12 +207,13 @@ def _resolve(run: _Run, data: str | None, num_samples: int | None,
     from vpr_tune.tune.prepare import prepare_data
     from vpr_tune.tune.sampling import count_trials
     from vpr_tune.tune.searchers import check_plan, plan_line
+    from vpr_tune.tune.space_record import recorded_inputs, recorded_reproducible
     from vpr_tune.tune.tracking import tracking_uri_problem
 
     recorded = None
     if resume and (run.exp_dir / "space.yaml").is_file():
-        run.space, data = _recorded_inputs(run.exp_dir, run.space, data)
-        recorded = _recorded_reproducible(run.exp_dir)
+        run.space, data = recorded_inputs(run.exp_dir, run.space, data)
+        recorded = recorded_reproducible(run.exp_dir)
     space = run.space
     sconf = apply_overrides(space, num_samples, max_concurrent).base["search"]
     if recorded is not None:  # --resume keeps what the search was started with
@@ -287,6 +290,7 @@ def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], An
         stop_ray,
     )
     from vpr_tune.tune.results import lock_experiment
+    from vpr_tune.tune.space_record import record_space
 
     keep_working_directory()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
@@ -304,7 +308,7 @@ def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], An
             raise
         if not resume:
             _refuse_taken(run, locked=True)
-            _record_space(run)
+            record_space(run.exp_dir, run.space, run.data_root, run.trials, run.remote)
         created = False  # a started search keeps its folder, whatever happens next
         _search(run, resume, log)
     finally:
@@ -317,25 +321,6 @@ def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], An
         if started_ray:  # a Ray we started is ours to stop; a joined cluster keeps running
             stop_ray()
     return exp_dir
-
-
-def _record_space(run: _Run) -> None:
-    """space.yaml: the YAML as given plus what it resolved to (data, trials, places)."""
-    import yaml
-
-    from vpr_tune.atomic import write_text
-    from vpr_tune.data.fingerprint import data_fingerprint
-    from vpr_tune.tune import storage as storage_mod
-
-    resolved = {**run.space.raw, "resolved": {
-        "data_root": str(run.data_root), "trials": run.trials, "experiment": str(run.exp_dir),
-        "data_fingerprint": data_fingerprint(run.data_root),
-        "reproducible": bool(run.space.base["search"].get("reproducible"))}}
-    if run.remote:
-        resolved["resolved"]["storage"] = storage_mod.public(run.remote)
-    write_text(run.exp_dir / "space.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    if run.remote:
-        storage_mod.push(run.exp_dir, run.remote, ("space.yaml",))
 
 
 def _search(run: _Run, resume: bool, log: Callable[[str], Any]) -> None:
@@ -384,48 +369,6 @@ def _search(run: _Run, resume: bool, log: Callable[[str], Any]) -> None:
                            f"{resume_cmd}", exit_code=130)
     if finished is not None:
         raise SearchFailed(f"experiment {name}: no trial finished: {finished}")
-
-
-def _recorded_reproducible(exp_dir: Path) -> bool:
-    """Whether the search recorded in ``exp_dir/space.yaml`` is reproducible (the YAML's
-    ``search.reproducible`` or ``--reproducible``: ``resolved.reproducible``)."""
-    from vpr_tune.config import read_yaml
-
-    path = exp_dir / "space.yaml"
-    recorded = read_yaml(path.read_text(), str(path)) or {}
-    resolved = recorded.get("resolved") or {}
-    return bool(resolved.get("reproducible",
-                             (recorded.get("search") or {}).get("reproducible")))
-
-
-def _recorded_inputs(exp_dir: Path, space: Any, data: str | None) -> tuple[Any, str]:
-    """``--resume`` continues the search as it was recorded in ``space.yaml``: its space and
-    data root. A changed YAML or a different ``--data`` is a UserError showing the change."""
-    from vpr_tune.config import read_yaml, space_from_dict
-
-    path = exp_dir / "space.yaml"
-    recorded = read_yaml(path.read_text(), str(path)) or {}
-    resolved = recorded.pop("resolved", {}) or {}
-    diff = _diff(recorded, space.raw)
-    if diff:
-        raise UserError(f"--resume: {space.source} differs from the space the search was "
-                        f"started with ({path}): {'; '.join(diff[:5])}; resume without "
-                        "editing it, or start a new --name")
-    root = resolved.get("data_root")
-    if data is not None and root and Path(data).expanduser().resolve() != Path(root):
-        raise UserError(f"--resume: --data {data} differs from the data the search used "
-                        f"({root}, recorded in {path}); drop --data to resume on it")
-    return space_from_dict(recorded, str(path)), root or data
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``key: was X, now Y`` for every leaf that differs between two parsed YAML trees."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in [*old, *(k for k in new if k not in old)]:
-            out += _diff(old.get(key, "(absent)"), new.get(key, "(absent)"), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"]
 
 
 def _report_best(exp_dir: Path, metric: str, mode: str, log: Callable[[str], Any]) -> str | None:
