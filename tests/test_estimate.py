@@ -10,11 +10,8 @@ import pytest
 from tests.helpers import write_space
 from vpr_tune.config import DEFAULTS, space_from_dict
 from vpr_tune.rungs import GRACE_PERIOD, REDUCTION_FACTOR, milestones, rung_epochs
-from vpr_tune.tune.estimate import (
-    extreme_config,
-    project,
-    trial_epochs,
-)
+from vpr_tune.tune.estimate_model import project, trial_epochs
+from vpr_tune.tune.estimate_timing import extreme_config
 
 
 def test_asha_rungs_match_ray() -> None:
@@ -191,7 +188,7 @@ def test_moasha_trial_epochs_agree_with_the_real_scheduler_on_random_results() -
 
 
 def test_one_objective_through_the_rung_scheduler_is_asha() -> None:
-    from vpr_tune.tune.estimate import _rung_reach
+    from vpr_tune.tune.estimate_model import _rung_reach
 
     rng = np.random.default_rng(0)
     sims = [sum(_rung_reach(12, 1, 4, 1, 3, rng)) for _ in range(200)]
@@ -200,7 +197,7 @@ def test_one_objective_through_the_rung_scheduler_is_asha() -> None:
 
 
 def test_pbt_rounds_exploits_and_restarts() -> None:
-    from vpr_tune.tune.estimate import pbt_restarts
+    from vpr_tune.tune.estimate_model import pbt_restarts
 
     # synchronous: each round the bottom ceil(n q) (at most n/2) clone, every trial pauses
     got = pbt_restarts(4, 8, 2, 0.5, synch=True, concurrency=4)
@@ -225,3 +222,11 @@ def test_project_counts_restarts_in_the_trials_and_the_longest() -> None:
                   concurrency=4, gpus_per_trial=0, max_epochs=4, restarts=8, restart_s=3.0)
     assert got["trial_s"] == 160 + 20 + 24
     assert got["wall_s"] == 2 + 5 + 40 + 2 * 3  # the longest: its share of the restarts
+
+
+def test_the_cost_model_examples_hold() -> None:
+    import doctest
+
+    from vpr_tune.tune import estimate_model
+
+    assert doctest.testmod(estimate_model).failed == 0

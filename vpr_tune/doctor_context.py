@@ -66,6 +66,6 @@ class Context:
     def largest(self) -> dict[str, Any]:
         """The trial config with the space's largest model (the defaults without a space)."""
         from vpr_tune.config import defaults
-        from vpr_tune.tune.estimate import extreme_config
+        from vpr_tune.tune.estimate_timing import extreme_config
 
         return extreme_config(self.space, largest=True)[0] if self.space else defaults()

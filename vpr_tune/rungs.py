@@ -1,5 +1,5 @@
 """ASHA's rung ladder and its defaults, in one place: the scheduler (``tune/moasha.py``),
-the cost estimate (``tune/estimate.py``) and the figures (``analysis.Experiment.rungs``)
+the cost estimate (``tune/estimate_model.py``) and the figures (``analysis.Experiment.rungs``)
 all place rungs with :func:`milestones`.
 
 >>> milestones(1, 3, 9)
