@@ -59,8 +59,7 @@ def tracking_uri_problem(uri: str, timeout_s: float = 5.0) -> str | None:
         from mlflow.tracking._tracking_service.utils import _tracking_store_registry
     except ImportError:
         return "MLflow is not installed; pip install 'vpr-tune[mlflow]'"
-    if "://" not in uri and ":" not in uri.split("/")[0]:
-        uri = Path(uri).expanduser().resolve().as_uri()  # a folder store
+    uri = _store_uri(uri)
     scheme = urllib.parse.urlparse(uri).scheme
     known = sorted(s for s in _tracking_store_registry._registry if s)
     if scheme not in known:
@@ -83,6 +82,13 @@ def tracking_uri_problem(uri: str, timeout_s: float = 5.0) -> str | None:
     return None
 
 
+def _store_uri(uri: str) -> str:
+    """``uri`` as MLflow opens it: a bare path is a folder store (a ``file://`` URI)."""
+    if "://" not in uri and ":" not in uri.split("/")[0]:
+        return Path(uri).expanduser().resolve().as_uri()
+    return uri
+
+
 def mlflow_callback(space: Space, name: str, uri: str) -> Any:
     """Ray's ``MLflowLoggerCallback`` with our metric names, statuses and resume."""
     try:
@@ -91,8 +97,7 @@ def mlflow_callback(space: Space, name: str, uri: str) -> Any:
     except ImportError as exc:
         raise UserError(f"--mlflow {uri}: MLflow is not installed; "
                         "pip install 'vpr-tune[mlflow]'") from exc
-    if "://" not in uri and ":" not in uri.split("/")[0]:
-        uri = Path(uri).expanduser().resolve().as_uri()  # a folder store
+    uri = _store_uri(uri)
 
     class VprMLflowCallback(MLflowLoggerCallback):
         def __init__(self) -> None:
@@ -111,20 +116,7 @@ def mlflow_callback(space: Space, name: str, uri: str) -> Any:
 
         def log_trial_start(self, trial: Any) -> None:
             if trial not in self._trial_runs:
-                client = self._client()
-                found = client.search_runs(
-                    [self.mlflow_util.experiment_id],
-                    filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)
-                if found:  # a resumed search: the same run goes on
-                    run_id = found[0].info.run_id
-                    client.update_run(run_id, status="RUNNING")
-                else:
-                    run_id = client.create_run(
-                        self.mlflow_util.experiment_id, run_name=str(trial),
-                        tags={**self.tags, "trial_id": trial.trial_id, "status": "RUNNING"},
-                    ).info.run_id
-                    self.mlflow_util.log_params(run_id=run_id, params_to_log=trial.config)
-                self._trial_runs[trial] = run_id
+                self._trial_runs[trial] = _open_run(self, trial)
 
         def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
             if trial not in self._trial_runs:
@@ -133,48 +125,78 @@ def mlflow_callback(space: Space, name: str, uri: str) -> Any:
                 return  # the marker row of a diverged trial is no epoch
             values = {mlflow_key(m): result[m] for m in metrics.REPORTED
                       if isinstance(result.get(m), (int, float))}
-            self._log(self._trial_runs[trial], values, int(result["epoch"]))
-
-        def _log(self, run_id: str, values: dict[str, float], step: int) -> None:
-            import time
-
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            self._client().log_batch(run_id, metrics=[
-                Metric(k, float(v), now, step) for k, v in values.items()])
+            _log_metrics(self._client(), self._trial_runs[trial], values, int(result["epoch"]))
 
         def log_trial_end(self, trial: Any, failed: bool = False) -> None:
             run_id = self._trial_runs.pop(trial, None)
-            if run_id is None:
-                return
-            metric = self.base["search"]["metric"]
-            # Ray sets trial.status after the trial-end callbacks
-            record = trial_record(trial, self.base, metric,
-                                  status="ERROR" if failed else "TERMINATED")
-            client = self._client()
-            for key in ("status", "checkpoint", "error"):
-                client.set_tag(run_id, key, str(record.get(key) or ""))
-            best = {mlflow_key(c.replace("best_", "best/", 1)): float(v)
-                    for c, v in record.items() if c.startswith("best_") and v is not None}
-            if best:
-                self._log(run_id, best, int(record["epochs"]))
-            bad = failed or record["status"] in ("ERROR", "DIVERGED")
-            client.set_terminated(run_id, status="FAILED" if bad else "FINISHED")
+            if run_id is not None:
+                _close_run(self._client(), run_id, trial, self.base, failed)
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
-            # Ctrl-C: the unfinished trials continue with --resume; their runs are KILLED now.
-            client = self._client()
-            for run_id in self._trial_runs.values():
-                client.set_terminated(run_id, status="KILLED")
-            self._trial_runs.clear()
-            # A trial started just before the driver died can be missing from the state Ray
-            # resumed from (Ray ran a new trial instead): its run would stay RUNNING forever.
-            known = {t.trial_id for t in trials}
-            for run in client.search_runs([self.mlflow_util.experiment_id],
-                                          filter_string="attributes.status = 'RUNNING'"):
-                if run.data.tags.get("trial_id") not in known:
-                    client.set_tag(run.info.run_id, "status", "LOST")
-                    client.set_terminated(run.info.run_id, status="KILLED")
+            _end_experiment(self._client(), self.mlflow_util.experiment_id,
+                            self._trial_runs, trials)
 
     return VprMLflowCallback()
+
+
+def _open_run(callback: Any, trial: Any) -> str:
+    """The MLflow run of ``trial``: the one a resumed search already has (found by its
+    ``trial_id`` tag), else a new one with the trial's config as params."""
+    client = callback._client()
+    found = client.search_runs(
+        [callback.mlflow_util.experiment_id],
+        filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)
+    if found:  # a resumed search: the same run goes on
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run_id = client.create_run(
+        callback.mlflow_util.experiment_id, run_name=str(trial),
+        tags={**callback.tags, "trial_id": trial.trial_id, "status": "RUNNING"},
+    ).info.run_id
+    callback.mlflow_util.log_params(run_id=run_id, params_to_log=trial.config)
+    return run_id
+
+
+def _log_metrics(client: Any, run_id: str, values: dict[str, float], step: int) -> None:
+    """One batch of metrics at ``step``, stamped now."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+
+def _close_run(client: Any, run_id: str, trial: Any, base: dict[str, Any], failed: bool) -> None:
+    """A finished trial's run: its ``status``, ``checkpoint`` and ``error`` tags, its
+    ``best/<metric>`` values, FINISHED (FAILED for an error or a divergence)."""
+    # Ray sets trial.status after the trial-end callbacks
+    record = trial_record(trial, base, base["search"]["metric"],
+                          status="ERROR" if failed else "TERMINATED")
+    for key in ("status", "checkpoint", "error"):
+        client.set_tag(run_id, key, str(record.get(key) or ""))
+    best = {mlflow_key(c.replace("best_", "best/", 1)): float(v)
+            for c, v in record.items() if c.startswith("best_") and v is not None}
+    if best:
+        _log_metrics(client, run_id, best, int(record["epochs"]))
+    bad = failed or record["status"] in ("ERROR", "DIVERGED")
+    client.set_terminated(run_id, status="FAILED" if bad else "FINISHED")
+
+
+def _end_experiment(client: Any, experiment_id: str, open_runs: dict[Any, str],
+                    trials: list) -> None:
+    """The search's end: its still-open runs KILLED, and any RUNNING run of a trial the
+    search no longer knows marked LOST."""
+    # Ctrl-C: the unfinished trials continue with --resume; their runs are KILLED now.
+    for run_id in open_runs.values():
+        client.set_terminated(run_id, status="KILLED")
+    open_runs.clear()
+    # A trial started just before the driver died can be missing from the state Ray
+    # resumed from (Ray ran a new trial instead): its run would stay RUNNING forever.
+    known = {t.trial_id for t in trials}
+    for run in client.search_runs([experiment_id],
+                                  filter_string="attributes.status = 'RUNNING'"):
+        if run.data.tags.get("trial_id") not in known:
+            client.set_tag(run.info.run_id, "status", "LOST")
+            client.set_terminated(run.info.run_id, status="KILLED")
