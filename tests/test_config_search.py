@@ -14,7 +14,7 @@ from vpr_tune import metrics
 from vpr_tune.cli import main
 from vpr_tune.config import load_space, space_from_dict
 from vpr_tune.errors import UserError
-from vpr_tune.space_rules import mutated_params
+from vpr_tune.search_rules import mutated_params
 
 REPO = Path(__file__).resolve().parent.parent
 R1 = {"metric": "val/R@1", "mode": "max"}

@@ -7,9 +7,9 @@ what is allowed.
 - ``SPACE_RULES``: the whole space once read (a :class:`Draft`: fixed values and leaves),
   run by ``config.space_from_dict`` on every YAML: ``when`` keys and values, parameters of
   the chosen names, replay, augmentation, objectives, Optuna's limits, batch shape.
-- ``SEARCH_RULES``: what a search needs from a loaded space besides, in
-  :mod:`vpr_tune.search_rules` (``check_search``, ``check_points``, ``mutated_params``
-  are imported here for the modules that reach them through ``space_rules``).
+
+What a search needs from a loaded space besides (``SEARCH_RULES``, ``check_points``,
+``mutated_params``) is in :mod:`vpr_tune.search_rules`.
 
 Plain Python: the YAML reader imports it.
 """
@@ -39,10 +39,6 @@ from vpr_tune.schema import (
     parse_duration,
     type_name,
 )
-from vpr_tune.search_rules import SEARCH_RULES as SEARCH_RULES
-from vpr_tune.search_rules import check_points as check_points
-from vpr_tune.search_rules import check_search as check_search
-from vpr_tune.search_rules import mutated_params as mutated_params
 from vpr_tune.space import Param
 
 

@@ -11,7 +11,7 @@ that trial's config, perturbed (explore):
   or x 1.25, uniform/int/quniform +- 10 % of the range (rounded to the int/step), choice to
   a neighbouring value; always inside the declared bounds (``Distribution.perturb`` in
   ``vpr_tune/distributions.py``). ``pbt.mutate`` is checked by
-  ``space_rules.mutated_params``.
+  ``search_rules.mutated_params``.
 - PB2: Ray's GP-bandit proposes the values inside the declared bounds (continuous keys only;
   PB2 searches a loguniform range on a linear scale).
 
@@ -40,7 +40,7 @@ from ray.tune.schedulers.pb2 import PB2
 
 from vpr_tune.atomic import write_csv
 from vpr_tune.config import Param, Space
-from vpr_tune.space_rules import mutated_params
+from vpr_tune.search_rules import mutated_params
 from vpr_tune.tune.ray_internals import sampling_index
 from vpr_tune.tune.results import read_table
 

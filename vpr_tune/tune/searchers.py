@@ -1,6 +1,6 @@
 """The Ray search algorithm and the trial scheduler of a space, and the plan they follow.
 
-- ``check_plan``: ``space_rules.SEARCH_RULES`` and the notes the run prints (a sampler's
+- ``check_plan``: ``search_rules.SEARCH_RULES`` and the notes the run prints (a sampler's
   random fallbacks, a PBT population larger than what runs together); ``plan_line``.
 - ``build_search_alg``: Optuna (``samplers.py``; ``optuna_study.py`` keeps the study),
   precomputed points (grid), or a fixed population for PBT/PB2, which take no searcher.
@@ -15,7 +15,7 @@ from typing import Any
 from vpr_tune import metrics
 from vpr_tune.atomic import atomic_path
 from vpr_tune.config import POPULATION_SCHEDULERS, Space, uses_points
-from vpr_tune.space_rules import check_points, check_search
+from vpr_tune.search_rules import check_points, check_search
 from vpr_tune.tune.sampling import (
     OptunaDefineByRun,
     draw_points,
