@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FakeTrainer, use_trainer, write_space
-from vpr_tune.tune.checkpoints import KEEP_LATEST, deletable
+from vpr_tune.tune.checkpoints import KEEP_LATEST, deletable, deletable_finished
 from vpr_tune.tune.ray_internals import saved_checkpoints
 
 FOLDERS = [f"checkpoint_{i:06d}" for i in range(8)]
@@ -24,7 +24,7 @@ FOLDERS = [f"checkpoint_{i:06d}" for i in range(8)]
 
 @pytest.mark.parametrize("named", [None, *FOLDERS])
 def test_deletable_keeps_the_named_folder_the_ones_after_it_and_the_newest(named):
-    doomed = deletable(FOLDERS, named)
+    doomed = deletable(FOLDERS, named, current=FOLDERS[-1])
     kept = [f for f in FOLDERS if f not in doomed]
     assert kept[-KEEP_LATEST:] == FOLDERS[-KEEP_LATEST:]
     if named is not None:
@@ -34,7 +34,28 @@ def test_deletable_keeps_the_named_folder_the_ones_after_it_and_the_newest(named
 
 
 def test_deletable_does_not_depend_on_listing_order():
-    assert deletable(FOLDERS[::-1], "checkpoint_000003") == FOLDERS[:3]
+    assert deletable(FOLDERS[::-1], "checkpoint_000003", FOLDERS[-1]) == FOLDERS[:3]
+
+
+@pytest.mark.parametrize("current", [None, *FOLDERS])
+def test_deletable_never_touches_what_the_driver_has_not_registered(current):
+    # a trial restarted from scratch rewrites checkpoint_000000.. while an earlier life's
+    # higher folders are still on disk (or a folder is in flight): the registered one and
+    # every folder after it stay, and so does the one before it (the fallback)
+    doomed = deletable(FOLDERS, None, current)
+    if current is None:
+        assert doomed == []
+    else:
+        assert all(f < current for f in doomed)
+        assert [f for f in FOLDERS if f < current and f not in doomed] == [
+            f for f in FOLDERS if f < current][-(KEEP_LATEST - 1):] or current == FOLDERS[0]
+
+
+def test_a_finished_trial_keeps_its_registered_folder_not_the_highest_name():
+    assert deletable_finished(FOLDERS[:4], "checkpoint_000001", keep=1) == [
+        "checkpoint_000000", "checkpoint_000002", "checkpoint_000003"]
+    assert deletable_finished(FOLDERS[:4], "checkpoint_000001", keep=0) == FOLDERS[:4]
+    assert deletable_finished(FOLDERS[:4], None, keep=1) == []
 
 
 class QuickTrainer(FakeTrainer):

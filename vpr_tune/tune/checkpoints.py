@@ -8,10 +8,15 @@ trial ("Could not recover from checkpoint as it does not exist on storage anymor
 
 So Ray keeps every folder, and :func:`retention_callback` deletes instead, by two rules:
 
-- :func:`deletable`: a trial keeps its ``keep_latest`` newest folders (the trainable falls
-  back to the older one when the newest is corrupt) and every folder from the one Ray's
-  newest *saved* experiment state names onward. Newer states only name newer folders, so
-  a folder deleted by this rule is never needed by any resume.
+- :func:`deletable`: only folders older than the newest one the driver has *registered*
+  (which the next saved state will name) can go; a trial keeps its ``keep_latest`` newest
+  up to that one (the trainable falls back to the older one when the newest is corrupt) and
+  every folder from the one Ray's newest *saved* experiment state names onward. Newer
+  states only name registered folders at or after those, so a folder deleted by this rule
+  is never needed by any resume. Folders past the registered one are never touched while
+  the trial runs: one may be in flight (written by the trial, its result not yet taken by
+  the driver), or left by an earlier life of a trial that restarted from scratch (the
+  restart writes the same names again).
 - bounded storage: once a trial has finished, and the saved state says so (a TERMINATED
   trial is not resumed), only the ``keep_finished`` best finished trials by the search
   metric (and, with several objectives, the Pareto front) keep a folder — the newest,
@@ -28,26 +33,54 @@ from collections.abc import Sequence
 from typing import Any
 
 from vpr_tune import metrics
-from vpr_tune.tune.ray_internals import CHECKPOINT_PREFIX, SavedTrial, saved_checkpoints
+from vpr_tune.tune.ray_internals import (
+    CHECKPOINT_PREFIX,
+    SavedTrial,
+    registered_checkpoint,
+    saved_checkpoints,
+)
 
 KEEP_LATEST = 2
 KEEP_FINISHED = 5  # search.keep_checkpoints' default
 SWEEP_EVERY_S = 10.0
 
 
-def deletable(folders: list[str], named: str | None, keep_latest: int = KEEP_LATEST
-              ) -> list[str]:
-    """The folders of one trial that no resume can need.
+def deletable(folders: list[str], named: str | None, current: str | None,
+              keep_latest: int = KEEP_LATEST) -> list[str]:
+    """The folders of one running trial that no resume can need: ``current`` is the newest
+    folder the driver registered (None: none since the trial started: delete nothing),
+    ``named`` the one Ray's newest saved state names.
 
     >>> deletable(["checkpoint_000003", "checkpoint_000004", "checkpoint_000005",
-    ...            "checkpoint_000006"], named="checkpoint_000004")
+    ...            "checkpoint_000006"], named="checkpoint_000004", current="checkpoint_000006")
     ['checkpoint_000003']
-    >>> deletable(["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"], None)
+    >>> deletable(["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"], None,
+    ...           current="checkpoint_000002")
     ['checkpoint_000000']
+    >>> # restarted from scratch: 000001-2 are an earlier life's (or in flight), 000000 is new
+    >>> deletable(["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"], None,
+    ...           current="checkpoint_000000")
+    []
     """
-    ordered = sorted(folders)  # zero-padded indices: name order is save order
-    candidates = ordered[:-keep_latest] if keep_latest > 0 else ordered
+    if current is None:
+        return []
+    older = sorted(f for f in folders if f < current)  # zero-padded: name order = save order
+    kept_older = keep_latest - 1  # current is one of the kept
+    candidates = older[:len(older) - kept_older] if kept_older > 0 else older
     return [f for f in candidates if named is None or f < named]
+
+
+def deletable_finished(folders: list[str], current: str | None, keep: int) -> list[str]:
+    """The folders of a trial that ended (and that the saved state knows ended): all but
+    ``current``, its last registered one (best.pt for retest), with ``keep`` 1; all with 0.
+
+    >>> deletable_finished(["checkpoint_000000", "checkpoint_000001", "checkpoint_000003"],
+    ...                    current="checkpoint_000001", keep=1)
+    ['checkpoint_000000', 'checkpoint_000003']
+    """
+    if keep > 0 and current is None:  # no registered folder to keep: keep them all
+        return []
+    return sorted(f for f in folders if keep == 0 or f != current)
 
 
 def kept_finished(best: dict[str, dict[str, float]], objectives: Sequence[tuple[str, str]],
@@ -106,10 +139,12 @@ class _Retention:
         # A trial the saved state does not hold restarts from scratch on resume; one it
         # holds as TERMINATED is not resumed at all.
         held = saved.get(trial.trial_id)
-        named = held.checkpoint if held is not None and held.status != "TERMINATED" else None
-        if finished_keep is not None and (held is None or held.status != "TERMINATED"):
-            keep = self.keep_latest  # the saved state does not know it ended yet
-        doomed = deletable(folders, named, keep)
+        current = registered_checkpoint(trial)
+        if finished_keep is not None and held is not None and held.status == "TERMINATED":
+            doomed = deletable_finished(folders, current, finished_keep)
+        else:  # running, or the saved state does not know it ended yet
+            doomed = deletable(folders, held.checkpoint if held is not None else None,
+                               current, self.keep_latest)
         for name in doomed:
             fs.delete_dir(f"{root}/{name}")
         self._left[trial.trial_id] = len(folders) - len(doomed)

@@ -50,6 +50,30 @@ def saved_checkpoints(fs: Any, experiment_fs_path: str) -> dict[str, SavedTrial]
     return named
 
 
+def registered_checkpoint(trial: Any) -> str | None:
+    """The folder name (``checkpoint_000005``) of the newest checkpoint the driver has
+    registered for ``trial`` (what the next saved experiment state will name), None when it
+    has registered none since the trial (re)started."""
+    manager = getattr(trial.run_metadata, "checkpoint_manager", None)
+    latest = manager.latest_checkpoint_result if manager is not None else None
+    return latest.checkpoint.path.rstrip("/").rpartition("/")[2] if latest is not None else None
+
+
+def has_saved_state(experiment_dir: str) -> bool:
+    """True when Ray saved an experiment state at ``experiment_dir`` (a path or URI): what
+    ``Tuner.restore`` needs. ``tuner.pkl`` alone (``Tuner.can_restore``) is written at
+    start-up, before any state: a driver killed in between leaves a folder Ray cannot
+    resume (it logs a traceback and starts over with the old files around)."""
+    from ray.train._internal.storage import get_fs_and_path
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    fs, fs_path = get_fs_and_path(experiment_dir)
+    try:
+        return _find_newest_experiment_checkpoint(fs_path, fs=fs) is not None
+    except (OSError, FileNotFoundError):
+        return False
+
+
 def set_callbacks(tuner: Any, callbacks: list[Any]) -> None:
     """Hand a restored Tuner its callbacks: Ray does not save them with the experiment."""
     tuner._local_tuner._run_config.callbacks = callbacks

@@ -3,20 +3,44 @@ searcher, the scheduler, the callbacks and the checkpoint retention."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vpr_tune import metrics
 from vpr_tune.config import POPULATION_SCHEDULERS, Space
 from vpr_tune.errors import UserError
+from vpr_tune.tune.ray_internals import has_saved_state
 from vpr_tune.tune.searchers import build_search_alg, trial_scheduler
+
+KEPT_ON_RESTART = ("space.yaml",)  # and dotfiles (the .running lock)
+
+
+def set_aside_unsaved_run(folders: list[Path]) -> str:
+    """Move what a run stopped before Ray's first saved state left in ``folders`` (tables,
+    epochs.jsonl, trial folders, optuna.db, tuner.pkl) into ``.unsaved-<n>/`` of each, so a
+    fresh start sees none of it and nothing written is lost. Returns where, in words."""
+    where = []
+    for folder in dict.fromkeys(folders):
+        items = [p for p in folder.iterdir()
+                 if p.name not in KEPT_ON_RESTART and not p.name.startswith(".")]
+        if not items:
+            continue
+        n = sum(1 for p in folder.glob(".unsaved-*")) + 1
+        target = folder / f".unsaved-{n}"
+        target.mkdir()
+        for path in items:
+            shutil.move(str(path), target / path.name)
+        where.append(f"{len(items)} file(s) in {target}")
+    return "; ".join(where)
 
 
 def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: int,
               max_concurrent: int, resume: bool, callbacks: list[Any],
               tables_dir: Path | None = None,
               warm: list[tuple[dict[str, Any], float]] | None = None,
-              study_db: Path | None = None) -> Any:
+              study_db: Path | None = None, log: Callable[[str], None] = print) -> Any:
     """Start (or restore) the Ray Tune experiment at ``exp_dir`` (a path or a URI such as
     ``s3://bucket/vpr/<name>``); returns the ResultGrid. ``tables_dir``: where our tables
     go (default ``exp_dir``); ``warm``: earlier (params, value) pairs for the sampler;
@@ -38,6 +62,12 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         metrics.objectives_of(search), int(search["keep_checkpoints"]))]
     # first: the ranks a result carries are on disk before any table is written from it
     callbacks = [ranks_callback(Path(tables_dir or exp_dir)), *callbacks]
+    if resume and tune.Tuner.can_restore(str(exp_dir)) and not has_saved_state(str(exp_dir)):
+        moved = set_aside_unsaved_run([Path(tables_dir or exp_dir)] + (
+            [] if "://" in str(exp_dir) else [Path(exp_dir)]))
+        log(f"nothing to resume: the search was stopped before Ray saved its first state; "
+            f"starting it from the beginning ({moved or 'no files'} set aside)")
+        resume = False
     if resume:
         if not tune.Tuner.can_restore(str(exp_dir)):
             raise UserError(f"{exp_dir}: no Ray experiment state to resume from")
