@@ -228,9 +228,10 @@ BACKBONES: dict[str, Backbone | VisionTransformer] = {
 }
 
 
-def image_size_problem(backbone: str, image_size: Any) -> str | None:
-    """Why ``data.image_size`` cannot feed ``backbone`` (None when it can): a ViT needs
-    sides that are multiples of its patch size.
+def image_size_problem(backbone: str, image_size: Any, key: str = "data.image_size"
+                       ) -> str | None:
+    """Why the image size at ``key`` cannot feed ``backbone`` (None when it can): a ViT
+    needs sides that are multiples of its patch size.
 
     >>> image_size_problem("dinov2_vitb14", [224, 224]) is None
     True
@@ -240,14 +241,50 @@ def image_size_problem(backbone: str, image_size: Any) -> str | None:
     spec = BACKBONES.get(backbone)
     if not isinstance(spec, VisionTransformer):
         return None
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    h, w = _hw(image_size)
     if h % spec.patch == 0 and w % spec.patch == 0:
         return None
     nearest = "x".join(str(max(1, round(s / spec.patch)) * spec.patch) for s in dict.fromkeys(
         (h, w)))
-    return (f"data.image_size: {h}x{w} does not fit {backbone}: each side must be a multiple "
+    return (f"{key}: {h}x{w} does not fit {backbone}: each side must be a multiple "
             f"of its patch size {spec.patch} (nearest: {nearest}; SALAD trains at 224, BoQ at "
             "280 and tests at 322)")
+
+
+# Aggregators whose layers are sized for the feature map at data.image_size: MixVPR's
+# mixers and row projection are H*W wide (vpr_tune/model/aggregators.py resizes any other
+# map back to that one, so a larger eval size would only cost time). The others pool or
+# attend over any number of positions: avg, GeM, CosPlace (GeM), ConvAP (adaptive pooling
+# to s1 x s2), NetVLAD (soft assignment per position), SALAD (optimal transport over the
+# tokens), BoQ (attention over the tokens).
+SIZE_BOUND_AGGREGATORS = ("mixvpr",)
+
+
+def eval_image_size_problem(backbone: str, aggregator: str, image_size: Any,
+                            eval_size: Any) -> str | None:
+    """Why ``data.eval_image_size`` cannot be used with this model (None when it can, or
+    when it is null): a ViT needs multiples of its patch size, and an aggregator in
+    ``SIZE_BOUND_AGGREGATORS`` evaluates at ``data.image_size`` only.
+
+    >>> eval_image_size_problem("dinov2_vitb14", "boq", [280, 280], [322, 322]) is None
+    True
+    >>> eval_image_size_problem("resnet50", "mixvpr", 320, 384)[:66]
+    'data.eval_image_size: 384x384 differs from data.image_size 320x320'
+    """
+    if eval_size is None:
+        return None
+    problem = image_size_problem(backbone, eval_size, key="data.eval_image_size")
+    if problem or aggregator not in SIZE_BOUND_AGGREGATORS or _hw(eval_size) == _hw(image_size):
+        return problem
+    (h, w), (th, tw) = _hw(eval_size), _hw(image_size)
+    return (f"data.eval_image_size: {h}x{w} differs from data.image_size {th}x{tw}, but "
+            f"{aggregator}'s layers are sized for the feature map at data.image_size; leave "
+            "eval_image_size null or set it to data.image_size (aggregators that take another "
+            f"eval size: {', '.join(a for a in AGGREGATORS if a not in SIZE_BOUND_AGGREGATORS)})")
+
+
+def _hw(size: Any) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 # --------------------------------------------------------------------------- look-ups

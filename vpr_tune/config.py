@@ -30,6 +30,7 @@ Public API (implemented below):
 - ``materialize(base, sampled) -> dict``: the nested config of one trial, given the sampled
   values keyed by dotted path (``{"optimizer.lr": 0.01}``); drops leaves whose ``when``
   does not hold.
+- ``eval_image_size(cfg) -> [H, W]``: the size every evaluation of a config resizes to.
 
 Here: reading the YAML and walking it into fixed values and leaves (each value's shape
 checked as it is read). Elsewhere: the schema (``DEFAULTS``, the names) in ``schema.py``,
@@ -97,16 +98,38 @@ def materialize(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]
 
 def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Put ``cfg`` in the one shape every reader expects (in place; returns it): one int
-    ``data.image_size`` becomes ``[H, W]``. Applied to every loaded, trial and read-back config.
+    ``data.image_size`` or ``data.eval_image_size`` becomes ``[H, W]``. Applied to every
+    loaded, trial and read-back config.
 
-    >>> normalize_config({"data": {"image_size": 224}})["data"]["image_size"]
-    [224, 224]
+    >>> normalize_config({"data": {"image_size": 224, "eval_image_size": 322}})["data"]
+    {'image_size': [224, 224], 'eval_image_size': [322, 322]}
     """
     data = cfg.get("data")
-    size = data.get("image_size") if isinstance(data, dict) else None
-    if isinstance(size, int) and not isinstance(size, bool):
-        data["image_size"] = [size, size]
+    for key in ("image_size", "eval_image_size"):
+        size = data.get(key) if isinstance(data, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool):
+            data[key] = [size, size]
     return cfg
+
+
+def eval_image_size(cfg: dict[str, Any]) -> list[int]:
+    """The ``[H, W]`` every evaluation of ``cfg`` resizes to: val after each epoch (and
+    query_ms), ``eval``, ``best --retest``, ``--save-preds`` and ``--repeat``. That is
+    ``data.eval_image_size``, or ``data.image_size`` (what training resizes to) when it is
+    null; keys a read-back config lacks take their defaults.
+
+    >>> eval_image_size({"data": {"image_size": [280, 280], "eval_image_size": 322}})
+    [322, 322]
+    >>> eval_image_size({"data": {"image_size": 224, "eval_image_size": None}})
+    [224, 224]
+    """
+    data = cfg.get("data") or {}
+    size = data.get("eval_image_size")
+    if size is None:
+        size = data.get("image_size", DEFAULTS["data"]["image_size"])
+    if isinstance(size, int) and not isinstance(size, bool):
+        return [size, size]
+    return [int(size[0]), int(size[1])]
 
 
 def load_space(path: str | Path) -> Space:

@@ -28,7 +28,7 @@ def save_trial_predictions(exp: Experiment, top: int, trial_id: str | None = Non
     import torch
 
     from vpr_tune.checkpoint import load_model_from_checkpoint
-    from vpr_tune.config import normalize_config
+    from vpr_tune.config import eval_image_size, normalize_config
     from vpr_tune.data.splits import load_eval_split
     from vpr_tune.evaluate import evaluate_split, save_predictions
     from vpr_tune.export import pick_trial
@@ -49,7 +49,7 @@ def save_trial_predictions(exp: Experiment, top: int, trial_id: str | None = Non
                                 skip_bad_files=bool(cfg["data"].get("skip_bad_files")))
         with torch.no_grad():
             result, predictions = evaluate_split(
-                model, split, cfg["data"]["image_size"], int(cfg["budget"]["eval_batch_size"]),
+                model, split, eval_image_size(cfg), int(cfg["budget"]["eval_batch_size"]),
                 device, cache=bool(cfg["data"].get("cache", True)),
                 precision=str(cfg["resources"].get("precision", "auto")))
         folder = exp.path / "preds" / str(row["trial_id"]) / name

@@ -1,7 +1,8 @@
 """Re-evaluate the best trials of a search on the test sets (``vpr-tune best --retest``).
 
 For each of the top K finished trials, load its best checkpoint and measure Recall@N on every
-split of the config's ``data.test`` (SF-XS test and Tokyo-XS test by default). Writes
+split of the config's ``data.test`` (SF-XS test and Tokyo-XS test by default), at the
+config's eval size (``data.eval_image_size``, else ``data.image_size``). Writes
 ``results/<name>/retest.csv`` and ``retest.md`` atomically; results are cached in
 ``.retest_cache.json`` keyed by trial id + checkpoint path + mtime + data, so a second run
 reuses them unless ``force``::
@@ -35,7 +36,7 @@ from vpr_tune.analysis import (
     top_table,
 )
 from vpr_tune.atomic import write_csv, write_text
-from vpr_tune.config import DEFAULTS, normalize_config
+from vpr_tune.config import DEFAULTS, eval_image_size, normalize_config
 from vpr_tune.data.fingerprint import data_fingerprint
 from vpr_tune.device import pick_device
 from vpr_tune.errors import UserError
@@ -135,7 +136,7 @@ def make_evaluator(log: Callable[[str], None] = print) -> EvaluateFn:
         device = pick_device()
         model, cfg = _load_with_fallback(load_model_from_checkpoint, checkpoint, device, log)
         data = normalize_config(cfg).get("data", {})
-        image_size = data.get("image_size", DEFAULTS["data"]["image_size"])
+        image_size = eval_image_size(cfg)  # data.eval_image_size, else data.image_size
         out = {}
         for set_name, rel in tests.items():
             path = find_test_split(root, rel)

@@ -37,7 +37,10 @@ DEFAULTS: dict[str, Any] = {
         "train": "gsv_xs/train",
         "val": "sf_xs/val",
         "test": {"sf_test": "sf_xs/test", "tokyo": "tokyo_xs/test"},
-        "image_size": [224, 224],  # [H, W]; train and eval resize to this
+        "image_size": [224, 224],  # [H, W]; training resizes to this (the model is built for it)
+        # [H, W] (or one int) val, eval, retest, --save-preds and --repeat resize to; None:
+        # image_size (BoQ and SALAD train at 280 / 224 and test at 322). config.eval_image_size
+        "eval_image_size": None,
         "min_images_per_place": 4,
         "cache": True,  # decode-once memory-mapped cache; False -> PIL every step
         "skip_bad_files": False,  # corrupt JPEGs: error (False) or warn and skip (True)
@@ -138,6 +141,8 @@ REPLAY_SECTIONS = ("optimizer", "loss", "miner")
 # What each data.augment strength may be (fractions of the side, or of the brightness).
 AUGMENT_RANGES = {"crop_min": (0.1, 1.0), "crop_max": (0.1, 1.0), "aspect": (0.0, 0.5),
                   "jitter": (0.0, 0.9), "white_balance": (0.0, 0.5), "perspective": (0.0, 0.4)}
+# Keys holding an image size: one positive int or [H, W], searched by choice or grid.
+SIZE_KEYS = ("data.image_size", "data.eval_image_size")
 # Marks an alternative's search name: ``loss.margin#arcface`` (see Param.alias).
 ALIAS_MARK = "#"
 # Schedulers that train a population (pbt.py): the trials are drawn up front.

@@ -32,6 +32,7 @@ from vpr_tune.schema import (
     MULTI_OBJECTIVE_SCHEDULERS,
     NAMES,
     REPLAY_SECTIONS,
+    SIZE_KEYS,
     TRACKING_URI_HELP,
     default_of,
     did_you_mean,
@@ -91,6 +92,9 @@ def check_value(draft: Draft, dotted: str, value: Any, default: Any, known: bool
         except ValueError as exc:
             draft.fail(dotted, str(exc))
         return
+    if dotted in SIZE_KEYS:
+        _check_image_size(draft, dotted, value)
+        return
     if dotted in NAMES and value not in NAMES[dotted] and not (value is None and default is None):
         draft.fail(dotted, f"{value!r} is not one of {', '.join(NAMES[dotted])}"
                    f"{did_you_mean(value, NAMES[dotted])}")
@@ -99,9 +103,6 @@ def check_value(draft: Draft, dotted: str, value: Any, default: Any, known: bool
     if not known or default is None:
         if isinstance(value, dict):
             draft.fail(dotted, "expected a plain value, got a mapping")
-        return
-    if dotted == "data.image_size":
-        _check_image_size(draft, dotted, value)
         return
     want = float if dotted in ("resources.cpu", "resources.gpu") else type(default)  # fractions
     if not _is_a(value, want):
@@ -123,12 +124,17 @@ def _is_a(value: Any, want: type) -> bool:
 
 
 def _check_image_size(draft: Draft, dotted: str, value: Any) -> None:
+    """One of ``SIZE_KEYS``: a positive int or ``[H, W]`` (``data.eval_image_size`` may also
+    be null: the same as ``data.image_size``)."""
     def side(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
+    if value is None and dotted == "data.eval_image_size":
+        return
     if not (side(value) or isinstance(value, list) and len(value) == 2
             and all(side(v) for v in value)):
-        draft.fail(dotted, f"expected a positive int or [H, W], got {value!r}")
+        unset = " or null (= data.image_size)" if dotted == "data.eval_image_size" else ""
+        draft.fail(dotted, f"expected a positive int or [H, W]{unset}, got {value!r}")
 
 
 def check_distribution(draft: Draft, dotted: str, kind: str, args: Any, default: Any,
@@ -144,6 +150,9 @@ def check_distribution(draft: Draft, dotted: str, kind: str, args: Any, default:
         for v in args:
             check_value(draft, dotted, v, default, known)
         return list(args)
+    if dotted in SIZE_KEYS:
+        draft.fail(dotted, f"{kind} gives numbers; an image size is searched with choice or "
+                   "grid (of ints or [H, W])")
     if known and isinstance(default, (bool, str, list)):
         draft.fail(dotted, f"{kind} gives numbers but this key takes {type_name(default)}")
     if known and isinstance(default, (int, float)) and args[0] < 0:

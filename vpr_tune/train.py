@@ -1,11 +1,12 @@
 """One training run: the ``Trainer`` (one epoch, validation, checkpoints) and ``vpr-tune train``.
 
-An epoch is ``budget.batches_per_epoch`` P x K batches followed by an eval on the val split;
-the scheduler steps after it. Same config + seed -> same curve on CPU (init is seeded here,
-sampling/augmentation by the loader per (seed, epoch)); checkpoints hold everything needed
-for a resumed run to continue exactly. The parts (splits, model, loss, optimizer...) are
-built by ``vpr_tune.train_setup`` from the registries in ``vpr_tune.components``; a
-``replay`` schedule (an exported PBT trial) is applied by ``vpr_tune.pbt_replay``.
+An epoch is ``budget.batches_per_epoch`` P x K batches (at ``data.image_size``) followed by
+an eval on the val split (at ``config.eval_image_size``); the scheduler steps after it.
+Same config + seed -> same curve on CPU (init is seeded here, sampling/augmentation by the
+loader per (seed, epoch)); checkpoints hold everything needed for a resumed run to continue
+exactly. The parts (splits, model, loss, optimizer...) are built by
+``vpr_tune.train_setup`` from the registries in ``vpr_tune.components``; a ``replay``
+schedule (an exported PBT trial) is applied by ``vpr_tune.pbt_replay``.
 
 >>> trainer = Trainer(load_train_config("search_spaces/train_demo.yaml"), data_root)
 >>> row = trainer.run_epoch()     # {"epoch": 1, "train/loss": ..., "val/R@1": ..., ...}
@@ -31,8 +32,8 @@ from vpr_tune.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from vpr_tune.components import build_miner
-from vpr_tune.config import load_space
+from vpr_tune.components import build_miner, eval_image_size_problem
+from vpr_tune.config import eval_image_size, load_space
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.evaluate import evaluate_split
 from vpr_tune.metrics import (
@@ -81,7 +82,13 @@ class Trainer:
         self.seed = int(cfg["seed"])
         seed_everything(self.seed)  # before the model: its init is seeded
         data, budget = cfg["data"], cfg["budget"]
-        self.image_size = (int(data["image_size"][0]), int(data["image_size"][1]))
+        self.image_size = (int(data["image_size"][0]), int(data["image_size"][1]))  # training
+        self.eval_size = tuple(eval_image_size(cfg))  # val (and query_ms) resize to this
+        problem = eval_image_size_problem(cfg["model"]["backbone"],
+                                          cfg["model"]["aggregator"]["name"],
+                                          self.image_size, data.get("eval_image_size"))
+        if problem:  # before the data and the model: one line, nothing built
+            raise UserError(problem)
         self.max_epochs = int(budget["max_epochs"])
         self.batches_per_epoch = int(budget["batches_per_epoch"])
         self.eval_batch_size = int(budget["eval_batch_size"])
@@ -98,7 +105,7 @@ class Trainer:
         self.loader = build_train_loader(cfg, self.train_split, self.image_size, self.device,
                                          log)
         if self.cache:
-            warm_val_cache(self.val_split, self.image_size, bool(data["skip_bad_files"]), log)
+            warm_val_cache(self.val_split, self.eval_size, bool(data["skip_bad_files"]), log)
         if isinstance(self.model.aggregator, NetVLAD):
             init_netvlad(self.model, self.train_split.paths, image_size=self.image_size,
                          batch_size=self.eval_batch_size, cache=self.cache, seed=self.seed,
@@ -122,11 +129,11 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def validate(self) -> dict[str, float]:
-        """Recall@N on the val split as ``{"val/R@1": ..., ...}``; tracks the best epoch by
-        ``search.metric`` (``is_best``)."""
+        """Recall@N on the val split (at the eval size) as ``{"val/R@1": ..., ...}``; tracks
+        the best epoch by ``search.metric`` (``is_best``)."""
         start = time.perf_counter()
         metrics, predictions = evaluate_split(
-            self.model, self.val_split, self.image_size, self.eval_batch_size, self.device,
+            self.model, self.val_split, self.eval_size, self.eval_batch_size, self.device,
             cache=self.cache, precision=self.precision)
         # per query: the rank of its first positive, kept for intervals (uncertainty.py)
         self.val_ranks = first_hit_ranks(predictions, self.val_split.positives)
@@ -192,7 +199,7 @@ class Trainer:
 
         if self._query_index is None:  # built once: the descriptor size never changes
             self._query_index = database_index(len(self.val_split.db_paths), self.model.dim)
-        ms = query_ms(self.model, self.image_size, self._query_index, self.device,
+        ms = query_ms(self.model, self.eval_size, self._query_index, self.device,
                       self.precision)
         return {DESCRIPTOR_DIM: int(self.model.dim), QUERY_MS: round(ms, 4),
                 PARAMS_M: params_m(self.model)}

@@ -204,13 +204,14 @@ def evaluate(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Images per forward pass.")] = None,
 ) -> None:
-    """Recall@1/5/10/25 of a checkpoint on an eval split (25 m rule)."""
+    """Recall@1/5/10/25 of a checkpoint on an eval split (25 m rule), at its config's
+    data.eval_image_size (else data.image_size)."""
     import json
 
     from rich.table import Table
 
     from vpr_tune.checkpoint import load_model_from_checkpoint
-    from vpr_tune.config import normalize_config
+    from vpr_tune.config import eval_image_size, normalize_config
     from vpr_tune.data.splits import is_synthetic, load_eval_split
     from vpr_tune.device import pick_device
     from vpr_tune.evaluate import evaluate_split, save_predictions
@@ -223,7 +224,7 @@ def evaluate(
     if not path.exists():
         raise UserError(f"--data {path} does not exist")
     eval_split = load_eval_split(path, rel=split)
-    image_size = cfg["data"]["image_size"]
+    image_size = eval_image_size(cfg)  # data.eval_image_size, else data.image_size
     metrics, preds = evaluate_split(
         model, eval_split, image_size, int(batch_size or cfg["budget"]["eval_batch_size"]),
         device, cache=bool(cfg["data"].get("cache", True)))

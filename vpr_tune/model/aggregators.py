@@ -99,7 +99,8 @@ class MixVPR(nn.Module):
     """MixVPR: feature-mixer MLPs over the flattened H*W map, then channel/row projections.
 
     The mixers are sized for the feature map at the train image size; a map of another size
-    (an eval image of another size) is resized to it first, so any input size works.
+    (an eval image of another size) is resized to it first, so any input size works (a
+    config may not ask for one: ``components.SIZE_BOUND_AGGREGATORS``).
     """
 
     def __init__(

@@ -49,23 +49,30 @@ def load_run_space(space_path: Path, num_samples: int | None = None,
 
 def check_image_sizes(space: Any) -> None:
     """Every backbone the space can choose takes every image size it can choose (a ViT:
-    sides that are multiples of its patch size), checked before anything starts; a leaf with
-    a ``when`` is left to the trial (its pairings depend on other keys)."""
-    from vpr_tune.components import image_size_problem
+    sides that are multiples of its patch size), and every eval size fits the backbone and
+    the aggregator (``components.eval_image_size_problem``), checked before anything starts;
+    a leaf with a ``when`` is left to the trial (its pairings depend on other keys)."""
+    from itertools import product
+
+    from vpr_tune.components import eval_image_size_problem, image_size_problem
     from vpr_tune.leaf_values import possible_values
 
     def values(dotted: str) -> list[Any]:
         leaves = [p for p in space.params.values() if p.path == dotted]
         if not leaves:
-            section, _, key = dotted.partition(".")
-            return [space.base[section][key]]
+            node = space.base
+            for key in dotted.split("."):
+                node = node[key]
+            return [node]
         return [v for p in leaves if not p.when for v in possible_values(p)]
 
-    for backbone in values("model.backbone"):
-        for size in values("data.image_size"):
-            problem = image_size_problem(backbone, size)
-            if problem:
-                raise UserError(f"{space.source}: {problem}")
+    for backbone, size in product(values("model.backbone"), values("data.image_size")):
+        problem = image_size_problem(backbone, size)
+        for aggregator, eval_size in product(values("model.aggregator.name"),
+                                             values("data.eval_image_size")):
+            problem = problem or eval_image_size_problem(backbone, aggregator, size, eval_size)
+        if problem:
+            raise UserError(f"{space.source}: {problem}")
 
 
 def apply_overrides(space: Any, num_samples: int | None, max_concurrent: int | None) -> Any:

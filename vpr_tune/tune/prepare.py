@@ -1,5 +1,6 @@
 """The data of a search, prepared before Ray starts: the train/val file lists checked,
-and the decode-once image caches built (one per image size the space can choose)."""
+and the decode-once image caches built (train: one per image size the space can choose;
+val: one per eval size)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     """Load the train/val file lists (validates the data); with ``build_cache`` decode the
     images once into the memmap caches the trials then only map (same keys as the loaders)."""
     from vpr_tune.data import cached_images
+    from vpr_tune.data.cache import as_hw
     from vpr_tune.data.splits import find_split, load_eval_split, load_train_split
     from vpr_tune.progress import log_progress
 
@@ -27,9 +29,14 @@ def prepare_data(space: Space, data_root: Path, build_cache: bool,
     val = load_eval_split(find_split(data_root, data["val"]), skip_bad_files=skip)
     if build_cache and data["cache"]:
         sizes = possible_values(space, "data.image_size") or [data["image_size"]]
-        for size in sizes:
-            for what, paths in (("train", train.paths), ("val", [*val.db_paths, *val.q_paths])):
-                cached_images(paths, size, skip_bad_files=skip,
-                              progress=log_progress(log, f"image cache ({what}, {size})"))
+        # val at every eval size (config.eval_image_size): null ones are the train sizes
+        eval_sizes = possible_values(space, "data.eval_image_size") or [data["eval_image_size"]]
+        eval_sizes = [s for e in eval_sizes for s in ([e] if e is not None else sizes)]
+        for what, paths, each in (("train", train.paths, sizes),
+                                  ("val", [*val.db_paths, *val.q_paths], eval_sizes)):
+            for h, w in dict.fromkeys(as_hw(size) for size in each):  # each size once
+                cached_images(paths, (h, w), skip_bad_files=skip,
+                              progress=log_progress(log, f"image cache ({what}, {h}x{w})"))
     return {"train images": len(train.paths), "train places": int(train.num_places),
             "val database": len(val.db_paths), "val queries": len(val.q_paths)}
+
