@@ -22,18 +22,19 @@ PUBLISHED = {
                "model.aggregator.out_channels": 1024, "model.aggregator.out_rows": 4,
                "optimizer.name": "sgd", "optimizer.lr": 0.05, "optimizer.weight_decay": 0.001,
                "scheduler.gamma": 0.3, "budget.places_per_batch": 120,
-               "budget.images_per_place": 4, "data.image_size": [320, 320]},
+               "budget.images_per_place": 4, "data.image_size": [320, 320],
+               "data.eval_image_size": None},
     "salad": {"model.backbone": "dinov2_vitb14", "model.train_blocks": 4,
               "model.aggregator.name": "salad", "optimizer.name": "adamw",
               "optimizer.lr": 6e-5, "optimizer.weight_decay": 9.5e-9,
               "scheduler.name": "linear", "scheduler.end_factor": 0.2,
               "budget.max_epochs": 4, "budget.places_per_batch": 60,
-              "data.image_size": [224, 224]},
+              "data.image_size": [224, 224], "data.eval_image_size": [322, 322]},
     "boq": {"model.backbone": "dinov2_vitb14", "model.train_blocks": 2,
             "model.aggregator.name": "boq", "optimizer.name": "adamw", "optimizer.lr": 2e-4,
             "optimizer.backbone_lr_scale": 0.2, "scheduler.warmup_epochs": 10,
             "scheduler.gamma": 0.1, "budget.max_epochs": 40, "budget.places_per_batch": 160,
-            "data.image_size": [280, 280]},
+            "data.image_size": [280, 280], "data.eval_image_size": [322, 322]},
 }
 DIMS = {"mixvpr": 4096, "salad": 8448, "boq": 12288}
 
@@ -52,6 +53,7 @@ def test_recipe_holds_the_published_values(name: str) -> None:
         assert _get(recipe.base, dotted) == value, dotted
     header = (RECIPES / f"{name}.yaml").read_text().split("\nseed:")[0]
     assert "Source:" in header and "R@1" in header and "real data" in header
+    assert "Projected GPU hours" in header and "A100-class" in header
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,7 +80,8 @@ def test_recipe_trains_a_batch(street_world_tiny, name: str) -> None:
 
     cfg = load_space(RECIPES / f"{name}.yaml").base
     cfg["model"]["pretrained"] = "none"
-    cfg["data"].update(image_size=[32, 32] if name == "mixvpr" else [28, 28], augment=False)
+    cfg["data"].update(image_size=[32, 32] if name == "mixvpr" else [28, 28], augment=False,
+                       eval_image_size=None if name == "mixvpr" else [42, 42])  # 322 -> 42
     cfg["budget"].update(max_epochs=1, batches_per_epoch=1, places_per_batch=4,
                          images_per_place=2, eval_batch_size=32)
     cfg["scheduler"]["warmup_epochs"] = 0
