@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import run_cli
 from vpr_tune.analysis import read_table
-from vpr_tune.config import Param
+from vpr_tune.config import Param, space_from_dict
 from vpr_tune.distributions import LOG_FACTORS
 from vpr_tune.tune import trainable
 from vpr_tune.tune.lineage import lineage
@@ -116,6 +116,59 @@ def test_new_lr_weight_decay_momentum_apply_after_restoring_a_checkpoint(
     clone.save_checkpoint(tmp_path / "d.pt")
     again.load_checkpoint(tmp_path / "d.pt")
     assert again.lr == clone.lr
+
+
+# ------------------------------------------------------------ trials.csv speaks of lineages
+def test_best_columns_of_a_pbt_trial_are_over_its_lineage(tmp_path):
+    """At epoch 2, p1 copies p0 and p3 copies p2 (issue 36). p1's own epochs 1-2 (a lucky
+    R@1 50, loss 0.1) ran in weights it then dropped: not its best. p3's epochs 1-2 are p2's
+    (44, loss 0.35), the weights and best.pt it goes on from: they count, and so do p2's val
+    ranks for the interval. The same epochs as the lineage the report draws."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from vpr_tune.tune.results import write_tables
+    from vpr_tune.uncertainty import ranks_path, save_ranks
+
+    exp = tmp_path / "pbt"
+    exp.mkdir()
+    base = space_from_dict({"optimizer": {"lr": {"loguniform": [1e-4, 1e-2]}},
+                            "budget": {"max_epochs": 4}, "search": {"scheduler": "pbt"},
+                            "pbt": {"perturbation_interval": 2, "mutate": ["optimizer.lr"]}},
+                           "p.yaml").base
+    curves = {  # (val/R@1, train/loss) per epoch, as each trial reported them
+        "p0": [(10.0, 0.9), (30.0, 0.5), (35.0, 0.4), (40.0, 0.3)],
+        "p1": [(50.0, 0.1), (25.0, 0.8), (45.0, 0.6), (48.0, 0.45)],
+        "p2": [(38.0, 0.7), (44.0, 0.35), (46.0, 0.3), (47.0, 0.25)],
+        "p3": [(5.0, 0.95), (8.0, 0.9), (20.0, 0.85), (30.0, 0.8)],
+    }
+    rows = [{"trial_id": t, "epoch": e, "val/R@1": r1, "val/R@5": r1, "val/R@10": r1,
+             "val/R@25": r1, "train/loss": loss, "diverged": 0, "timestamp": 10 * i + e}
+            for i, (t, curve) in enumerate(curves.items())
+            for e, (r1, loss) in enumerate(curve, 1)]
+    (exp / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for t, curve in curves.items():  # 100 val queries: R@1 of them hit at rank 1
+        save_ranks(ranks_path(exp, t), {e: np.array([1] * int(r1) + [0] * (100 - int(r1)))
+                                        for e, (r1, _) in enumerate(curve, 1)})
+    pd.DataFrame([("p1", 2, "p0", "optimizer.lr", 2e-3, 1.2e-3),
+                  ("p3", 2, "p2", "optimizer.lr", 4e-3, 3.6e-3)],
+                 columns=["trial_id", "epoch", "source_trial_id", "param", "old", "new"]
+                 ).to_csv(exp / "perturbations.csv", index=False)
+    trials = [SimpleNamespace(trial_id=t, status="TERMINATED", config={"optimizer.lr": lr},
+                              path=None, local_path=None, error_file=None)
+              for t, lr in (("p0", 1e-3), ("p1", 1.2e-3), ("p2", 3e-3), ("p3", 3.6e-3))]
+    frame = write_tables(exp, trials, base, "val/R@1").set_index("trial_id")
+    best = frame["best_val/R@1"].to_dict()
+    assert best == {"p0": 40.0, "p1": 48.0, "p2": 47.0, "p3": 44.0}  # p1: not 50; p3: not 30
+    assert frame.loc["p1", "best_train/loss"] == 0.45  # not its dropped epoch 1's 0.1
+    assert frame.loc["p3", "best_train/loss"] == 0.35  # p2's epoch 2, inherited
+    assert frame.loc["p1", "last_val/R@1"] == 48.0 and frame.loc["p3", "last_val/R@1"] == 30.0
+    lo, hi = frame.loc["p3", ["best_val/R@1_lo", "best_val/R@1_hi"]]
+    assert 30 < lo < 44 < hi  # around p2's epoch 2, not p3's own epoch 4 (30)
+    assert len(read_table(exp / "metrics.csv")) == 16  # what each trial ran stays there
+    for trial_id in curves:
+        assert lineage(exp, trial_id)["val/R@1"].max() == best[trial_id]
 
 
 # ------------------------------------------------------------ a PBT search, fake trainer

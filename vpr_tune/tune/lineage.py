@@ -3,7 +3,9 @@
 After an exploit at epoch ``p`` a trial continues from another trial's weights, so its
 epochs up to ``p`` are that trial's (recursively). ``lineage`` follows those links back and
 returns one row per epoch: which trial ran it, the metrics it reported, and the mutated
-hyperparameters it trained with -- the schedule PBT found.
+hyperparameters it trained with -- the schedule PBT found. A PBT trial's ``best_`` columns in
+trials.csv are over the same epochs (:func:`lineage_epochs`): the weights, and the best.pt,
+the trial goes on from.
 
 >>> exp = load_experiment("pbt-demo")
 >>> lineage(exp.path, "9aa1f_00001")  # epoch, ran_in, trained_lr, val/R@1, optimizer.lr
@@ -12,12 +14,13 @@ hyperparameters it trained with -- the schedule PBT found.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vpr_tune.tune.results import read_table
+from vpr_tune.tune.tables import read_table
 
 FILE = "perturbations.csv"
 
@@ -51,33 +54,73 @@ def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
     curves = read_table(exp_dir / "metrics.csv").set_index(["trial_id", "epoch"])
     params = sorted(moves["param"].unique()) if moves is not None else []
     end = int(trials.loc[trial_id, "epochs"])
-    rows: list[dict[str, Any]] = []
-    _walk(trial_id, end, moves, trials, params, rows)
+    index = _Exploits(moves)
     out = []
-    for epoch, ran_in, config in rows:
-        metrics = curves.loc[(ran_in, epoch)] if (ran_in, epoch) in curves.index else {}
-        out.append({"epoch": epoch, "ran_in": ran_in, "trained_lr": metrics.get("lr"),
-                    "val/R@1": metrics.get("val/R@1"), **config})
+    for ran_in, first, last, config in _segments(index, trial_id, end):
+        if config is None:  # before its first exploit: the trial's own first config
+            config = {p: index.first.get(ran_in, {}).get(p, trials.loc[ran_in].get(p))
+                      for p in params}
+        for epoch in range(first, last + 1):
+            metrics = curves.loc[(ran_in, epoch)] if (ran_in, epoch) in curves.index else {}
+            out.append({"epoch": epoch, "ran_in": ran_in, "trained_lr": metrics.get("lr"),
+                        "val/R@1": metrics.get("val/R@1"), **config})
     return pd.DataFrame(out)
 
 
-def _walk(trial_id: str, end: int, moves: pd.DataFrame | None, trials: pd.DataFrame,
-          params: list[str], rows: list) -> None:
-    mine = moves[moves["trial_id"] == trial_id] if moves is not None else pd.DataFrame()
-    before = mine[mine["epoch"] < end]
-    if before.empty:  # no exploit below `end`: the trial's own first config
-        first = {p: (mine.loc[mine["param"] == p, "old"].iloc[0]
-                     if (mine["param"] == p).any() else trials.loc[trial_id].get(p))
-                 for p in params} if not mine.empty else {
-                     p: trials.loc[trial_id].get(p) for p in params}
-        rows += [(e, trial_id, first) for e in range(1, end + 1)]
-        return
-    last = before[before["epoch"] == before["epoch"].max()]
-    last = last.groupby("param").tail(1)  # twice at one epoch: the later exploit
-    p = int(last["epoch"].iloc[0])
-    _walk(str(last["source_trial_id"].iloc[0]), p, moves, trials, params, rows)
-    config = dict(zip(last["param"], last["new"], strict=True))
-    rows += [(e, trial_id, config) for e in range(p + 1, end + 1)]
+def lineage_epochs(moves: pd.DataFrame | None, ends: dict[str, int]
+                   ) -> dict[str, list[tuple[int, str]]]:
+    """``(epoch, ran_in)`` for epochs 1..end of each trial's lineage (``ends``: trial id ->
+    its last epoch; ``moves``: ``perturbations.csv``, None for other searches): whose
+    reported row each epoch of the weights it ends with is. A trial's own epochs up to its
+    last exploit are not among them."""
+    index = _Exploits(moves)
+    return {trial_id: [(epoch, ran_in) for ran_in, first, last, _ in
+                       _segments(index, trial_id, end) for epoch in range(first, last + 1)]
+            for trial_id, end in ends.items()}
+
+
+class _Exploits:
+    """``perturbations.csv`` indexed for walking lineages back: each trial's exploit epochs
+    (sorted), the source and new values of the exploit at each (twice at one epoch: the
+    later one), and each mutated key's value before the trial's first exploit."""
+
+    def __init__(self, moves: pd.DataFrame | None) -> None:
+        self.epochs: dict[str, list[int]] = {}
+        self.at: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+        self.first: dict[str, dict[str, Any]] = {}
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for row in ([] if moves is None else moves.to_dict("records")):
+            trial = str(row["trial_id"])
+            groups.setdefault((trial, int(row["epoch"])), []).append(row)
+            self.first.setdefault(trial, {}).setdefault(row["param"], row["old"])
+        for (trial, epoch), rows in groups.items():
+            later = {row["param"]: i for i, row in enumerate(rows)}  # each key's later row
+            kept = [rows[i] for i in sorted(later.values())]
+            self.at[(trial, epoch)] = (str(kept[0]["source_trial_id"]),
+                                       {row["param"]: row["new"] for row in kept})
+            self.epochs.setdefault(trial, []).append(epoch)
+        for epochs in self.epochs.values():
+            epochs.sort()
+
+
+def _segments(index: _Exploits, trial_id: str, end: int
+              ) -> list[tuple[str, int, int, dict[str, Any] | None]]:
+    """``trial_id``'s lineage over epochs 1..``end`` as ``(ran_in, first, last, config)``
+    runs of epochs, oldest first: after an exploit at epoch ``p`` (the epoch of the
+    checkpoint it copied) the trial ran ``p+1..`` with the exploit's new values; up to ``p``
+    its weights are the source's, whose lineage up to ``p`` is followed the same way.
+    ``config`` None: a trial's own first config (before its first exploit)."""
+    runs: list[tuple[str, int, int, dict[str, Any] | None]] = []
+    while True:
+        epochs = index.epochs.get(trial_id, [])
+        below = bisect_left(epochs, end)  # exploits at epochs < end
+        if not below:
+            runs.append((trial_id, 1, end, None))
+            return runs[::-1]
+        p = epochs[below - 1]
+        source, config = index.at[(trial_id, p)]
+        runs.append((trial_id, p + 1, end, config))
+        trial_id, end = source, p
 
 
 def plot_lr_schedules(exp_dir: Path | str, best: str | None = None) -> Any:

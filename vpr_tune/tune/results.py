@@ -21,17 +21,9 @@ from vpr_tune import metrics, statuses
 from vpr_tune.atomic import LockHeld, file_lock, lock_holder, write_csv
 from vpr_tune.config import ALIAS_MARK, materialize
 from vpr_tune.errors import UserError
+from vpr_tune.tune.lineage import lineage_epochs, read_perturbations
 from vpr_tune.tune.storage import remote_checkpoint, remote_trial_file
-
-
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """One of an experiment's CSV tables (``trials.csv``, ``metrics.csv``, ``retest.csv``)
-    with ``trial_id`` kept as text: Ray's ids are hex, and pandas would read ``00123456`` as
-    an int (losing the zeros) and ``12e45678`` as a float.
-
-    >>> trials = read_table("results/demo/trials.csv")   # doctest: +SKIP
-    """
-    return pd.read_csv(path, dtype={"trial_id": str})
+from vpr_tune.tune.tables import read_table as read_table  # where most callers import it
 
 
 def storage_root(storage: str | None = None) -> Path:
@@ -217,10 +209,7 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
     record: dict[str, Any] = {"trial_id": trial.trial_id, "status": status,
                               **dict(sorted((k, v) for k, v in config.items()
                                             if ALIAS_MARK not in k))}
-    for m in metrics.SEARCHABLE:  # every metric a search may rank on gets best_/last_
-        vals = [r[m] for r in good if r.get(m) is not None]
-        record[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
-        record[metrics.summary_column(m, "last")] = vals[-1] if vals else None
+    record.update(summary_values(good))  # PBT: over its lineage, see trial_tables
     # Costs, one value per trial: descriptor size and parameters at the best epoch of the
     # ranking metric (they never change), query time as the median over the trial's epochs.
     mode = metrics.mode_of({**cfg["search"], "metric": metric})
@@ -240,6 +229,32 @@ def trial_record(trial: Any, base: dict[str, Any], metric: str = metrics.DEFAULT
                         **{m: r.get(m) for m in metrics.REPORTED},
                         "timestamp": finished_at(r)} for r in good]
     return record
+
+
+def summary_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``best_``/``last_`` columns of every metric a search may rank on, over ``rows``
+    (epoch order; each best in its metric's direction)."""
+    out: dict[str, Any] = {}
+    for m in metrics.SEARCHABLE:
+        vals = [r[m] for r in rows if r.get(m) is not None]
+        out[metrics.summary_column(m, "best")] = metrics.best_value(vals, metrics.direction(m))
+        out[metrics.summary_column(m, "last")] = vals[-1] if vals else None
+    return out
+
+
+def lineage_rows(exp_dir: Path, records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """PBT/PB2: each record's epoch rows along its lineage (:func:`lineage_epochs`): up to an
+    exploit the rows of the trial whose weights it copied, then its own; ``{}`` for other
+    searches and before the first exploit. A trial's best is over these epochs: the weights,
+    and the best.pt, it goes on from (an exploit restores both), not its dropped ones."""
+    moves = read_perturbations(exp_dir)
+    if moves is None or moves.empty:
+        return {}
+    by_key = {(r["trial_id"], int(r["epoch"])): r for rec in records for r in rec["_rows"]}
+    epochs = lineage_epochs(moves, {rec["trial_id"]: int(rec["epochs"]) for rec in records})
+    return {trial_id: [by_key[key] for epoch, ran_in in path
+                       if (key := (ran_in, epoch)) in by_key]
+            for trial_id, path in epochs.items()}
 
 
 def finished_at(row: dict[str, Any]) -> float | None:
@@ -291,17 +306,23 @@ def trial_tables(exp_dir: Path, trials: list[Any], base: dict[str, Any],
     if any(cached(t) is None for t in trials):
         for row in read_result_rows(Path(exp_dir), EPOCH_LOG):
             logged.setdefault(row.get("trial_id", ""), []).append(row)
-    records = []
+    records, fresh = [], []
     for t in trials:
         record = cached(t)
         if record is None:
             cut = t.trial_id in (running or ())
             record = trial_record(t, base, metric, cut, budget, logged.get(t.trial_id))
-            final = not cut and not budget and str(t.status) in statuses.RAY_FINAL
-            record.update(best_intervals(exp_dir, record) if final else {})
-            if cache is not None and not cut and not budget and str(t.status) in statuses.RAY_FINAL:
-                cache[t.trial_id] = (str(t.status), record)
+            if not cut and not budget and str(t.status) in statuses.RAY_FINAL:
+                fresh.append(record)
+                if cache is not None:
+                    cache[t.trial_id] = (str(t.status), record)
         records.append(record)
+    lineages = lineage_rows(Path(exp_dir), records)
+    for record in records:  # PBT: best_ columns over the lineage (a cached row's too)
+        if record["trial_id"] in lineages:
+            record.update(summary_values(lineages[record["trial_id"]]))
+    for record in fresh:
+        record.update(best_intervals(exp_dir, record, lineages.get(record["trial_id"])))
     curves = [row for r in records for row in r["_rows"]]
     fixed = ["trial_id", "status"]
     tail = [*metrics.summary_columns(), *metrics.recall_interval_columns(), *metrics.COSTS,
@@ -332,19 +353,25 @@ def _sampling_key(trial: Any) -> tuple[bool, int, str]:
     return index is None, index or 0, str(trial.trial_id)
 
 
-def best_intervals(exp_dir: Path, record: dict[str, Any]) -> dict[str, float]:
+def best_intervals(exp_dir: Path, record: dict[str, Any],
+                   rows: list[dict[str, Any]] | None = None) -> dict[str, float]:
     """The 95 % bootstrap interval over val queries of each ``best_val/R@N`` of a trial
-    record, at the epoch that value was reached (from its ranks file; none: no columns)."""
+    record, at the epoch that value was reached (from the ranks file of the trial that ran
+    it; none: no columns); ``rows``: the epochs its best is over (default: its own)."""
     from vpr_tune.uncertainty import load_ranks, ranks_path, recall_interval
 
-    ranks = load_ranks(ranks_path(exp_dir, record["trial_id"]))
-    rows = record["_rows"]
+    rows = record["_rows"] if rows is None else rows
+    ranks: dict[str, dict[int, Any]] = {}  # by the trial that ran the epoch
     out: dict[str, float] = {}
     for m, n in zip(metrics.VAL_RECALLS, metrics.RECALL_NS, strict=True):
         best = metrics.best_index([r.get(m) for r in rows], "max")
-        epoch = int(rows[best]["epoch"]) if best is not None else None
-        if epoch in ranks:
-            lo, hi = recall_interval(ranks[epoch], n)
+        if best is None:
+            continue
+        ran_in, epoch = str(rows[best]["trial_id"]), int(rows[best]["epoch"])
+        if ran_in not in ranks:
+            ranks[ran_in] = load_ranks(ranks_path(exp_dir, ran_in))
+        if epoch in ranks[ran_in]:
+            lo, hi = recall_interval(ranks[ran_in][epoch], n)
             out.update(zip(metrics.interval_columns(metrics.summary_column(m)),
                            (round(lo, 4), round(hi, 4)), strict=True))
     return out
