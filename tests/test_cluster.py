@@ -49,3 +49,66 @@ def test_two_node_cluster_search_and_resume(tmp_path, fake_trainer, street_world
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_killed_worker_node_s_trial_continues_from_its_checkpoint(tmp_path, fake_trainer,
+                                                                  street_world_tiny, capsys):
+    """A worker node dies mid-search (its raylet and workers killed): its trial is retried
+    (search.max_failures) on the other node from its last checkpoint, nothing lost."""
+    import threading
+    import time
+
+    from ray.cluster_utils import Cluster
+
+    from tests.helpers import ray_reports
+    from vpr_tune.cli import main
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    space = write_space(tmp_path / "kill.yaml", data={"root": str(logs), "cache": False},
+                        optimizer={"lr": {"uniform": [0.1, 0.9]}},
+                        budget={"max_epochs": 8},
+                        search={"num_samples": 2, "max_concurrent": 2, "max_failures": 2})
+    storage = tmp_path / "shared"
+    exp = storage / "k"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    killed: dict[str, int] = {}
+
+    def kill_worker_once_it_checkpointed() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            for tid, rows in ray_reports(exp).items():
+                if rows and rows[-1].get("node_id") == worker.node_id and \
+                        rows[-1]["epoch"] >= 3:
+                    killed[tid] = rows[-1]["epoch"]
+                    cluster.remove_node(worker, allow_graceful=False)
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_worker_once_it_checkpointed, daemon=True)
+    killer.start()
+    try:
+        rc = main(["run", str(space), "--data", str(street_world_tiny), "--name", "k",
+                   "--storage", str(storage), "--address", cluster.address])
+        killer.join(10)
+        assert rc == 0, capsys.readouterr()
+        assert killed, "no trial reached epoch 3 on the worker node"
+        (victim, at_kill), = killed.items()
+        trials = read_table(exp / "trials.csv").set_index("trial_id")
+        assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == 8).all()
+        assert trials.loc[victim, "node_id"] != worker.node_id  # finished on the head node
+        epochs = [r["epoch"] for r in ray_reports(exp)[victim]]
+        # it went on from its last checkpoint (one epoch at most redone), not from epoch 1
+        assert epochs.count(1) == 1 and epochs[-1] == 8 and at_kill >= 3
+        assert all(b >= a - 1 for a, b in zip(epochs[:-1], epochs[1:], strict=True)), epochs
+        metrics = read_table(exp / "metrics.csv")
+        assert (metrics.groupby("trial_id")["epoch"].apply(sorted).map(list)
+                == [list(range(1, 9))] * 2).all()  # every epoch once in the tables
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
