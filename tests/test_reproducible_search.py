@@ -1,19 +1,16 @@
 """``search.reproducible`` end to end (slow suite): real tiny searches, 2 trials at a time,
-run twice (and once killed with SIGKILL and resumed) give trials.csv and metrics.csv equal
-cell by cell except the columns that measure the machine."""
+run twice give trials.csv and metrics.csv equal cell by cell except the columns that measure
+the machine (killed and resumed: tests/test_crash_consistency.py)."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.helpers import CliRun, run_cli, write_space
-from vpr_tune.tune.results import EPOCH_LOG, read_result_rows, read_table
+from tests.helpers import run_cli, write_space
+from vpr_tune.tune.results import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -61,27 +58,6 @@ def test_asha_search_twice_gives_the_same_tables(asha_run, tmp_path, street_worl
     assert_same(asha_run, again)
     space = (again / "space.yaml").read_text()
     assert "reproducible: true" in space
-
-
-def test_asha_search_killed_and_resumed_gives_the_same_tables(asha_run, tmp_path,
-                                                               street_world_tiny):
-    space = write_space(tmp_path / "killed.yaml", **ASHA)
-    storage = tmp_path / "res"
-    exp = storage / "killed"
-    args = ["run", str(space), "--data", str(street_world_tiny), "--name", "killed",
-            "--storage", str(storage)]
-    with CliRun(args, tmp_path / "run.log") as run:
-        # mid-search: a few epochs reported, trials still to be sampled
-        run.wait_for(lambda: len(read_result_rows(exp, EPOCH_LOG)) >= 7, 600,
-                     "7 epochs in epochs.jsonl")
-        run.signal(signal.SIGKILL)
-        run.wait(30)
-    assert run.returncode == -signal.SIGKILL
-    again = subprocess.run([sys.executable, "-m", "vpr_tune", *args, "--resume"],
-                           capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "reproducible: yes" in again.stdout
-    assert_same(asha_run, exp)
 
 
 def test_pbt_search_twice_gives_the_same_tables(tmp_path, street_world_tiny):
