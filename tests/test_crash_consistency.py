@@ -1,7 +1,9 @@
-"""Crash consistency (slow suite): a reproducible search killed with SIGKILL at 10 seeded
-random moments, and resumed with ``--resume`` after each, ends with the same trials.csv and
-metrics.csv (but the columns that measure the machine) as the same search never killed —
-for ASHA, MO-ASHA, PBT and PB2, with the TPE and random samplers.
+"""Reproducible searches and crash consistency (slow suite): a reproducible search (real
+trainer, tiny data) killed with SIGKILL at 10 seeded random moments, and resumed with
+``--resume`` after each, ends with the same trials.csv and metrics.csv (but the columns
+that measure the machine) as the same search run once, never killed — for ASHA, MO-ASHA,
+PBT and PB2, with the TPE and random samplers. So the same YAML twice gives the same tables
+(``search.reproducible``), and a kill at any moment changes nothing.
 
 Equal tables prove the three claims at once: no trial lost (same rows), none run twice and
 no epoch counted twice (same ``epochs`` and metrics rows), every finished trial's values
@@ -19,13 +21,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tests.helpers import CliRun, write_space
-from tests.test_reproducible_search import BUDGET, assert_same, search
-from vpr_tune.tune.results import EPOCH_LOG, read_result_rows
+from tests.helpers import CliRun, run_cli, write_space
+from vpr_tune.tune.results import EPOCH_LOG, read_result_rows, read_table
 
 pytestmark = pytest.mark.slow
+
+# what measures the machine (times, ids that Ray draws at random, paths): docs/searches.md
+MACHINE = ["trial_id", "query_ms", "time_s", "node_id", "checkpoint", "timestamp"]
+BUDGET = {"max_epochs": 4, "batches_per_epoch": 2, "places_per_batch": 4,
+          "images_per_place": 2, "eval_batch_size": 32}
 
 KILLS = 10
 ASHA = {"grace_period": 1, "reduction_factor": 2}
@@ -49,6 +56,35 @@ CASES = {
     "pb2-tpe": dict(**LR, budget=BUDGET, pbt=POPULATION, resources={"cpu": 0.5}, search={
         "algorithm": "optuna", "num_samples": 4, "max_concurrent": 4, "scheduler": "pb2"}),
 }
+
+
+def tables(exp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = read_table(exp / "trials.csv")
+    metrics = read_table(exp / "metrics.csv")
+    return (trials.drop(columns=[c for c in MACHINE if c in trials]),
+            metrics.drop(columns=[c for c in MACHINE if c in metrics]))
+
+
+def assert_same(a: Path, b: Path) -> None:
+    for left, right in zip(tables(a), tables(b), strict=True):
+        pd.testing.assert_frame_equal(left, right, check_exact=True)
+
+
+def search(tmp_path: Path, data: Path, name: str, **sections) -> Path:
+    space = write_space(tmp_path / f"{name}.yaml", **sections)
+    storage = tmp_path / "res"
+    assert run_cli(["run", str(space), "--data", str(data), "--name", name,
+                    "--storage", str(storage)]) == 0
+    return storage / name
+
+
+def exploits_by_sample(exp: Path) -> pd.DataFrame:
+    """perturbations.csv with trial ids as sampling indices (Ray draws the ids at random)."""
+    frame = read_table(exp / "perturbations.csv")
+    index = dict(zip(read_table(exp / "trials.csv")["trial_id"], range(1000), strict=False))
+    frame["trial_id"] = frame["trial_id"].map(index)
+    frame["source_trial_id"] = frame["source_trial_id"].map(index)
+    return frame
 
 
 def _rows(exp: Path) -> int:
@@ -102,3 +138,11 @@ def test_killed_ten_times_and_resumed_equals_never_killed(case, tmp_path, street
                                             sections, total, seed=sorted(CASES).index(case))
     assert len(moments) >= KILLS - 1, moments  # (a kill that landed after the end is moot)
     assert_same(reference, exp)
+    assert "reproducible: true" in (exp / "space.yaml").read_text()
+    trials = read_table(reference / "trials.csv")
+    if sections["search"]["scheduler"] == "asha":  # the rungs did stop trials
+        assert (trials["status"] == "STOPPED_EARLY").any() and (trials["epochs"] < 4).any()
+    else:  # the same exploits: the same trial cloned the same source at the same epoch
+        assert len(read_table(reference / "perturbations.csv")) >= 1
+        pd.testing.assert_frame_equal(exploits_by_sample(reference), exploits_by_sample(exp),
+                                      check_exact=True)

@@ -41,6 +41,7 @@ import pytest
 import yaml
 
 from tests.helpers import run_cli
+from tests.test_crash_consistency import MACHINE  # columns that measure the machine
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,6 @@ BUDGET = {"max_epochs": 2, "batches_per_epoch": 2, "places_per_batch": 4,
 NUM_SAMPLES = 2  # a search is one round of 2 trials at a time; best --repeat: 2 x 3 runs
 # `replay`'s default grace periods are 1,2,3: a FIFO pilot keeps 3 epochs
 PILOT_EPOCHS = 3
-# trials.csv columns that measure the machine, not the search (test_reproducible_search)
-MACHINE = ["trial_id", "query_ms", "time_s", "node_id", "checkpoint", "timestamp"]
 
 
 # ------------------------------------------------------------------- README -> commands
