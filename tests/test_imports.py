@@ -21,7 +21,7 @@ ABOVE_TUNE = ("vpr_tune.cli", "vpr_tune.__main__", "vpr_tune.doctor", "vpr_tune.
               "vpr_tune.analysis", "vpr_tune.experiment", "vpr_tune.plots", "vpr_tune.plots_search",
               "vpr_tune.report", "vpr_tune.retest",
               "vpr_tune.tune", "vpr_tune.export", "vpr_tune.repeats", "vpr_tune.compare",
-              "vpr_tune.preds", "vpr_tune.replay")
+              "vpr_tune.preds", "vpr_tune.replay", "vpr_tune.noise")
 # The YAML validator stays importable without training code.
 CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.train_setup", "vpr_tune.pbt_replay",
                           "vpr_tune.evaluate", "vpr_tune.model",
@@ -30,7 +30,8 @@ CONFIG_MUST_NOT_IMPORT = ("vpr_tune.train", "vpr_tune.train_setup", "vpr_tune.pb
                           "vpr_tune.plots_search", "vpr_tune.report")
 TUNE_MUST_NOT_IMPORT = ("vpr_tune.analysis", "vpr_tune.experiment", "vpr_tune.plots",
                         "vpr_tune.plots_search", "vpr_tune.report",
-                        "vpr_tune.retest", "vpr_tune.cli", "vpr_tune.bench", "vpr_tune.replay")
+                        "vpr_tune.retest", "vpr_tune.cli", "vpr_tune.bench", "vpr_tune.replay",
+                        "vpr_tune.noise")
 
 
 def _under(module: str, prefixes: tuple[str, ...]) -> bool:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import write_hand_experiment, write_space
-from vpr_tune import noise
+from vpr_tune import noise, resolution
 from vpr_tune.analysis import load_experiment, read_table
 from vpr_tune.cli import main
 from vpr_tune.metrics import RECALL_NS
@@ -49,13 +49,13 @@ def _best(capsys, *args: str) -> tuple[int, str, str]:
 
 # ------------------------------------------------------------------------ pure parts
 def test_resolution_of_a_val_split() -> None:
-    r = noise.resolution(150)
+    r = resolution.resolution(150)
     assert round(r.step, 2) == 0.67 and round(r.half_width, 1) == 6.4 and r.coarse
     assert r.needed == 683 and "683" in r.advice and "val/MRR" in r.advice
-    assert "val/MRR" not in noise.resolution(150, "val/MRR").advice  # already ranks by it
-    fine = noise.resolution(8000)
+    assert "val/MRR" not in resolution.resolution(150, "val/MRR").advice  # already ranks by it
+    fine = resolution.resolution(8000)
     assert not fine.coarse and fine.advice == "" and round(fine.half_width, 1) == 0.9
-    assert noise.resolution_lines(8000) == [f"val resolution: {fine.detail}"]
+    assert resolution.resolution_lines(8000) == [f"val resolution: {fine.detail}"]
 
 
 def test_within_noise_marks_and_words() -> None:

@@ -169,6 +169,12 @@ def test_best_columns_of_a_pbt_trial_are_over_its_lineage(tmp_path):
     assert len(read_table(exp / "metrics.csv")) == 16  # what each trial ran stays there
     for trial_id in curves:
         assert lineage(exp, trial_id)["val/R@1"].max() == best[trial_id]
+    # "within noise" pairs the same epochs: p3's ranks at its best are p2's epoch 2 (44 hits)
+    from vpr_tune.noise import ValRanks
+
+    ranks = ValRanks(SimpleNamespace(path=exp, curves=read_table(exp / "metrics.csv"),
+                                     trials=frame.reset_index()))
+    assert {t: int((ranks.at_best(t, "val/R@1", "max") == 1).sum()) for t in curves} == best
 
 
 # ------------------------------------------------------------ a PBT search, fake trainer

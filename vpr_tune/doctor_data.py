@@ -69,7 +69,7 @@ def check_val_resolution(ctx: Context) -> list[Check]:
     """How finely the val split tells trials apart: points of R@N per query and the 95 %
     half-width at R@1 = 20 % (``vpr_tune.noise.resolution``); ! when coarser than ±3."""
     from vpr_tune.metrics import ranking
-    from vpr_tune.noise import resolution
+    from vpr_tune.resolution import resolution
 
     queries = ctx.notes.get("val_queries")
     if queries is None:

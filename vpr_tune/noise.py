@@ -40,7 +40,6 @@ from vpr_tune.uncertainty import (
     RANKS_DIR,
     RESAMPLES,
     SEED,
-    half_width,
     load_arrays,
     load_ranks,
     paired_difference,
@@ -57,9 +56,6 @@ INTERVAL_NOTE = "(lo–hi): 95 % bootstrap interval over queries"
 UNAVAILABLE = ("intervals unavailable: no per-query ranks in {where} (an experiment made "
                "before vpr-tune kept them, or by hand)")
 RETEST_DIR = "retest"  # <experiment>/ranks/retest/<trial_id>.npz: one array per test set
-# A val split coarser than this (95 % half-width in points at R@1 = 20 %) is warned about.
-RESOLUTION_LIMIT = 3.0
-RESOLUTION_AT = 20.0  # the R@1 (percent) the half-width is quoted at
 _RECALL = re.compile(r"R@(\d+)$")
 
 
@@ -125,12 +121,42 @@ class ValRanks:
         return self._files[tid]
 
     def at_best(self, trial_id: str, metric: str, mode: str) -> np.ndarray | None:
-        """The trial's val ranks at its best epoch by ``metric`` under ``mode``."""
+        """The trial's val ranks at its best epoch by ``metric`` under ``mode``; a PBT/PB2
+        trial's over its lineage (as trials.csv's ``best_`` columns), from the ranks of the
+        trial that ran that epoch."""
+        path = self._lineages().get(str(trial_id))
+        if path:
+            return self._at_best_of_lineage(path, metrics.base_name(metric), mode)
         by_epoch = self.of(trial_id)
         if not by_epoch:
             return None
         return by_epoch.get(best_epoch(self.exp.curves, trial_id, metrics.base_name(metric),
                                        mode))
+
+    def _lineages(self) -> dict[str, list[tuple[int, str]]]:
+        """PBT/PB2: each trial's ``(epoch, ran_in)`` lineage; {} for other searches."""
+        if not hasattr(self, "_paths"):
+            from vpr_tune.tune.lineage import lineage_epochs, read_perturbations
+
+            moves = read_perturbations(Path(self.exp.path))
+            trials = self.exp.trials
+            self._paths = {} if moves is None or moves.empty or "epochs" not in trials else \
+                lineage_epochs(moves, {str(t): int(e) for t, e in zip(
+                    trials["trial_id"], trials["epochs"].fillna(0), strict=True)})
+        return self._paths
+
+    def _at_best_of_lineage(self, path: list[tuple[int, str]], metric: str, mode: str
+                            ) -> np.ndarray | None:
+        curves = self.exp.curves
+        if curves is None or curves.empty or metric not in curves:
+            return None
+        value = {(str(t), int(e)): v for t, e, v in zip(
+            curves["trial_id"], curves["epoch"], curves[metric], strict=True)}
+        best = metrics.best_index([value.get((ran_in, epoch)) for epoch, ran_in in path], mode)
+        if best is None:
+            return None
+        epoch, ran_in = path[best]
+        return self.of(ran_in).get(epoch)
 
 
 def retest_ranks_path(exp_dir: Path, trial_id: str) -> Path:
@@ -382,68 +408,3 @@ def mean_difference_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float
                           rng=np.random.default_rng(SEED))
     lo, hi = res.confidence_interval
     return float(lo), float(hi)
-
-
-# ------------------------------------------------------------------------ resolution
-@dataclass(frozen=True)
-class Resolution:
-    """What a val split of ``queries`` queries can resolve."""
-
-    queries: int
-    metric: str
-    step: float  # points of R@N one query moves
-    half_width: float  # 95 % half-width in points at R@1 = RESOLUTION_AT
-    needed: int  # queries for a half-width of RESOLUTION_LIMIT
-
-    @property
-    def coarse(self) -> bool:
-        return self.half_width > RESOLUTION_LIMIT
-
-    @property
-    def detail(self) -> str:
-        return (f"{self.queries} val queries: one query moves R@N by {self.step:.2f} points; "
-                f"95 % interval at R@1 = {RESOLUTION_AT:.0f} %: ±{self.half_width:.1f} points")
-
-    @property
-    def advice(self) -> str:
-        if not self.coarse:
-            return ""
-        less_noisy = ("" if self.metric == metrics.MRR else
-                      f", or rank by a less noisy metric (search.metric: {metrics.MRR}, "
-                      "which counts every rank, not only the first)")
-        return (f"trials closer than about ±{self.half_width:.1f} points of val R@1 cannot be "
-                f"told apart (coarser than ±{RESOLUTION_LIMIT:g}): use more val queries "
-                f"(about {self.needed:,} for ±{RESOLUTION_LIMIT:g}){less_noisy}")
-
-
-def resolution(queries: int, metric: str = metrics.DEFAULT_METRIC) -> Resolution:
-    """The resolution of a val split: points per query (100/Q), the 95 % half-width at
-    R@1 = 20 % (:func:`vpr_tune.uncertainty.half_width`) and the queries a ±3 point
-    half-width needs.
-
-    >>> r = resolution(150)
-    >>> round(r.step, 2), round(r.half_width, 1), r.coarse
-    (0.67, 6.4, True)
-    """
-    queries = max(int(queries), 0)
-    p = RESOLUTION_AT / 100.0
-    needed = math.ceil((1.96 * 100.0) ** 2 * p * (1 - p) / RESOLUTION_LIMIT ** 2)
-    return Resolution(queries, metric, 100.0 / max(queries, 1),
-                      half_width(RESOLUTION_AT, queries), needed)
-
-
-def resolution_lines(queries: int, metric: str = metrics.DEFAULT_METRIC) -> list[str]:
-    """What ``run --dry-run`` prints about the val split: its resolution, and a warning
-    with the advice when it is coarser than ±3 points."""
-    r = resolution(queries, metric)
-    lines = [f"val resolution: {r.detail}"]
-    if r.coarse:
-        lines.append(f"warning: {r.advice}")
-    return lines
-
-
-def log_resolution(queries: int, search: dict[str, Any] | None, log: Any) -> None:
-    """:func:`resolution_lines` of a space's val split (``search``: its search section, for
-    the ranking metric), each through ``log`` (``run --dry-run``)."""
-    for line in resolution_lines(queries, metrics.ranking(search)[0]):
-        log(line)

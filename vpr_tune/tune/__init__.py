@@ -210,7 +210,7 @@ def _resolve(run: _Run, data: str | None, num_samples: int | None,
     overrides), checked with the plan; the data checked (and cached); the plan printed."""
     from vpr_tune.config import TRACKING_URI_HELP, is_tracking_uri, parse_duration
     from vpr_tune.data.splits import resolve_data_root
-    from vpr_tune.noise import log_resolution
+    from vpr_tune.resolution import log_resolution
     from vpr_tune.tune.prepare import prepare_data
     from vpr_tune.tune.sampling import count_trials
     from vpr_tune.tune.searchers import check_plan, plan_line
