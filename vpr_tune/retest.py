@@ -267,7 +267,16 @@ def retest(
             PROTOCOL_KEY: merged([res[s].get(PROTOCOL_KEY) for res in results])}
         for s in tests}
     write_protocols(exp.path, {s: c[PROTOCOL_KEY] for s, c in table.attrs["test_sets"].items()})
-    synthetic = _root_is_synthetic(root)
+    write_retest(exp.path, table, _root_is_synthetic(root), metric,
+                 _data_note(exp, root, fingerprint, log), front)
+    exp.retest = table
+    return table
+
+
+def _data_note(exp: Experiment, root: Path | None, fingerprint: str,
+               log: Callable[[str], None]) -> str:
+    """retest.md's line on the data, with a warning (also logged) when the data changed
+    since the search."""
     searched = str(((exp.space or {}).get("resolved") or {}).get("data_fingerprint") or "")
     note = f"Data: {root} ({fingerprint})."
     if searched and searched != fingerprint:
@@ -275,9 +284,7 @@ def retest(
                    f"retest: {fingerprint}): files were added, removed or rewritten")
         log(warning)
         note += f" **{warning}**"
-    write_retest(exp.path, table, synthetic, metric, note, front)
-    exp.retest = table
-    return table
+    return note
 
 
 def split_ranks(result: dict[str, dict[str, Any]]
