@@ -62,7 +62,7 @@ def run_tuner(space: Space, exp_dir: Path | str, data_root: Path, num_samples: i
         metrics.objectives_of(search), int(search["keep_checkpoints"]))]
     # first: the ranks a result carries are on disk before any table is written from it
     callbacks = [ranks_callback(Path(tables_dir or exp_dir)), *callbacks]
-    if resume and tune.Tuner.can_restore(str(exp_dir)) and not has_saved_state(str(exp_dir)):
+    if resume and not has_saved_state(str(exp_dir)):
         moved = set_aside_unsaved_run([Path(tables_dir or exp_dir)] + (
             [] if "://" in str(exp_dir) else [Path(exp_dir)]))
         log(f"nothing to resume: the search was stopped before Ray saved its first state; "
