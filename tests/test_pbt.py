@@ -84,6 +84,26 @@ def test_pb2_proposals_one_ulp_past_a_bound_are_clipped(tmp_path, monkeypatch, p
     assert read_table(log.path)["new"].between(1e-4, 1e-2).all()
 
 
+def test_an_exploit_redone_after_a_resume_is_logged_once(tmp_path):
+    # a driver killed after an exploit but before its effect was saved redoes it on
+    # --resume (the crash-consistency test saw it logged three times): one row per key
+    from types import SimpleNamespace
+
+    from vpr_tune.tune.pbt import PerturbationLog
+
+    a, b, c = (SimpleNamespace(trial_id=t, config={"optimizer.lr": lr})
+               for t, lr in (("a", 1e-3), ("b", 5e-3), ("c", 2e-3)))
+    path = tmp_path / "perturbations.csv"
+    PerturbationLog(path).add(a, b, 2, {"optimizer.lr": 4e-3}, ["optimizer.lr"])
+    resumed = PerturbationLog(path)  # a new driver reads what the killed one wrote
+    resumed.add(a, b, 2, {"optimizer.lr": 4e-3}, ["optimizer.lr"])
+    resumed.add(c, b, 2, {"optimizer.lr": 6e-3}, ["optimizer.lr"])
+    resumed.add(a, c, 4, {"optimizer.lr": 5e-3}, ["optimizer.lr"])
+    rows = read_table(path)
+    assert list(zip(rows["trial_id"], rows["epoch"], rows["new"], strict=True)) == [
+        ("a", 2, 4e-3), ("c", 2, 6e-3), ("a", 4, 5e-3)]
+
+
 # ------------------------------------------------- a perturbation reaches the optimizer
 @pytest.mark.parametrize("scheduler", ["none", "cosine"])
 def test_new_lr_weight_decay_momentum_apply_after_restoring_a_checkpoint(

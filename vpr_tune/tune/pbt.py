@@ -59,6 +59,11 @@ class PerturbationLog:
         if self.rows is None:
             self.rows = (read_table(self.path).to_dict("records") if self.path.exists()
                          else [])
+        # One exploit per trial and epoch: a resumed search redoes an exploit whose effect
+        # the killed driver had not saved, and a trial exploited twice at one epoch trains
+        # with the later one (lineage.py reads it so): the new rows replace the old.
+        self.rows = [r for r in self.rows
+                     if (str(r["trial_id"]), int(r["epoch"])) != (str(trial.trial_id), epoch)]
         for key in keys:
             self.rows.append({"trial_id": trial.trial_id, "epoch": epoch,
                               "source_trial_id": source.trial_id, "param": key,
