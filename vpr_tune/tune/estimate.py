@@ -167,7 +167,9 @@ def _time_configs(space: Any, data_root: Any, plan: _Plan, machine: _Machine, ba
     saved_threads = torch.get_num_threads()
     try:
         for label, (cfg, chosen) in _configs_to_time(space).items():
-            log(f"timing the {label} configuration on {device} ({threads} thread(s)): "
+            what = "the configuration every trial shares" if label == "every trial" else \
+                f"the {label} configuration"
+            log(f"timing {what} on {device} ({threads} thread(s)): "
                 f"{batches} training batches, one val pass, one checkpoint ...")
             t = time_config(cfg, data_root, device, threads, batches)
             bpe = int(cfg["budget"]["batches_per_epoch"])
