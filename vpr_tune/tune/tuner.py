@@ -23,6 +23,8 @@ def set_aside_unsaved_run(folders: list[Path]) -> str:
     fresh start sees none of it and nothing written is lost. Returns where, in words."""
     where = []
     for folder in dict.fromkeys(folders):
+        if not folder.is_dir():
+            continue
         items = [p for p in folder.iterdir()
                  if p.name not in KEPT_ON_RESTART and not p.name.startswith(".")]
         if not items:
