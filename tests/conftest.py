@@ -51,6 +51,26 @@ def tiny_checkpoints(tmp_path_factory, street_world_tiny):
     return root, paths
 
 
+@pytest.fixture
+def retest_experiment(hand_experiment, tiny_checkpoints):
+    """The hand-made experiment on tiny street-world with real checkpoints for t0/t4/t5
+    (its top trials), ready for ``best --retest``."""
+    import shutil
+
+    import yaml
+
+    from vpr_tune.analysis import read_table
+
+    root, checkpoints = tiny_checkpoints
+    space = yaml.safe_load((hand_experiment / "space.yaml").read_text())
+    space["data"] = {"root": str(root)}
+    (hand_experiment / "space.yaml").write_text(yaml.safe_dump(space))
+    trials = read_table(hand_experiment / "trials.csv").set_index("trial_id")
+    for tid, src in zip(("t0", "t4", "t5"), checkpoints, strict=True):
+        shutil.copy2(src, trials.loc[tid, "checkpoint"])
+    return hand_experiment
+
+
 # ---------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def street_world_tiny(tmp_path_factory):

@@ -8,7 +8,6 @@ import shutil
 
 import pandas as pd
 import pytest
-import yaml
 
 from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
@@ -94,19 +93,6 @@ def test_missing_checkpoint_is_one_clear_error(hand_experiment, capsys) -> None:
     assert rc == 2
     assert "t4" in err and "checkpoint" in err and missing in err.replace("\n", "")
     assert not (hand_experiment / "retest.csv").exists()
-
-
-@pytest.fixture
-def retest_experiment(hand_experiment, tiny_checkpoints):
-    """The hand-made experiment on tiny street-world with real checkpoints for t0/t4/t5."""
-    root, checkpoints = tiny_checkpoints
-    space = yaml.safe_load((hand_experiment / "space.yaml").read_text())
-    space["data"] = {"root": str(root)}
-    (hand_experiment / "space.yaml").write_text(yaml.safe_dump(space))
-    trials = read_table(hand_experiment / "trials.csv").set_index("trial_id")
-    for tid, src in zip(("t0", "t4", "t5"), checkpoints, strict=True):
-        shutil.copy2(src, trials.loc[tid, "checkpoint"])
-    return hand_experiment
 
 
 def test_retest_writes_csv_md_and_is_deterministic(retest_experiment, capsys) -> None:

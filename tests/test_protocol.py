@@ -6,9 +6,7 @@ import json
 import shutil
 
 import pytest
-import yaml
 
-from vpr_tune.analysis import read_table
 from vpr_tune.cli import main
 from vpr_tune.protocol import (
     PROTOCOL_FILE,
@@ -54,19 +52,6 @@ def test_protocol_of_a_split_and_its_differences(street_world_tiny):
     assert any(d.startswith("files_sha1") for d in differ)
     assert any(d.startswith("image_size") for d in differ)
     assert protocol_differences(p, None) == []  # unknown is not "different"
-
-
-@pytest.fixture
-def retest_experiment(hand_experiment, tiny_checkpoints):
-    """The hand-made experiment with real checkpoints for its top trials t0, t4, t5."""
-    root, checkpoints = tiny_checkpoints
-    space = yaml.safe_load((hand_experiment / "space.yaml").read_text())
-    space["data"] = {"root": str(root)}
-    (hand_experiment / "space.yaml").write_text(yaml.safe_dump(space))
-    trials = read_table(hand_experiment / "trials.csv").set_index("trial_id")
-    for tid, src in zip(("t0", "t4", "t5"), checkpoints, strict=True):
-        shutil.copy2(src, trials.loc[tid, "checkpoint"])
-    return hand_experiment
 
 
 def test_a_test_set_by_path_is_retested_with_its_protocol(retest_experiment, tmp_path, capsys,
