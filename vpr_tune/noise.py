@@ -108,6 +108,8 @@ class ValRanks:
         self.exp = exp
         self.folder = Path(exp.path) / RANKS_DIR
         self._files: dict[str, dict[int, np.ndarray]] = {}
+        self._paths: dict[str, list[tuple[int, str]]] | None = None  # PBT lineages, lazily
+        self._values: dict[str, dict[tuple[str, int], Any]] = {}  # metric -> (trial, epoch)
 
     @property
     def available(self) -> bool:
@@ -135,7 +137,7 @@ class ValRanks:
 
     def _lineages(self) -> dict[str, list[tuple[int, str]]]:
         """PBT/PB2: each trial's ``(epoch, ran_in)`` lineage; {} for other searches."""
-        if not hasattr(self, "_paths"):
+        if self._paths is None:
             from vpr_tune.tune.lineage import lineage_epochs, read_perturbations
 
             moves = read_perturbations(Path(self.exp.path))
@@ -150,8 +152,10 @@ class ValRanks:
         curves = self.exp.curves
         if curves is None or curves.empty or metric not in curves:
             return None
-        value = {(str(t), int(e)): v for t, e, v in zip(
-            curves["trial_id"], curves["epoch"], curves[metric], strict=True)}
+        if metric not in self._values:  # built once, read for every trial
+            self._values[metric] = {(str(t), int(e)): v for t, e, v in zip(
+                curves["trial_id"], curves["epoch"], curves[metric], strict=True)}
+        value = self._values[metric]
         best = metrics.best_index([value.get((ran_in, epoch)) for epoch, ran_in in path], mode)
         if best is None:
             return None
