@@ -95,3 +95,13 @@ def test_compare_warns_when_one_set_name_means_two_protocols(retest_experiment, 
     assert main(["compare", "hand", "twin", "--storage", str(twin.parent)]) == 0
     out = capsys.readouterr().out.replace("\n", " ")
     assert "tokyo of hand and of twin were measured under different protocols" in out
+
+
+def test_a_test_set_path_that_does_not_exist_is_one_line_before_any_evaluation(
+        retest_experiment, tmp_path, capsys):
+    rc = main(["best", "hand", "--storage", str(retest_experiment.parent),
+               "--test-set", f"night={tmp_path / 'nope'}"])
+    err = capsys.readouterr()
+    assert rc == 2
+    assert f"test set night: data root {tmp_path / 'nope'} does not exist" in err.err
+    assert "retest #" not in err.out and not (retest_experiment / "retest.csv").exists()

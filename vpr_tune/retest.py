@@ -228,6 +228,12 @@ def retest(
         best = ranked(exp, metric).head(top)
     checkpoints = [checkpoint_of(exp, row) for _, row in best.iterrows()]
     tests = _test_splits(exp.space, test_sets)
+    for set_name, rel in tests.items():  # a set named by path: refused before any evaluation
+        if is_path(rel):
+            try:
+                find_test_split(Path(rel), rel)
+            except UserError as exc:
+                raise UserError(f"test set {set_name}: {exc}") from None
     cache_path = exp.path / CACHE_FILE
     cache = {} if force else _load_cache(cache_path)
     root: Path | None = None
