@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_test_sets_parse_and_twice_is_refused():
     from vpr_tune.errors import UserError
 
     assert parse_test_sets(["pitts=/d/p", " msls = /d/m "]) == {"pitts": "/d/p", "msls": "/d/m"}
+    assert parse_test_sets(["x=data/x"]) == {"x": str(Path.cwd() / "data" / "x")}
     with pytest.raises(UserError, match="given twice"):
         parse_test_sets(["a=/x", "a=/y"])
 

@@ -239,8 +239,12 @@ def check_best(tour: Tour, words: list[str], out: str) -> None:
     if int(option(words, "--repeat") or 0):
         assert tour.fresh(exp / "repeats.md"), f"best --repeat wrote no repeats.md:\n{out}"
         return
-    if "--retest" in words:
+    extra = option(words, "--test-set")  # NAME=PATH: implies --retest, adds NAME_R@N
+    if "--retest" in words or extra:
         assert tour.fresh(exp / "retest.md"), f"best --retest wrote no retest.md:\n{out}"
+        if extra:
+            name = extra.split("=", 1)[0]
+            assert f"{name}_R@1" in pd.read_csv(exp / "retest.csv"), out
         if option(words, "--top") == "all":  # every ranked trial retested
             trials = pd.read_csv(exp / "trials.csv")
             retested = pd.read_csv(exp / "retest.csv")

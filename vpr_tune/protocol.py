@@ -103,8 +103,9 @@ def read_protocols(folder: Path) -> dict[str, dict[str, Any] | None]:
 
 
 def parse_test_sets(values: list[str] | None) -> dict[str, str]:
-    """``["pitts30k=/data/pitts30k/images/test", ...]`` -> {name: path}; one clear error
-    per bad entry (the name becomes a column prefix: ``pitts30k_R@1``)."""
+    """``["pitts30k=/data/pitts30k/images/test", ...]`` -> {name: absolute path} (a relative
+    path is the working directory's); one clear error per bad entry (the name becomes a
+    column prefix: ``pitts30k_R@1``)."""
     out: dict[str, str] = {}
     for value in values or []:
         name, sep, path = value.partition("=")
@@ -118,7 +119,7 @@ def parse_test_sets(values: list[str] | None) -> dict[str, str]:
                             f"NAME_R@1), and not be {' or '.join(RESERVED)}")
         if name in out:
             raise UserError(f"--test-set {name} is given twice")
-        out[name] = path
+        out[name] = str(Path(path).expanduser().absolute())  # from the command line: cwd's
     return out
 
 
