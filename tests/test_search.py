@@ -13,6 +13,7 @@ from vpr_tune.cli import main
 from vpr_tune.config import load_space
 from vpr_tune.tune.results import read_table
 from vpr_tune.tune.sampling import OptunaDefineByRun, count_trials, expand_points
+from vpr_tune.tune.scratch import scratch_root
 
 SPACE = """
     optimizer:
@@ -183,10 +184,13 @@ def tiny_search(tmp_path: Path, samples: int = 4, batches: int = 2) -> Path:
 def test_small_real_search_writes_trials_csv(tmp_path, capsys, street_world_tiny):
     path = tiny_search(tmp_path)
     storage = tmp_path / "res"
+    scratch_before = set(scratch_root().glob("*"))
     rc = run_cli(["run", str(path), "--data", str(street_world_tiny), "--name", "small",
                   "--storage", str(storage)])
     out = capsys.readouterr().out
     assert rc == 0, out
+    # the stopped trials' workers were killed mid-epoch; their scratch folders went too
+    assert set(scratch_root().glob("*")) <= scratch_before
     exp = storage / "small"
     trials = read_table(exp / "trials.csv")
     metrics = read_table(exp / "metrics.csv")

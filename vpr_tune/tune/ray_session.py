@@ -55,7 +55,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
 
 def stop_ray() -> None:
-    """``ray.shutdown()`` a second sooner.
+    """``ray.shutdown()`` a second sooner, then remove the killed trials' scratch folders.
 
     Ray stops the GCS before its autoscaler monitor; the monitor then spends its whole 1 s
     SIGTERM grace trying to report its death to the gone GCS before Ray SIGKILLs it
@@ -65,10 +65,13 @@ def stop_ray() -> None:
     """
     import ray
 
+    from vpr_tune.tune.scratch import sweep_scratch
+
     node = getattr(ray._private.worker, "_global_node", None)  # no public handle
     if node is not None and hasattr(node, "kill_monitor"):
         node.kill_monitor(check_alive=False)
     ray.shutdown()
+    sweep_scratch()  # the scratch folders of the trials Ray killed on this node
 
 
 def check_cluster_resources(space: Space, max_concurrent: int,

@@ -20,6 +20,7 @@ from typing import Any
 from vpr_tune.config import materialize
 from vpr_tune.errors import DivergedError, UserError
 from vpr_tune.metrics import RANKS, objectives_of, with_mean_recall, worst
+from vpr_tune.tune.scratch import trial_scratch
 from vpr_tune.uncertainty import encode
 
 CHECKPOINT_FILE = "checkpoint.pt"  # everything to resume: model, optimizer, RNG, epoch
@@ -61,7 +62,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
     # Every Ray checkpoint folder holds the latest state *and* the best model so far, so Ray
     # can keep only the newest folders (recency retention: a resumed experiment never points
     # at a deleted checkpoint) while the best model is never lost.
-    scratch = Path(tempfile.mkdtemp(prefix="vpr-trial-"))
+    scratch = trial_scratch()  # a stopped trial's worker is killed: see tune/scratch.py
     best = scratch / BEST_FILE
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -96,7 +97,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], data_root: str,
             if trainer.epoch % every and trainer.epoch < max_epochs:
                 tune.report(report)
                 continue
-            with tempfile.TemporaryDirectory(prefix="vpr-ckpt-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="ckpt-", dir=scratch) as tmp:
                 with _disk_full_names_file(Path(tmp) / CHECKPOINT_FILE):
                     trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
                     _link_or_copy(best, Path(tmp) / BEST_FILE)
