@@ -14,6 +14,16 @@ os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Tests that draw return figures and keep them; pyplot holds each until closed."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 # ---------------------------------------------------------------- experiments
 @pytest.fixture
 def fake_trainer(monkeypatch):

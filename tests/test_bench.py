@@ -247,6 +247,8 @@ def test_search_figures_from_the_run_outputs(monkeypatch) -> None:
     search = bench_search(quick=True, log=lambda _m: None)
     assert search["trial_busy_s"] == [4.0, 4.0] and search["cores"] == 2
     assert search["ratio"] == pytest.approx(8.0 / (2 * search["wall_s"]), rel=0.1)
+    assert search["reproducible_ratio"] == pytest.approx(
+        8.0 / (2 * search["reproducible_wall_s"]), rel=0.1)
 
 
 def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(asha_bench,

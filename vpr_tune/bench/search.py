@@ -25,7 +25,8 @@ result in the order the driver received it), so they measure exactly what ``run`
   seed rather than 12 keep that inside the bar next to ``pareto`` and ``study``. The
   replays themselves take seconds.
 - search: sum trial busy time (``time_s``) / (wall of the whole ``run`` x cores) for a FIFO
-  search with 2 concurrent 1-CPU trials on 2 cores.
+  search with 2 concurrent 1-CPU trials on 2 cores; the same search is run again with
+  ``search.reproducible`` and its ratio recorded (``reproducible_ratio``), not barred.
 """
 
 from __future__ import annotations
@@ -296,9 +297,13 @@ def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
                 marks.setdefault(key, time.perf_counter() - origin[0])
         log(msg)
 
+    space = _space(quick, "fifo", samples, epochs, batches)
     with tempfile.TemporaryDirectory(prefix="vpr-bench-") as tmp:
-        wall, trials, _ = _run(_space(quick, "fifo", samples, epochs, batches), "search",
-                               Path(tmp), watch)
+        wall, trials, _ = _run(space, "search", Path(tmp), watch)
+        # the same search with search.reproducible (issue 33: what the mode costs); FIFO
+        # makes no rung decisions, so what it can cost here is the sampler's ordering
+        space["search"]["reproducible"] = True
+        wall_r, trials_r, _ = _run(space, "search-reproducible", Path(tmp), log)
     busy = [float(t) for t in trials["time_s"]]
     ratio = sum(busy) / (wall * cores)
     ready, finished = marks.get("ready", 0.0), marks.get("finished", wall)
@@ -307,4 +312,7 @@ def bench_search(quick: bool = False, log: Any = print) -> dict[str, Any]:
                   machine_cores=os.cpu_count(), trials=samples, max_epochs=epochs,
                   trial_epochs=int(trials["epochs"].sum()), startup_s=round(ready, 2),
                   idle_core_s_while_running=round((finished - ready) * cores - sum(busy), 2),
-                  end_s=round(wall - finished, 2))
+                  end_s=round(wall - finished, 2),
+                  reproducible_ratio=round(sum(map(float, trials_r["time_s"]))
+                                           / (wall_r * cores), 4),
+                  reproducible_wall_s=round(wall_r, 2))
