@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from vpr_tune.bench import BENCHMARKS, bar_text, load, resolve_names
@@ -137,7 +138,6 @@ def _fake_run(space_path: Path, name: str, storage: str, log=print, **_kw) -> Pa
     import json as _json
 
     import numpy as np
-    import pandas as pd
     import yaml
 
     from vpr_tune.tune.searchers import rung_objectives, rung_scheduler
@@ -216,11 +216,18 @@ def test_asha_figures_from_replays_of_the_run_outputs(asha_bench) -> None:
     assert asha["same_configs"] is True and asha["same_curves"] is True
     assert asha["spearman_rung1_vs_final"]["0"] == pytest.approx(1.0)
     assert asha["passed"] is (asha["ratio"] <= 0.35)
+    # other ladders replayed on the same pilots: the benchmark's own setting among them
+    sweep = pd.DataFrame(asha["settings_sweep"])
+    assert set(zip(sweep["seed"], sweep["reduction_factor"], strict=True)) == {
+        (s, f) for s in (0, 1) for f in (2.0, 3.0, 4.0)}
+    own = sweep[(sweep["grace_period"] == 1) & (sweep["reduction_factor"] == 3.0)]
+    assert sorted(own["ratio_median"]) == sorted(
+        asha["per_seed"][s]["ratio_median"] for s in ("0", "1"))
+    assert sweep["ratio_median"].between(0, 1).all() and sweep["p_best_kept"].eq(1).all()
 
 
 def test_asha_fails_when_the_replay_does_not_reproduce_the_real_run(asha_bench,
                                                                     monkeypatch) -> None:
-    import pandas as pd
 
     import vpr_tune.tune
 
@@ -253,7 +260,6 @@ def test_search_figures_from_the_run_outputs(monkeypatch) -> None:
 
 def test_asha_fails_when_its_trials_trained_other_curves_than_fifos(asha_bench,
                                                                     monkeypatch) -> None:
-    import pandas as pd
 
     import vpr_tune.tune
 
@@ -339,8 +345,6 @@ def test_study_retrains_each_winner_with_its_whole_config(monkeypatch, tmp_path)
     """trials.csv has a column per searched value only: the study's winner from stage 2
     (scheduler searched, optimizer fixed) is retrained with the optimizer stage 1 chose."""
     import itertools
-
-    import pandas as pd
 
     import vpr_tune.bench.study as study
 

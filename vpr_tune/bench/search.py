@@ -17,7 +17,9 @@ result in the order the driver received it), so they measure exactly what ``run`
   Passes at median <= 0.35 with ``p_best_kept`` >= 0.9. One real ASHA run (seed 0, two
   trials at a time) proves the replay: its own arrivals fed to ``replay_arrivals`` must
   stop every trial where the run stopped it (``replay_matches_real``), it must sample the
-  configs of the FIFO run of its seed and train the start of the same curves.
+  configs of the FIFO run of its seed and train the start of the same curves. The record
+  also keeps ``vpr-tune replay``'s sweep of other ladders on the same pilots
+  (``settings_sweep``: grace 1/2/3/6 x factor 2/3/4), the data for choosing ``ASHA``.
   Sizes: 10 trials x 27 epochs x 15 batches per seed (rungs 3, 9, 27; the first after 45
   batches, where a random-init network on street-world has begun to separate). Two seeds
   at that size cost ~15 min of the 45-minute ``bench all`` on 2 cores (the FIFO arms
@@ -57,6 +59,9 @@ SEARCH_BAR = Bar(0.93, higher=True, figure="sum trial busy time / (wall x cores)
 ASHA = {"grace_period": 3, "reduction_factor": 3}
 ASHA_SIZE = (10, 27, 15)  # trials, max epochs, batches per epoch
 ASHA_QUICK = (3, 3, 1)
+# other ladders replayed on the same pilots (the record's settings_sweep)
+SWEEP_GRACE_PERIODS = (1, 2, 3, 6)
+SWEEP_REDUCTION_FACTORS = (2, 3, 4)
 ASHA_SEEDS = (0, 1)  # FIFO pilots: seed and search.seed
 ASHA_ORDERS = 200  # replayed arrival orders per seed
 ASHA_ORDERS_QUICK = 5
@@ -196,6 +201,24 @@ def replayed(folders: dict[int, Path], kind: str, asha: dict[str, Any], orders: 
                                                 for s, g in runs.groupby("seed")}}
 
 
+def settings_sweep(folders: dict[int, Path], metric: str | None, orders: int, quick: bool
+                   ) -> list[dict[str, Any]]:
+    """``vpr-tune replay``'s sweep of other grace periods and reduction factors on each FIFO
+    pilot (seed -> folder): what a cheaper ladder would cost and keep, the data for
+    choosing the benchmark's settings (``ASHA``), rather than one setting's verdict.
+    Settings chosen on these pilots want confirming on new seeds."""
+    from vpr_tune.analysis import load_experiment
+    from vpr_tune.replay import sweep
+
+    graces = (1,) if quick else SWEEP_GRACE_PERIODS
+    rows = []
+    for seed, folder in folders.items():
+        table = sweep(load_experiment(folder), "asha", graces, SWEEP_REDUCTION_FACTORS,
+                      metric, orders, seed)
+        rows += [{"seed": seed, **row} for row in table.to_dict("records")]
+    return rows
+
+
 def replay_check(folder: Path, kind: str, asha: dict[str, Any]) -> dict[str, Any]:
     """Replay a real ASHA / MO-ASHA run's own arrival order (``epochs.jsonl``) through the
     scheduler a search builds: ``matches`` when it stops every trial at the epoch the run
@@ -234,6 +257,8 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
         runs, summary = replayed({seed: Path(tmp) / f"fifo-seed{seed}" for seed in fifo},
                                  "asha", asha, orders)
         check = replay_check(Path(tmp) / "asha", "asha", asha)
+        alternatives = settings_sweep({seed: Path(tmp) / f"fifo-seed{seed}" for seed in fifo},
+                                      asha.get("metric"), orders, quick)
     real_wall, real_trials, real_metrics = real
     _, fifo0, fifo0_metrics = fifo[ASHA_SEEDS[0]]
     # The real run sampled the configs of its seed's FIFO pilot and trained the start of
@@ -268,6 +293,7 @@ def bench_asha(quick: bool = False, log: Any = print) -> dict[str, Any]:
         same_configs=same_configs, same_curves=same_curves,
         fifo_wall_s={str(s): round(f[0], 2) for s, f in fifo.items()},
         replay_ratios=[round(float(r), 4) for r in runs["ratio"]],
+        settings_sweep=alternatives,
         fifo_curves={str(s): _curves(f[2]) for s, f in fifo.items()})
     # The saving only counts when the best is (nearly) always kept and the replay is the
     # scheduler a real run uses on the curves it trains.
