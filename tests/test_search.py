@@ -136,6 +136,42 @@ def test_resume_adopts_a_trial_the_saved_searcher_never_saw(tmp_path):
     assert all(config_z[k] == v for k, v in trials[2].params.items())
 
 
+def test_resume_runs_again_a_trial_the_study_was_told_of_before_the_kill(tmp_path):
+    # The study file is written at once, Ray's state every few seconds (to S3 every 10): a
+    # driver killed between a trial's end and the next save resumes that trial from its
+    # last checkpoint, and its results went to a finished Optuna trial
+    # (UpdateFinishedTrialError, seen in CI's S3 kill/resume test). The study keeps the
+    # value it was told; the resumed search goes on.
+    from vpr_tune.tune.searchers import _optuna_search
+
+    space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
+                                                          "algorithm: optuna")))
+    db = tmp_path / "optuna.db"
+    first = _optuna_search(space, 4, [], None, db, "exp")
+    first.set_search_properties("val/R@1", "max", {})
+    config = first.suggest("a")
+
+    def result(epoch, value):
+        return {"val/R@1": value, "training_iteration": epoch,
+                **{f"config/{k}": v for k, v in config.items()}}
+
+    first.on_trial_result("a", result(1, 10.0))
+    first.save(str(tmp_path / "searcher.pkl"))  # Ray's last save before the kill
+    first.on_trial_result("a", result(2, 14.0))
+    first.on_trial_complete("a", result(2, 14.0))  # told; then the kill
+
+    resumed = _optuna_search(space, 4, [], None, db, "exp")
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_result("a", result(2, 14.0))  # epoch 2 again, from the checkpoint
+    resumed.on_trial_complete("a", result(2, 14.0))
+    assert resumed.suggest("b") is not None  # the search goes on
+
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{db}")
+    told = study.get_trials()[0]
+    assert told.state.name == "COMPLETE" and told.value == 14.0
+    assert told.intermediate_values == {1: 10.0, 2: 14.0}
+
+
 def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch, street_world_tiny):
     import ray
 

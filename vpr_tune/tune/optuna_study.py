@@ -7,7 +7,8 @@ The study is named after the experiment and written as the search runs, so::
 shows history, parallel coordinates, importance and intermediate values live, and
 ``--resume`` continues the same study (Ray restores the searcher, which holds the storage;
 a trial Ray restored that the saved searcher never saw, as a driver killed mid-upload can
-leave, takes back its RUNNING Optuna trial).
+leave, takes back its RUNNING Optuna trial; a trial the study already has the value of,
+told just before the kill, keeps that value when Ray runs its last epochs again).
 Each Optuna trial's value is its Ray trial's **best** epoch by ``search.metric`` (the
 ``best_`` column of ``trials.csv``, the epoch whose model ``best.pt`` keeps); Ray alone would
 tell Optuna the last epoch's value. Diverged trials count with their best epoch before the
@@ -38,22 +39,35 @@ class BestValueOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._best: dict[str, float] = {}
+        self._told_before: set[str] = set()  # trials the study has the final value of
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        import optuna
+
         from vpr_tune.metrics import is_better
 
-        if not self._knows(trial_id, result):
+        if not self._knows(trial_id, result) or trial_id in self._told_before:
             return
         if isinstance(self.metric, list):  # several objectives: Optuna takes the final ones
             return super().on_trial_result(trial_id, result)
         value = result.get(self.metric)
         if not result.get("diverged") and is_better(value, self._best.get(trial_id), self.mode):
             self._best[trial_id] = float(value)
-        super().on_trial_result(trial_id, result)
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # The killed driver told the study this trial's value (the study file is written
+            # at once) after Ray last saved its state (every few seconds; to S3 every 10):
+            # --resume runs the trial's last epochs again from its checkpoint. The study
+            # keeps what it was told (the same curve, on CPU); seen in CI on S3.
+            self._told_before.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         if not self._knows(trial_id, result):
+            return
+        if trial_id in self._told_before:
+            self._completed_trials.add(trial_id)  # Ray's own record of told trials
             return
         if result and not error and trial_id in self._best and isinstance(self.metric, str):
             result = {**result, self.metric: self._best[trial_id]}
