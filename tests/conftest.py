@@ -7,10 +7,11 @@ import os
 import pytest
 
 from tests.helpers import FakeTrainer, use_trainer, write_hand_experiment, write_space
+from vpr_tune.tune.ray_env import set_ray_environment
 
 # Ray and torch must not grab every core of the 2-core test machine per process.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+set_ray_environment()  # what a search sets; tests that call ray.init() need it too
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

@@ -289,7 +289,7 @@ def _dry_run(run: _Run, address: str | None, log: Callable[[str], Any]) -> None:
 def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], Any]) -> Path:
     """Start Ray, take the experiment folder (its lock, space.yaml) and run the search;
     a folder this call created is removed when the search is refused before it starts."""
-    from vpr_tune.tune.ray_env import keep_working_directory
+    from vpr_tune.tune.ray_env import set_ray_environment
     from vpr_tune.tune.ray_session import (
         check_cluster_resources,
         init_ray,
@@ -299,7 +299,7 @@ def _start(run: _Run, address: str | None, resume: bool, log: Callable[[str], An
     from vpr_tune.tune.results import lock_experiment
     from vpr_tune.tune.space_record import record_space
 
-    keep_working_directory()
+    set_ray_environment()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     exp_dir = run.exp_dir
     started_ray = init_ray(address)

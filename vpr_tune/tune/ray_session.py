@@ -22,9 +22,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """
     import ray
 
-    from vpr_tune.tune.ray_env import keep_working_directory
+    from vpr_tune.tune.ray_env import set_ray_environment
 
-    keep_working_directory()
+    set_ray_environment()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return False

@@ -147,9 +147,9 @@ def make_trainable(base: dict[str, Any], data_root: Path, cpu: float, gpu: float
     """``train_trial`` bound to the base config and data, with per-trial resources."""
     from ray import tune
 
-    from vpr_tune.tune.ray_env import keep_working_directory
+    from vpr_tune.tune.ray_env import set_ray_environment
 
-    keep_working_directory()
+    set_ray_environment()
     fn = tune.with_parameters(train_trial, base=base, data_root=str(data_root),
                               trainer_factory=TRAINER_FACTORY)
     return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
