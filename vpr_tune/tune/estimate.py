@@ -207,8 +207,15 @@ def _project_search(plan: _Plan, machine: _Machine,
     if plan.population or plan.scheduler == "fifo":
         start_s -= imports * (trials - min(trials, concurrency)) / trials
     restart_s = pick([t["restart_s"] for t in timed]) + TUNE_TRIAL_S
+    # Asynchronous PBT: an exploiting trial goes on from its source's latest checkpoint,
+    # which lags it by about one interval, so it trains those epochs again (measured on
+    # tests/test_estimate_real's pbt case: 8 epochs again for 6 exploits at interval 1, 24
+    # trial-epochs where 16 were projected). Synchronous rounds all stand at one epoch.
+    rerun_epochs = pbt["exploits"] * plan.interval if plan.population and not plan.synch \
+        else 0.0
     fixed_s = machine.ray_s + machine.data_s + driver_imports
-    out = project(plan.epochs["trial_epochs"], trials, epoch_s, start_s + TUNE_TRIAL_S,
+    out = project(plan.epochs["trial_epochs"] + rerun_epochs, trials, epoch_s,
+                  start_s + TUNE_TRIAL_S,
                   fixed_s, concurrency, machine.gpu, plan.max_epochs,
                   restarts=pbt["restarts"], restart_s=restart_s)
     if plan.synch and concurrency >= trials:
@@ -226,7 +233,7 @@ def _project_search(plan: _Plan, machine: _Machine,
             "trial_start_s": start_s + TUNE_TRIAL_S, "trial_s": out["trial_s"],
             "synchronous": plan.synch, "perturbation_rounds": pbt["rounds"],
             "exploits": pbt["exploits"], "restarts": pbt["restarts"],
-            "restart_s": restart_s if plan.population else 0.0,
+            "rerun_epochs": rerun_epochs, "restart_s": restart_s if plan.population else 0.0,
             "ray_start_s": machine.ray_s, "data_s": machine.data_s,
             "worker_import_s": imports, "driver_import_s": driver_imports,
             "cpu_cores": os.cpu_count(), "configs": timed}
