@@ -355,6 +355,18 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
+def live_reports(exp: Path) -> dict[str, list[dict]]:
+    """Every epoch row of experiment folder ``exp`` by trial, in order, from the driver's
+    live log (``epochs.jsonl``, written as results arrive; Ray's result.json files reach the
+    experiment folder only when Ray syncs its state)."""
+    from vpr_tune.tune.results import EPOCH_LOG, read_result_rows
+
+    out: dict[str, list[dict]] = {}
+    for row in read_result_rows(exp, EPOCH_LOG) if Path(exp).is_dir() else []:
+        out.setdefault(str(row["trial_id"]), []).append(row)
+    return out
+
+
 def ray_reports(exp: Path) -> dict[str, list[dict]]:
     """Every epoch row each trial of experiment folder ``exp`` reported, in order, straight
     from Ray's result.json files (repeats included: a trial restarted from epoch 0 reports
