@@ -24,7 +24,7 @@ SPACE = """
     loss: {name: multisimilarity}
     miner: {name: multisimilarity}
     optimizer: {name: adam, lr: {loguniform: [1.0e-4, 1.0e-2]}}
-    budget: {max_epochs: 10, batches_per_epoch: 12, places_per_batch: 8, images_per_place: 4,
+    budget: {max_epochs: 10, batches_per_epoch: 24, places_per_batch: 8, images_per_place: 4,
              eval_batch_size: 64}
     search: {algorithm: random, num_samples: 4, seed: 1, max_concurrent: 4, scheduler: pbt}
     pbt: {perturbation_interval: 2, quantile_fraction: 0.25, mutate: [optimizer.lr]}
@@ -42,7 +42,9 @@ def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
     with CliRun(args, tmp_path / "run.log") as run:
         # Kill after the first exploit, with every trial part-way and its first checkpoint
         # known to Ray's experiment state on disk. float32 (in SPACE) keeps trials slow
-        # enough for that window on CPUs where auto would pick bfloat16.
+        # enough for that window on CPUs where auto would pick bfloat16, and 24 batches an
+        # epoch on a quiet machine (with 12 the search ended before Ray synced a state that
+        # showed every trial part-way: Ray syncs result.json with its state, rarely).
         def midway() -> bool:
             seen = ray_reports(exp)
             return ((exp / "perturbations.csv").exists() and len(seen) == 4
