@@ -104,6 +104,42 @@ def test_an_exploit_redone_after_a_resume_is_logged_once(tmp_path):
         ("a", 2, 4e-3), ("c", 2, 6e-3), ("a", 4, 5e-3)]
 
 
+def test_an_exploit_the_restored_state_never_had_leaves_the_log(tmp_path):
+    # The log is written at each exploit, Ray's state when it syncs: a driver killed in
+    # between left an exploit in perturbations.csv that --resume's trial (config from
+    # before it) never made, and the lineage said an lr the trial did not train with.
+    from types import SimpleNamespace
+
+    from vpr_tune.tune.pbt import PerturbationLog
+
+    a, b = (SimpleNamespace(trial_id=t, config={"optimizer.lr": lr, "optimizer.name": "adam"})
+            for t, lr in (("a", 1e-3), ("b", 5e-3)))
+    path = tmp_path / "perturbations.csv"
+    log = PerturbationLog(path)
+    log.add(a, b, 2, {"optimizer.lr": 0.1 / 3, "optimizer.name": "sgd"},
+            ["optimizer.lr", "optimizer.name"])
+    log.add(a, b, 4, {"optimizer.lr": 0.3, "optimizer.name": "adam"},
+            ["optimizer.lr", "optimizer.name"])
+    log.add(b, a, 4, {"optimizer.lr": 0.2, "optimizer.name": "adam"},
+            ["optimizer.lr", "optimizer.name"])
+
+    resumed = PerturbationLog(path)
+    # restored: a holds its epoch-2 exploit (read back from the CSV, the same value), not
+    # the one at epoch 4; b holds its exploit
+    resumed.forget_unsaved(SimpleNamespace(trial_id="a", config={
+        "optimizer.lr": 0.1 / 3, "optimizer.name": "sgd"}))
+    resumed.forget_unsaved(SimpleNamespace(trial_id="b", config={
+        "optimizer.lr": 0.2, "optimizer.name": "adam"}))
+    resumed.forget_unsaved(SimpleNamespace(trial_id="new", config={"optimizer.lr": 1.0}))
+    rows = read_table(path)
+    assert sorted(set(zip(rows["trial_id"], rows["epoch"], strict=True))) == [
+        ("a", 2), ("b", 4)]
+    # restored before any exploit: all of its rows go
+    PerturbationLog(path).forget_unsaved(SimpleNamespace(trial_id="a", config={
+        "optimizer.lr": 1e-3, "optimizer.name": "adam"}))
+    assert set(read_table(path)["trial_id"]) == {"b"}
+
+
 # ------------------------------------------------- a perturbation reaches the optimizer
 @pytest.mark.parametrize("scheduler", ["none", "cosine"])
 def test_new_lr_weight_decay_momentum_apply_after_restoring_a_checkpoint(

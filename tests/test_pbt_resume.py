@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 from tests.helpers import CliRun, ray_reports
-from tests.test_faults import _known_to_state
 from vpr_tune.tune.lineage import lineage
 from vpr_tune.tune.results import read_table
 
@@ -24,7 +23,7 @@ SPACE = """
     loss: {name: multisimilarity}
     miner: {name: multisimilarity}
     optimizer: {name: adam, lr: {loguniform: [1.0e-4, 1.0e-2]}}
-    budget: {max_epochs: 10, batches_per_epoch: 24, places_per_batch: 8, images_per_place: 4,
+    budget: {max_epochs: 10, batches_per_epoch: 12, places_per_batch: 8, images_per_place: 4,
              eval_batch_size: 64}
     search: {algorithm: random, num_samples: 4, seed: 1, max_concurrent: 4, scheduler: pbt}
     pbt: {perturbation_interval: 2, quantile_fraction: 0.25, mutate: [optimizer.lr]}
@@ -41,14 +40,15 @@ def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
             "--storage", str(storage)]
     with CliRun(args, tmp_path / "run.log") as run:
         # Kill after the first exploit, with every trial part-way and its first checkpoint
-        # known to Ray's experiment state on disk. float32 (in SPACE) keeps trials slow
-        # enough for that window on CPUs where auto would pick bfloat16, and 24 batches an
-        # epoch on a quiet machine (with 12 the search ended before Ray synced a state that
-        # showed every trial part-way: Ray syncs result.json with its state, rarely).
+        # known to Ray's experiment state on disk: Ray copies the trials' result.json to
+        # the experiment folder in the same sync as its state, so a row there is one the
+        # state knows. float32 (in SPACE) keeps trials slow enough for that window on CPUs
+        # where auto would pick bfloat16. (Up to epoch 9: Ray syncs rarely, and a quiet
+        # machine ended the search before a sync showed every trial below epoch 8.)
         def midway() -> bool:
             seen = ray_reports(exp)
             return ((exp / "perturbations.csv").exists() and len(seen) == 4
-                    and all(2 <= r[-1]["epoch"] < 8 and _known_to_state(r)
+                    and all(2 <= r[-1]["epoch"] < 10
                             for r in seen.values()))
 
         run.wait_for(midway, 600, "an exploit and every trial part-way in result.json")
@@ -65,7 +65,13 @@ def test_pbt_search_resumes_after_a_driver_kill(tmp_path, street_world_tiny):
     assert len(trials) == 4 and (trials["status"] == "TERMINATED").all(), trials
     assert (trials["epochs"] == 10).all()
     after = read_table(exp / "perturbations.csv")
-    assert after.iloc[:len(before)].equals(before)  # exploits logged before the kill kept
+    # An exploit logged before the kill stays, unless Ray's saved state never had it (the
+    # log is written at each exploit, the state when Ray syncs): the resumed trial went on
+    # without it, and the log says so (the lineage check below holds either way).
+    gone = before.merge(after, how="left", indicator=True).query("_merge == 'left_only'")
+    for trial_id, rows in gone.groupby("trial_id"):  # only a trial's latest exploits go
+        mine = before[before["trial_id"] == trial_id]
+        assert (mine["epoch"] >= rows["epoch"].min()).sum() == len(rows), (before, after)
     metrics = read_table(exp / "metrics.csv")
     assert not metrics.duplicated(["trial_id", "epoch"]).any()
     for trial_id in trials["trial_id"]:

@@ -70,6 +70,39 @@ class PerturbationLog:
                               "old": trial.config.get(key), "new": new_config.get(key)})
         write_csv(pd.DataFrame(self.rows, columns=COLUMNS), self.path)
 
+    def forget_unsaved(self, trial: Any) -> None:
+        """Drop ``trial``'s latest exploits whose values its (restored) config does not hold.
+
+        The log is written at each exploit, Ray's state when it syncs (rarely): a driver
+        killed in between leaves an exploit that ``--resume`` never knew, the trial going on
+        with its config from before it, while lineages read the log (found by widening the
+        PBT kill test's window). Called when Ray adds a trial, restored ones included."""
+        if self.rows is None:
+            self.rows = (read_table(self.path).to_dict("records") if self.path.exists()
+                         else [])
+        tid, dropped = str(trial.trial_id), False
+        while True:
+            mine = [r for r in self.rows if str(r["trial_id"]) == tid]
+            if not mine:
+                break
+            last = max(int(r["epoch"]) for r in mine)
+            rows = [r for r in mine if int(r["epoch"]) == last]
+            if all(_same(trial.config.get(r["param"]), r["new"]) for r in rows):
+                break
+            self.rows = [r for r in self.rows if not (str(r["trial_id"]) == tid
+                                                      and int(r["epoch"]) == last)]
+            dropped = True
+        if dropped:
+            write_csv(pd.DataFrame(self.rows, columns=COLUMNS), self.path)
+
+
+def _same(value: Any, logged: Any) -> bool:
+    """A config value and its logged copy (read back from CSV) are the same value."""
+    try:
+        return bool(np.isclose(float(value), float(logged), rtol=1e-9, atol=0.0))
+    except (TypeError, ValueError):
+        return str(value) == str(logged)
+
 
 def _epoch_of(scheduler: PopulationBasedTraining, trial: Any) -> int:
     result = scheduler._trial_state[trial].last_result or {}
@@ -105,6 +138,10 @@ class _SeededChoices:
             self._states = (random.getstate(), np.random.get_state())
             random.setstate(saved[0])
             np.random.set_state(saved[1])
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
+        self.log.forget_unsaved(trial)  # type: ignore[attr-defined]
 
     def _checkpoint_or_exploit(self, *args: Any, **kwargs: Any) -> Any:
         with self._seeded():
