@@ -93,39 +93,47 @@ def test_optuna_define_by_run_suggests_only_applicable_params(tmp_path):
     assert names == {"sgd", "adam", "asgd"}
 
 
+def _optuna_searcher(tmp_path):
+    """A TPE searcher on the study file ``tmp_path/optuna.db`` ("exp"), as a search builds
+    it; call again for the searcher a resumed driver builds on the same file."""
+    from vpr_tune.tune.searchers import _optuna_search
+
+    space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
+                                                          "algorithm: optuna")))
+    searcher = _optuna_search(space, 4, [], None, tmp_path / "optuna.db", "exp")
+    searcher.set_search_properties("val/R@1", "max", {})
+    return searcher
+
+
+def _result(config, epoch, value):
+    """A flat Ray result of a trial with ``config`` at ``epoch``."""
+    return {"val/R@1": value, "training_iteration": epoch,
+            **{f"config/{k}": v for k, v in config.items()}}
+
+
 def test_resume_adopts_a_trial_the_saved_searcher_never_saw(tmp_path):
     # A driver killed mid-upload can leave Ray's experiment state newer than the searcher's:
     # --resume then reports results of a trial the restored searcher has no Optuna trial for
     # (a KeyError in Ray's OptunaSearch, seen in CI). It takes back the trial's RUNNING
     # Optuna trial, its epochs before the kill included.
-    from vpr_tune.tune.searchers import _optuna_search
-
-    space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
-                                                          "algorithm: optuna")))
     db = tmp_path / "optuna.db"
-    first = _optuna_search(space, 4, [], None, db, "exp")
-    first.set_search_properties("val/R@1", "max", {})
-
-    def result(config, epoch, value):
-        return {"val/R@1": value, "training_iteration": epoch,
-                **{f"config/{k}": v for k, v in config.items()}}
-
+    first = _optuna_searcher(tmp_path)
     config_a = first.suggest("a")
-    first.on_trial_result("a", result(config_a, 1, 10.0))
+    first.on_trial_result("a", _result(config_a, 1, 10.0))
     first.save(str(tmp_path / "searcher.pkl"))  # the searcher state the bucket holds
     config_b = first.suggest("b")  # flat: {"optimizer.name": ..., "optimizer.lr": ...}
     # the experiment state that reached the bucket has "b"
-    first.on_trial_result("b", result(config_b, 1, 30.0))
+    first.on_trial_result("b", _result(config_b, 1, 30.0))
 
-    resumed = _optuna_search(space, 4, [], None, db, "exp")
+    resumed = _optuna_searcher(tmp_path)
     resumed.restore(str(tmp_path / "searcher.pkl"))
-    resumed.on_trial_result("b", result(config_b, 2, 20.0))
-    resumed.on_trial_complete("b", result(config_b, 2, 20.0))
-    resumed.on_trial_result("a", result(config_a, 2, 12.0))
-    resumed.on_trial_complete("a", result(config_a, 2, 12.0))
+    resumed.on_trial_result("b", _result(config_b, 2, 20.0))
+    resumed.on_trial_complete("b", _result(config_b, 2, 20.0))
+    resumed.on_trial_result("a", _result(config_a, 2, 12.0))
+    resumed.on_trial_complete("a", _result(config_a, 2, 12.0))
     # no RUNNING Optuna trial to take back (an older study file): a new one, same config
     config_z = {**config_a, "optimizer.lr": 0.05}
-    resumed.on_trial_complete("z", result(config_z, 3, 40.0))
+    resumed.on_trial_complete("z", _result(config_z, 3, 40.0))
 
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{db}")
     trials = study.get_trials()
@@ -142,25 +150,19 @@ def test_resume_runs_again_a_trial_the_study_was_told_of_before_the_kill(tmp_pat
     # last checkpoint, and its results went to a finished Optuna trial
     # (UpdateFinishedTrialError, seen in CI's S3 kill/resume test). The study keeps the
     # value it was told; the resumed search goes on.
-    from vpr_tune.tune.searchers import _optuna_search
-
-    space = load_space(space_file(tmp_path, SPACE.replace("algorithm: random",
-                                                          "algorithm: optuna")))
     db = tmp_path / "optuna.db"
-    first = _optuna_search(space, 4, [], None, db, "exp")
-    first.set_search_properties("val/R@1", "max", {})
+    first = _optuna_searcher(tmp_path)
     config = first.suggest("a")
 
     def result(epoch, value):
-        return {"val/R@1": value, "training_iteration": epoch,
-                **{f"config/{k}": v for k, v in config.items()}}
+        return _result(config, epoch, value)
 
     first.on_trial_result("a", result(1, 10.0))
     first.save(str(tmp_path / "searcher.pkl"))  # Ray's last save before the kill
     first.on_trial_result("a", result(2, 14.0))
     first.on_trial_complete("a", result(2, 14.0))  # told; then the kill
 
-    resumed = _optuna_search(space, 4, [], None, db, "exp")
+    resumed = _optuna_searcher(tmp_path)
     resumed.restore(str(tmp_path / "searcher.pkl"))
     resumed.on_trial_result("a", result(2, 14.0))  # epoch 2 again, from the checkpoint
     resumed.on_trial_complete("a", result(2, 14.0))
