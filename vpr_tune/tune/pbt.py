@@ -54,11 +54,14 @@ class PerturbationLog:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] | None = None  # read lazily: a resumed search appends
 
-    def add(self, trial: Any, source: Any, epoch: int, new_config: dict[str, Any],
-            keys: list[str]) -> None:
+    def _load(self) -> None:
         if self.rows is None:
             self.rows = (read_table(self.path).to_dict("records") if self.path.exists()
                          else [])
+
+    def add(self, trial: Any, source: Any, epoch: int, new_config: dict[str, Any],
+            keys: list[str]) -> None:
+        self._load()
         # One exploit per trial and epoch: a resumed search redoes an exploit whose effect
         # the killed driver had not saved, and a trial exploited twice at one epoch trains
         # with the later one (lineage.py reads it so): the new rows replace the old.
@@ -77,9 +80,7 @@ class PerturbationLog:
         killed in between leaves an exploit that ``--resume`` never knew, the trial going on
         with its config from before it, while lineages read the log (found by widening the
         PBT kill test's window). Called when Ray adds a trial, restored ones included."""
-        if self.rows is None:
-            self.rows = (read_table(self.path).to_dict("records") if self.path.exists()
-                         else [])
+        self._load()
         tid, dropped = str(trial.trial_id), False
         while True:
             mine = [r for r in self.rows if str(r["trial_id"]) == tid]
