@@ -140,6 +140,29 @@ def test_an_exploit_the_restored_state_never_had_leaves_the_log(tmp_path):
     assert set(read_table(path)["trial_id"]) == {"b"}
 
 
+def test_a_lineage_shows_the_mutated_lr_when_no_exploit_stayed_in_the_log(tmp_path):
+    # Found by CI: --resume dropped every exploit a killed driver had not saved and the
+    # search ended before another; the lineage then had no optimizer.lr column at all.
+    import pandas as pd
+    import yaml
+
+    exp = tmp_path / "pbt"
+    exp.mkdir()
+    (exp / "space.yaml").write_text(yaml.safe_dump({
+        "optimizer": {"lr": {"loguniform": [1e-4, 1e-2]}}, "budget": {"max_epochs": 2},
+        "search": {"scheduler": "pbt"},
+        "pbt": {"perturbation_interval": 2, "mutate": ["optimizer.lr"]},
+        "resolved": {"data_root": "/data", "trials": 1}}))  # as record_space writes it
+    pd.DataFrame(columns=["trial_id", "epoch", "source_trial_id", "param", "old", "new"]
+                 ).to_csv(exp / "perturbations.csv", index=False)
+    pd.DataFrame([{"trial_id": "p0", "epochs": 2, "optimizer.lr": 2e-3}]
+                 ).to_csv(exp / "trials.csv", index=False)
+    pd.DataFrame([{"trial_id": "p0", "epoch": e, "lr": 2e-3, "val/R@1": 10.0 * e}
+                  for e in (1, 2)]).to_csv(exp / "metrics.csv", index=False)
+    path = lineage(exp, "p0")
+    assert list(path["optimizer.lr"]) == [2e-3, 2e-3] == list(path["trained_lr"])
+
+
 # ------------------------------------------------- a perturbation reaches the optimizer
 @pytest.mark.parametrize("scheduler", ["none", "cosine"])
 def test_new_lr_weight_decay_momentum_apply_after_restoring_a_checkpoint(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from vpr_tune.tune.space_record import recorded_space
 from vpr_tune.tune.tables import read_table
 
 FILE = "perturbations.csv"
@@ -52,7 +53,8 @@ def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
     moves = read_perturbations(exp_dir)
     trials = read_table(exp_dir / "trials.csv").set_index("trial_id")
     curves = read_table(exp_dir / "metrics.csv").set_index(["trial_id", "epoch"])
-    params = sorted(moves["param"].unique()) if moves is not None else []
+    params = sorted(set(mutated_keys(exp_dir))
+                    | set(moves["param"].unique() if moves is not None else []))
     end = int(trials.loc[trial_id, "epochs"])
     index = _Exploits(moves)
     out = []
@@ -65,6 +67,19 @@ def lineage(exp_dir: Path | str, trial_id: str) -> pd.DataFrame:
             out.append({"epoch": epoch, "ran_in": ran_in, "trained_lr": metrics.get("lr"),
                         "val/R@1": metrics.get("val/R@1"), **config})
     return pd.DataFrame(out)
+
+
+def mutated_keys(exp_dir: Path) -> list[str]:
+    """``pbt.mutate`` of the experiment's space.yaml ([] without one, or for other searches):
+    a lineage shows them even when no exploit stayed in the log (one a killed driver never
+    saved is dropped on --resume, and a short search may have none)."""
+    path = exp_dir / "space.yaml"
+    if not path.is_file():
+        return []
+    space = recorded_space(exp_dir)
+    if space.base["search"]["scheduler"] not in ("pbt", "pb2"):
+        return []
+    return list(space.base["pbt"]["mutate"])
 
 
 def lineage_epochs(moves: pd.DataFrame | None, ends: dict[str, int]

@@ -148,10 +148,9 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
     experiment at ``earlier`` — the value the Optuna study of a search records too
     (``optuna_study.py``); refused when its searched keys differ from this space's."""
     import pandas as pd
-    import yaml
 
-    from vpr_tune.config import space_from_dict
     from vpr_tune.tune.results import read_table
+    from vpr_tune.tune.space_record import recorded_space
 
     if uses_points(space) or space.base["search"]["scheduler"] in POPULATION_SCHEDULERS:
         raise UserError("--warm-start feeds a sampler: use search.algorithm random or optuna "
@@ -162,9 +161,7 @@ def load_warm_start(space: Space, earlier: Path) -> list[tuple[dict[str, Any], f
                         "with search.objectives (several objectives)")
     if not (earlier / "trials.csv").exists() or not (earlier / "space.yaml").exists():
         raise UserError(f"--warm-start: no experiment with trials.csv at {earlier}")
-    raw = yaml.safe_load((earlier / "space.yaml").read_text()) or {}
-    raw.pop("resolved", None)
-    old = space_from_dict(raw, str(earlier / "space.yaml"))
+    old = recorded_space(earlier)
     mine, theirs = set(space.searched()), set(old.searched())
     if mine != theirs:
         diff = sorted(mine ^ theirs)

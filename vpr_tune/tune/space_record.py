@@ -3,7 +3,8 @@
 A search writes it when it starts (:func:`record_space`: the YAML as given plus what it
 resolved to: data root and fingerprint, trial count, folder, storage, reproducibility).
 ``--resume`` continues exactly that search: :func:`recorded_inputs` refuses a changed YAML
-or another ``--data``, showing the change; :func:`recorded_reproducible` keeps the search
+or another ``--data``, showing the change; :func:`recorded_space` reads the space back
+(``--warm-start``, PBT lineages); :func:`recorded_reproducible` keeps the search
 reproducible or not, as it was started.
 """
 
@@ -46,6 +47,17 @@ def recorded_reproducible(exp_dir: Path) -> bool:
     resolved = recorded.get("resolved") or {}
     return bool(resolved.get("reproducible",
                              (recorded.get("search") or {}).get("reproducible")))
+
+
+def recorded_space(exp_dir: Path) -> Any:
+    """The Space a search was started with (``exp_dir/space.yaml`` without its
+    ``resolved`` part)."""
+    from vpr_tune.config import read_yaml, space_from_dict
+
+    path = exp_dir / "space.yaml"
+    recorded = read_yaml(path.read_text(), str(path)) or {}
+    recorded.pop("resolved", None)
+    return space_from_dict(recorded, str(path))
 
 
 def recorded_inputs(exp_dir: Path, space: Any, data: str | None) -> tuple[Any, str]:
