@@ -69,6 +69,22 @@ def test_table_defaults_to_newest_and_labels_synthetic(hand_experiment, capsys) 
     assert "weight_decay" in out and "momentum" not in out
 
 
+def test_a_conditional_column_none_of_the_shown_trials_has_is_not_printed(
+        hand_experiment, capsys) -> None:
+    # momentum varies among the SGD trials; the top two are Adam/AdamW: an empty column
+    trials = read_table(hand_experiment / "trials.csv")
+    trials.loc[trials["trial_id"] == "t0", ["optimizer.name", "optimizer.momentum"]] = \
+        ["adam", None]
+    trials.loc[trials["trial_id"] == "t5", "optimizer.momentum"] = 0.95
+    trials.to_csv(hand_experiment / "trials.csv", index=False)
+    rc, out, _ = _best(capsys, "hand", "--top", "2", *_storage(hand_experiment))
+    assert rc == 0 and "weight_decay" in out and "momentum" not in out
+    rc, out, _ = _best(capsys, "hand", "--top", "3", *_storage(hand_experiment))
+    assert rc == 0 and "momentum" in out  # t5 (SGD, 0.95) is shown
+    rc, out, _ = _best(capsys, "hand", "--top", "2", "--json", *_storage(hand_experiment))
+    assert "optimizer.momentum" in json.loads(out)["trials"][0]  # scripts keep the key
+
+
 def test_unknown_experiment_is_one_clear_error(hand_experiment, capsys) -> None:
     rc, out, err = _best(capsys, "nosuch", *_storage(hand_experiment))
     assert rc == 2

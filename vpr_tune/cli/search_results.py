@@ -130,6 +130,12 @@ def _print_best(exp, metric: str, front: bool, table, retested, schedule) -> Non
         failed = len(exp.trials) - len(analysis.ranked(exp, metric))
         caption = f"{len(exp.trials)} trials, {failed} not ranked (failed, diverged or unfinished)"
         title = f"Best trials of {exp.label} by {metric}"
+    # a conditional hyperparameter none of the shown trials has (momentum of Adam trials)
+    # is an empty column: left out of the printed tables, kept in --json and the CSVs
+    unset = [c for c in exp.varying if c in table and table[c].isna().all()]
+    table = table.drop(columns=unset)
+    if retested is not None:
+        retested = retested.drop(columns=[c for c in unset if c in retested])
     if retested is None:
         print_wide(rich_table(display(table), title, f"{caption}; {INTERVAL_NOTE}"))
         lines = noise_lines(table)
