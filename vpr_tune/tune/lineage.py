@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from vpr_tune.schema import POPULATION_SCHEDULERS
 from vpr_tune.tune.space_record import recorded_space
 from vpr_tune.tune.tables import read_table
 
@@ -77,7 +78,7 @@ def mutated_keys(exp_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     space = recorded_space(exp_dir)
-    if space.base["search"]["scheduler"] not in ("pbt", "pb2"):
+    if space.base["search"]["scheduler"] not in POPULATION_SCHEDULERS:
         return []
     return list(space.base["pbt"]["mutate"])
 
