@@ -37,14 +37,20 @@ def record_space(exp_dir: Path, space: Any, data_root: Path, trials: int,
         storage_mod.push(exp_dir, remote, ("space.yaml",))
 
 
-def recorded_reproducible(exp_dir: Path) -> bool:
-    """Whether the search recorded in ``exp_dir/space.yaml`` is reproducible (the YAML's
-    ``search.reproducible`` or ``--reproducible``: ``resolved.reproducible``)."""
+def _read(exp_dir: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """``exp_dir/space.yaml`` split into the YAML as given and its ``resolved`` part."""
     from vpr_tune.config import read_yaml
 
     path = exp_dir / "space.yaml"
     recorded = read_yaml(path.read_text(), str(path)) or {}
-    resolved = recorded.get("resolved") or {}
+    resolved = recorded.pop("resolved", {}) or {}
+    return recorded, resolved, path
+
+
+def recorded_reproducible(exp_dir: Path) -> bool:
+    """Whether the search recorded in ``exp_dir/space.yaml`` is reproducible (the YAML's
+    ``search.reproducible`` or ``--reproducible``: ``resolved.reproducible``)."""
+    recorded, resolved, _ = _read(exp_dir)
     return bool(resolved.get("reproducible",
                              (recorded.get("search") or {}).get("reproducible")))
 
@@ -52,22 +58,18 @@ def recorded_reproducible(exp_dir: Path) -> bool:
 def recorded_space(exp_dir: Path) -> Any:
     """The Space a search was started with (``exp_dir/space.yaml`` without its
     ``resolved`` part)."""
-    from vpr_tune.config import read_yaml, space_from_dict
+    from vpr_tune.config import space_from_dict
 
-    path = exp_dir / "space.yaml"
-    recorded = read_yaml(path.read_text(), str(path)) or {}
-    recorded.pop("resolved", None)
+    recorded, _, path = _read(exp_dir)
     return space_from_dict(recorded, str(path))
 
 
 def recorded_inputs(exp_dir: Path, space: Any, data: str | None) -> tuple[Any, str]:
     """``--resume`` continues the search as it was recorded in ``space.yaml``: its space and
     data root. A changed YAML or a different ``--data`` is a UserError showing the change."""
-    from vpr_tune.config import read_yaml, space_from_dict
+    from vpr_tune.config import space_from_dict
 
-    path = exp_dir / "space.yaml"
-    recorded = read_yaml(path.read_text(), str(path)) or {}
-    resolved = recorded.pop("resolved", {}) or {}
+    recorded, resolved, path = _read(exp_dir)
     diff = _diff(recorded, space.raw)
     if diff:
         raise UserError(f"--resume: {space.source} differs from the space the search was "
